@@ -1,0 +1,152 @@
+"""Finding leaves: which files to validate, and which misnamed or misplaced files to report.
+
+A leaf is a file named exactly `qna.yaml` under a known branch of the taxonomy root. Look-alikes
+(`qna.yml`, `QNA.yaml`, `qna.yaml.txt`...) are reported, never silently skipped; so are symlinks
+that point outside the project and directories named `qna.yaml`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from labtax.config import Config
+from labtax.errors import Diagnostic, UsageError
+from labtax.taxonomy.leaf import ATTRIBUTION_FILE, BRANCHES, LEAF_FILE
+
+_SKIP_DIRS = {"node_modules", "__pycache__", "venv"}
+
+
+@dataclass
+class Discovery:
+    leaf_files: list[Path] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def display_path(path: Path, config: Config) -> str:
+    """A path as diagnostics show it: relative to the project root when inside it (GitHub needs that)."""
+    try:
+        return path.absolute().relative_to(config.project_root).as_posix()
+    except ValueError:
+        return path.absolute().as_posix()
+
+
+def taxonomy_relative(path: Path, config: Config) -> PurePosixPath | None:
+    """The path under the taxonomy root, or None when it lies outside."""
+    try:
+        return PurePosixPath(path.absolute().relative_to(config.taxonomy_root).as_posix())
+    except ValueError:
+        return None
+
+
+def looks_like_leaf_file(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.startswith("qna.") and (lowered.endswith((".yaml", ".yml")) or lowered in {"qna.yaml", "qna.yml"})
+
+
+def is_outside_project(path: Path, config: Config) -> bool:
+    try:
+        path.resolve().relative_to(config.project_root)
+    except ValueError:
+        return True
+    except (OSError, RuntimeError):  # a symlink loop
+        return True
+    return False
+
+
+def discover(config: Config, paths: Iterable[Path] | None = None) -> Discovery:
+    """Collect the qna.yaml files under `paths` (default: the taxonomy root) and naming problems."""
+    found = Discovery()
+    targets = list(paths) if paths else [config.taxonomy_root]
+    if not paths and not config.taxonomy_root.is_dir():
+        raise UsageError(
+            f"taxonomy root {config.taxonomy_root} is not a directory; pass --root, or set "
+            "[tool.labtax] taxonomy in pyproject.toml"
+        )
+    seen: set[Path] = set()
+    for target in targets:
+        if not target.exists() and not target.is_symlink():
+            raise UsageError(f"{target}: no such file or directory")
+        for leaf_file, diagnostic in _scan(target, config, explicit=True):
+            if diagnostic is not None:
+                found.diagnostics.append(diagnostic)
+            elif leaf_file is not None and leaf_file.absolute() not in seen:
+                seen.add(leaf_file.absolute())
+                found.leaf_files.append(leaf_file)
+    return found
+
+
+def _problem(path: Path, config: Config, rule: str, message: str) -> tuple[None, Diagnostic]:
+    return None, Diagnostic(display_path(path, config), 1, 1, rule, message)
+
+
+def _scan(path: Path, config: Config, explicit: bool) -> Iterator[tuple[Path | None, Diagnostic | None]]:
+    if path.is_symlink() and is_outside_project(path, config):
+        yield _problem(
+            path, config, "symlink-outside", "this symlink points outside the repository; copy the content in instead"
+        )
+        return
+    if path.is_dir():
+        if path.name == LEAF_FILE:
+            yield _problem(path, config, "file-name", "'qna.yaml' is a directory; a leaf's qna.yaml must be a file")
+            return
+        yield from _walk(path, config)
+        return
+    name = path.name
+    if name == LEAF_FILE:
+        yield path, None
+    elif name == ATTRIBUTION_FILE and explicit:
+        # A changed attribution.txt (as pre-commit passes it) re-validates its leaf.
+        sibling = path.parent / LEAF_FILE
+        if sibling.is_file():
+            yield sibling, None
+    elif looks_like_leaf_file(name):
+        yield _problem(path, config, "file-name", f"'{name}' is not read as a leaf; rename it to 'qna.yaml'")
+
+
+def _walk(directory: Path, config: Config) -> Iterator[tuple[Path | None, Diagnostic | None]]:
+    for current, dirnames, filenames in os.walk(directory, followlinks=False):
+        base = Path(current)
+        keep = []
+        for name in sorted(dirnames):
+            child = base / name
+            if name.startswith(".") or name in _SKIP_DIRS:
+                continue
+            if child.is_symlink():
+                if is_outside_project(child, config):
+                    yield from _scan(child, config, explicit=False)
+                continue
+            if name == LEAF_FILE:
+                yield from _scan(child, config, explicit=False)
+                continue
+            keep.append(name)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if name == LEAF_FILE or looks_like_leaf_file(name):
+                yield from _scan(base / name, config, explicit=False)
+
+
+def find_branch(path: Path, config: Config) -> str | None:
+    """The branch of a leaf file: from its place under the taxonomy root, else the nearest branch name
+    in its absolute path (InstructLab's rule), so a single file passed from elsewhere still works."""
+    relative = taxonomy_relative(path, config)
+    if relative is not None:
+        return relative.parts[0] if relative.parts and relative.parts[0] in BRANCHES else None
+    for part in reversed(path.absolute().parts[:-1]):
+        if part in BRANCHES:
+            return part
+    return None
+
+
+def leaf_path(path: Path, config: Config) -> str:
+    """The leaf's path relative to the taxonomy root (its identity), or from its branch onwards."""
+    relative = taxonomy_relative(path, config)
+    if relative is not None:
+        return relative.as_posix()
+    parts = path.absolute().parts
+    for index in range(len(parts) - 2, -1, -1):
+        if parts[index] in BRANCHES:
+            return PurePosixPath(*parts[index:]).as_posix()
+    return path.name

@@ -1,0 +1,224 @@
+"""Safe YAML loading that keeps positions and refuses what PyYAML would silently accept.
+
+`load_yaml_text` turns text into plain Python values plus a map from each YAML path to the line and
+column where its node starts, so every later check can point at the exact spot. It also reports,
+as diagnostics rather than exceptions: syntax errors, duplicate keys (PyYAML keeps the last one),
+anchors/aliases that expand past a node budget (alias bombs), and recursive aliases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from labtax.errors import Diagnostic, Severity
+
+# libyaml's parser is an order of magnitude faster than the pure-Python one; marks are the same.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
+
+YamlPath = tuple[str | int, ...]
+
+# A qna.yaml holds a few hundred nodes. The budget stops "billion laughs" alias expansion early.
+MAX_NODES = 200_000
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int  # 1-based
+    column: int  # 1-based
+
+
+@dataclass
+class YamlDocument:
+    """A loaded YAML document: its value and where each node (and each mapping key) starts."""
+
+    value: Any
+    positions: dict[YamlPath, Position] = field(default_factory=dict)
+    key_positions: dict[YamlPath, Position] = field(default_factory=dict)
+
+    def position(self, path: YamlPath) -> Position:
+        """The position of `path`, or of its nearest ancestor that has one."""
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            path = path[:-1]
+        return self.positions.get((), Position(1, 1))
+
+    def key_position(self, path: YamlPath) -> Position:
+        """Where the key of a mapping entry starts (falls back to the value's position)."""
+        return self.key_positions.get(path) or self.position(path)
+
+
+def format_yaml_path(path: YamlPath) -> str:
+    """`("seed_examples", 2, "answer")` -> `.seed_examples[2].answer` (yq's notation, as InstructLab prints)."""
+    if not path:
+        return "."
+    out = []
+    for part in path:
+        out.append(f"[{part}]" if isinstance(part, int) else f".{part}")
+    return "".join(out)
+
+
+class _BudgetExceeded(Exception):
+    pass
+
+
+class _Builder:
+    """Builds Python values from a composed node graph, recording positions and duplicate keys."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.doc = YamlDocument(value=None)
+        self.diagnostics: list[Diagnostic] = []
+        self.nodes_seen = 0
+        self._constructor = yaml.SafeLoader("")
+        self._active: set[int] = set()
+
+    def build(self, node: yaml.Node, path: YamlPath) -> Any:
+        self.nodes_seen += 1
+        if self.nodes_seen > MAX_NODES:
+            raise _BudgetExceeded
+        # An alias shares the node object of its anchor, so the first visit wins the position.
+        self.doc.positions.setdefault(path, _pos(node.start_mark))
+        if isinstance(node, yaml.ScalarNode):
+            return self._constructor.construct_object(node, deep=True)
+        if id(node) in self._active:
+            self.diagnostics.append(
+                Diagnostic(
+                    self.file,
+                    *_pos_tuple(node.start_mark),
+                    rule="yaml-syntax",
+                    message="this node refers to itself through an alias; write the content out instead",
+                    yaml_path=format_yaml_path(path),
+                )
+            )
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(child, (*path, index)) for index, child in enumerate(node.value)]
+            if isinstance(node, yaml.MappingNode):
+                return self._build_mapping(node, path)
+        finally:
+            self._active.discard(id(node))
+        return None  # pragma: no cover - the three node kinds above are all there is
+
+    def _build_mapping(self, node: yaml.MappingNode, path: YamlPath) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.diagnostics.append(
+                    Diagnostic(
+                        self.file,
+                        *_pos_tuple(key_node.start_mark),
+                        rule="yaml-syntax",
+                        message="merge keys (<<) are not supported in qna.yaml; write the keys out",
+                        yaml_path=format_yaml_path(path),
+                    )
+                )
+                continue
+            key = self.build(key_node, (*path, "<key>"))
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                self.diagnostics.append(
+                    Diagnostic(
+                        self.file,
+                        *_pos_tuple(key_node.start_mark),
+                        rule="wrong-type",
+                        message="a mapping key must be plain text",
+                        yaml_path=format_yaml_path(path),
+                    )
+                )
+                continue
+            child_path = (*path, str(key))
+            if key in result:
+                first = self.doc.key_positions.get(child_path)
+                where = f" (first defined on line {first.line})" if first else ""
+                self.diagnostics.append(
+                    Diagnostic(
+                        self.file,
+                        *_pos_tuple(key_node.start_mark),
+                        rule="duplicate-key",
+                        message=f"key '{key}' appears twice in the same mapping{where}; "
+                        "YAML would silently keep only the last one, so remove or rename one",
+                        yaml_path=format_yaml_path(child_path),
+                    )
+                )
+                continue
+            self.doc.key_positions[child_path] = _pos(key_node.start_mark)
+            result[key] = self.build(value_node, child_path)
+        self.doc.positions.pop((*path, "<key>"), None)
+        return result
+
+
+def load_yaml_text(text: str, file: str) -> tuple[YamlDocument | None, list[Diagnostic]]:
+    """Parse one YAML document. Returns (None, diagnostics) when nothing usable could be read."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = _pos_tuple(mark) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        hint = _syntax_hint(text, line)
+        return None, [Diagnostic(file, line, column, rule="yaml-syntax", message=f"YAML syntax error: {problem}{hint}")]
+    except yaml.YAMLError as exc:  # composer errors such as "expected a single document"
+        return None, [Diagnostic(file, 1, 1, rule="yaml-syntax", message=f"YAML error: {exc}")]
+    if node is None:
+        return YamlDocument(value=None, positions={(): Position(1, 1)}), []
+    builder = _Builder(file)
+    try:
+        value = builder.build(node, ())
+    except _BudgetExceeded:
+        return None, [
+            Diagnostic(
+                file,
+                1,
+                1,
+                rule="yaml-too-complex",
+                message=f"the YAML expands to more than {MAX_NODES:,} nodes (anchors and aliases that "
+                "multiply content); write the content out plainly",
+            )
+        ]
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        return None, [Diagnostic(file, 1, 1, rule="yaml-syntax", message=f"YAML error: {exc}")]
+    except RecursionError:
+        return None, [Diagnostic(file, 1, 1, rule="yaml-too-complex", message="the YAML is nested too deeply")]
+    builder.doc.value = value
+    return builder.doc, builder.diagnostics
+
+
+def _syntax_hint(text: str, line: int) -> str:
+    lines = text.splitlines()
+    if 0 < line <= len(lines) and "\t" in lines[line - 1]:
+        return " (this line contains a tab: YAML indentation must use spaces)"
+    return ""
+
+
+def _pos(mark: yaml.Mark) -> Position:
+    return Position(mark.line + 1, mark.column + 1)
+
+
+def _pos_tuple(mark: yaml.Mark) -> tuple[int, int]:
+    return mark.line + 1, mark.column + 1
+
+
+def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
+    """Tabs and trailing spaces, line by line (yamllint's checks, done in-process)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        tab = line.find("\t")
+        if tab >= 0:
+            yield Diagnostic(
+                file, number, tab + 1, rule="tab", message="tab character; use spaces (YAML forbids tabs in indentation)"
+            )
+        stripped = line.rstrip(" \t")
+        if len(stripped) != len(line):
+            yield Diagnostic(
+                file,
+                number,
+                len(stripped) + 1,
+                rule="trailing-space",
+                message="trailing whitespace at the end of the line; remove it",
+                severity=Severity.WARNING,
+            )

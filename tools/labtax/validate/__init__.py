@@ -1,0 +1,208 @@
+"""Validation of taxonomy leaves: the one function that `labtax validate`, `labtax check`, the
+pre-commit hook and CI all call.
+
+`validate_paths` finds leaves, checks every file (a broken file never stops the others) and returns
+the diagnostics, already filtered and re-levelled by the configured severities, plus the leaves that
+could be built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labtax.config import Config
+from labtax.errors import Diagnostic, Severity
+from labtax.taxonomy.discover import display_path, discover, find_branch, leaf_path
+from labtax.taxonomy.leaf import (
+    ATTRIBUTION_FILE,
+    Attribution,
+    Leaf,
+    leaf_from_content,
+    leaf_kind,
+    local_document_digest,
+    document_ref,
+    parse_attribution,
+)
+from labtax.taxonomy.load import load_yaml_text, whitespace_diagnostics
+from labtax.validate.rules import LeafChecker, check_attribution
+from labtax.validate.schema import LATEST_VERSION, SUPPORTED_VERSIONS, validate_schema
+
+
+@dataclass
+class ValidationResult:
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    leaves: list[Leaf] = field(default_factory=list)
+    files_checked: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for d in self.diagnostics if d.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for d in self.diagnostics if d.severity is Severity.WARNING)
+
+
+def validate_paths(config: Config, paths: Iterable[Path] | None = None, *, check_documents: bool = False) -> ValidationResult:
+    found = discover(config, paths)
+    result = ValidationResult(diagnostics=list(found.diagnostics))
+    for leaf_file in found.leaf_files:
+        leaf, diagnostics = validate_leaf_file(config, leaf_file, check_documents=check_documents)
+        result.files_checked += 1
+        result.diagnostics.extend(diagnostics)
+        if leaf is not None:
+            result.leaves.append(leaf)
+    result.diagnostics = apply_severities(config, result.diagnostics)
+    result.diagnostics.sort(key=lambda d: (d.file, d.line, d.column, d.rule))
+    return result
+
+
+def apply_severities(config: Config, diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    out = []
+    for diagnostic in diagnostics:
+        severity = config.severity(diagnostic.rule, diagnostic.severity)
+        if severity is None:
+            continue
+        if severity is not diagnostic.severity:
+            diagnostic = Diagnostic(
+                diagnostic.file, diagnostic.line, diagnostic.column, diagnostic.rule, diagnostic.message, severity, diagnostic.yaml_path
+            )
+        out.append(diagnostic)
+    return out
+
+
+def read_leaf_text(config: Config, path: Path, file: str) -> tuple[str | None, list[Diagnostic]]:
+    """The file's text, or a diagnostic saying why it cannot be read (never an exception)."""
+
+    def problem(rule: str, message: str, line: int = 1, column: int = 1) -> tuple[None, list[Diagnostic]]:
+        return None, [Diagnostic(file, line, column, rule, message)]
+
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True).relative_to(config.project_root)
+        except (ValueError, OSError, RuntimeError):
+            return problem("symlink-outside", "this symlink points outside the repository (or nowhere); copy the file in instead")
+    if path.is_dir():
+        return problem("file-name", "'qna.yaml' is a directory; a leaf's qna.yaml must be a file")
+    try:
+        size = path.stat().st_size
+        if size > config.max_file_bytes:
+            return problem(
+                "file-too-large",
+                f"the file is {size / 1_000_000:.1f} MB; the limit is {config.max_file_bytes / 1_000_000:.1f} MB "
+                "(a leaf holds a handful of examples)",
+            )
+        if not path.is_file():
+            return problem("unreadable", "not a regular file")
+        with path.open("rb") as handle:
+            data = handle.read(config.max_file_bytes + 1)
+    except PermissionError:
+        return problem("unreadable", "permission denied reading this file; check its permissions")
+    except OSError as exc:
+        return problem("unreadable", f"cannot read this file: {exc.strerror or exc}")
+    if len(data) > config.max_file_bytes:
+        return problem("file-too-large", f"the file is larger than the limit of {config.max_file_bytes:,} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        return problem(
+            "encoding",
+            f"byte 0x{data[exc.start]:02x} is not valid UTF-8; save the file as UTF-8",
+            line,
+            column,
+        )
+    return text.removeprefix("\ufeff"), []
+
+
+def validate_leaf_file(config: Config, path: Path, *, check_documents: bool = False) -> tuple[Leaf | None, list[Diagnostic]]:
+    """Validate one qna.yaml (and its attribution.txt). Returns the Leaf when its content is usable."""
+    file = display_path(path, config)
+    text, diagnostics = read_leaf_text(config, path, file)
+    if text is None:
+        return None, diagnostics
+    branch = find_branch(path, config)
+    if branch is None:
+        diagnostics.append(
+            Diagnostic(
+                file,
+                1,
+                1,
+                "leaf-place",
+                "this qna.yaml is not under a known branch; move it under knowledge/, foundational_skills/ "
+                f"or compositional_skills/ of the taxonomy root ({display_path(config.taxonomy_root, config) or '.'})",
+            )
+        )
+    diagnostics.extend(whitespace_diagnostics(text, file))
+    doc, load_diagnostics = load_yaml_text(text, file)
+    diagnostics.extend(load_diagnostics)
+    if doc is None:
+        return None, diagnostics
+    if doc.value is None:
+        diagnostics.append(Diagnostic(file, 1, 1, "empty-file", "the file is empty; a leaf needs a version, a description and seed examples"))
+        return None, diagnostics
+    if not isinstance(doc.value, dict):
+        diagnostics.append(
+            Diagnostic(
+                file,
+                1,
+                1,
+                "not-a-mapping",
+                f"the top level must be a mapping of keys (version:, seed_examples: ...), but it is "
+                f"{'a list' if isinstance(doc.value, list) else 'a single value'}",
+            )
+        )
+        return None, diagnostics
+    content = doc.value
+    version = content.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        position = doc.position(("version",))
+        diagnostics.append(
+            Diagnostic(
+                file,
+                position.line,
+                position.column,
+                "bad-version",
+                f"version {version!r} is not a known qna.yaml version; use {LATEST_VERSION} "
+                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})",
+                yaml_path=".version",
+            )
+        )
+        return None, diagnostics
+    diagnostics.extend(validate_schema(doc, file, branch, version))
+    kind = leaf_kind(branch, content)
+    diagnostics.extend(LeafChecker(doc, file, kind, version, config).run())
+    leaf_dir = path.parent
+    display_dir = file.rsplit("/", 1)[0] if "/" in file else ""
+    diagnostics.extend(check_attribution(leaf_dir, display_dir))
+    document = document_ref(content.get("document")) if kind == "knowledge" else None
+    if check_documents and document is not None:
+        from labtax.documents import check_document
+
+        position = doc.position(("document",))
+        for message in check_document(config.project_root, document):
+            diagnostics.append(Diagnostic(file, position.line, position.column, "document-check", message, yaml_path=".document"))
+    attribution = _read_attribution(leaf_dir)
+    digest = local_document_digest(config.project_root, document) if document is not None and document.is_local else None
+    leaf = leaf_from_content(leaf_path(path, config), branch, content, attribution, digest)
+    return leaf, diagnostics
+
+
+def _read_attribution(leaf_dir: Path) -> Attribution | None:
+    try:
+        text = (leaf_dir / ATTRIBUTION_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return parse_attribution(text)[0]
+
+
+def load_leaves(config: Config, paths: Iterable[Path] | None = None) -> ValidationResult:
+    """All leaves under `paths` with their diagnostics; later stages call this, then decide what to do."""
+    return validate_paths(config, paths)
+
+
+__all__ = ["ValidationResult", "apply_severities", "load_leaves", "validate_leaf_file", "validate_paths"]
