@@ -20,7 +20,7 @@ def summarise(result: ValidationResult, config: Config) -> str:
         pairs[leaf.branch or "(none)"] += len(leaf.qna_pairs)
     kinds = [str(k) for k in LeafKind]
     header = f"{'branch':<22}" + "".join(f"{k:>16}" for k in kinds) + f"{'seeds':>8}{'Q&A':>7}"
-    lines = [f"taxonomy {display_path(config.taxonomy_root, config) or '.'}: {len(leaves)} leaves", "", header]
+    lines = [f"taxonomy {display_path(config.taxonomy_root, config) or '.'}/: {len(leaves)} leaves", "", header]
     branches = [b for b in BRANCHES] + sorted({b for b, _ in counts} - set(BRANCHES))
     for branch in branches:
         if not any(counts[(branch, k)] for k in kinds):
