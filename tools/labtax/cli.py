@@ -11,7 +11,10 @@ from labtax.commands import check, validate
 
 app = typer.Typer(
     name="labtax",
-    help="A git-native taxonomy for LAB-style alignment: validate leaves, report changes, generate, curate, train, release.",
+    help=(
+        "A git-native taxonomy for LAB-style alignment: "
+        "validate leaves, report changes, generate, curate, train, release."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -27,7 +30,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """labtax: taxonomy tooling for LAB-style alignment."""
 

@@ -24,13 +24,23 @@ P = ParamSpec("P")
 
 RootOption = Annotated[
     Path | None,
-    typer.Option("--root", help="Taxonomy root directory (default: [tool.labtax] taxonomy, else ./taxonomy).", show_default=False),
+    typer.Option(
+        "--root", help="Taxonomy root directory (default: [tool.labtax] taxonomy, else ./taxonomy).", show_default=False
+    ),
 ]
-FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format: text, github (annotations) or json.")]
+FormatOption = Annotated[
+    Format, typer.Option("--format", "-f", help="Output format: text, github (annotations) or json.")
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems, no summary or progress.")]
 BaseOption = Annotated[
     str | None,
-    typer.Option("--base", help="Git ref to compare against (merge-base with HEAD); default origin/main, else main. 'empty' = everything is new."),
+    typer.Option(
+        "--base",
+        help=(
+            "Git ref to compare against (merge-base with HEAD); default origin/main, else main. "
+            "'empty' = everything is new."
+        ),
+    ),
 ]
 
 
@@ -69,7 +79,9 @@ def entry(func: Callable[P, int]) -> Callable[P, None]:
                 where = f"; the details are in {path}"
             except OSError:
                 where = ""
-            echo(f"error: an unexpected error occurred ({type(exc).__name__}: {exc}){where}. Please report it.", err=True)
+            echo(
+                f"error: an unexpected error occurred ({type(exc).__name__}: {exc}){where}. Please report it.", err=True
+            )
             raise typer.Exit(3) from None
         raise typer.Exit(code)
 

@@ -119,7 +119,5 @@ def _severity_table(raw: object, pyproject: Path) -> dict[str, str]:
     allowed = {"error", "warning", SEVERITY_OFF}
     for rule, value in raw.items():
         if value not in allowed:
-            raise UsageError(
-                f"{pyproject}: [tool.labtax.severity] {rule} = {value!r}; use one of: error, warning, off"
-            )
+            raise UsageError(f"{pyproject}: [tool.labtax.severity] {rule} = {value!r}; use one of: error, warning, off")
     return dict(raw)

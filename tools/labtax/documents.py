@@ -66,7 +66,10 @@ def read_documents(project_root: Path, ref: DocumentRef) -> list[DocumentFile]:
         if problems:
             raise DocumentError("; ".join(problems))
         base = (project_root / ref.repo).resolve()
-        return [DocumentFile(p.relative_to(base).as_posix(), p.read_bytes()) for p in local_document_files(project_root, ref)]
+        return [
+            DocumentFile(p.relative_to(base).as_posix(), p.read_bytes())
+            for p in local_document_files(project_root, ref)
+        ]
     names = [n for n in _remote_file_list(ref) if any(_glob_match(n, p) for p in ref.patterns)]
     repo = _fetch(ref)
     return [DocumentFile(name, run_git(["cat-file", "blob", f"{ref.commit}:{name}"], repo)) for name in sorted(names)]

@@ -16,7 +16,8 @@ class Format(enum.StrEnum):
 
 
 def format_text(diagnostic: Diagnostic) -> str:
-    return f"{diagnostic.file}:{diagnostic.line}:{diagnostic.column}: {diagnostic.severity} [{diagnostic.rule}] {diagnostic.message}"
+    where = f"{diagnostic.file}:{diagnostic.line}:{diagnostic.column}"
+    return f"{where}: {diagnostic.severity} [{diagnostic.rule}] {diagnostic.message}"
 
 
 def _escape_data(value: str) -> str:

@@ -21,7 +21,10 @@ def command(
     output_format: FormatOption = Format.TEXT,
     check_documents: Annotated[
         bool,
-        typer.Option("--check-documents", help="Also resolve knowledge documents: fetch the pinned commit (cached) or read the local path."),
+        typer.Option(
+            "--check-documents",
+            help="Also resolve knowledge documents: fetch the pinned commit (cached) or read the local path.",
+        ),
     ] = False,
     quiet: QuietOption = False,
 ) -> int:

@@ -266,7 +266,9 @@ def compute_leaf_hash(
         "content": _normalise(content),
         "attribution": _normalise(attribution.fields) if attribution else None,
         "document": (
-            {"repo": document.repo, "commit": document.commit, "patterns": list(document.patterns)} if document else None
+            {"repo": document.repo, "commit": document.commit, "patterns": list(document.patterns)}
+            if document
+            else None
         ),
         "document_digest": document_digest,
     }
