@@ -8,6 +8,7 @@ that point outside the project and directories named `qna.yaml`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -41,9 +42,15 @@ def taxonomy_relative(path: Path, config: Config) -> PurePosixPath | None:
         return None
 
 
+# qna.yml, QNA.yaml, Qna.YAML, qna.yaml.txt, qna_v2.yaml, "qna .yaml", qna.json: anything a contributor
+# may have meant as a leaf. InstructLab silently skips such files; labtax reports them.
+# .pre-commit-hooks.yaml passes the same names to the hook (keep the two in step).
+_LOOK_ALIKE = re.compile(r"\s*qna\s*(\.[^/]*)?|\s*qna[^/]*\.ya?ml[^/]*", re.IGNORECASE)
+
+
 def looks_like_leaf_file(name: str) -> bool:
-    lowered = name.lower()
-    return lowered.startswith("qna.") and (lowered.endswith((".yaml", ".yml")) or lowered in {"qna.yaml", "qna.yml"})
+    """A file name that is probably meant to be `qna.yaml` (but is not exactly that)."""
+    return name != LEAF_FILE and bool(_LOOK_ALIKE.fullmatch(name)) and not name.lower().endswith(".md")
 
 
 def is_outside_project(path: Path, config: Config) -> bool:
@@ -97,7 +104,7 @@ def _scan(path: Path, config: Config, explicit: bool) -> Iterator[tuple[Path | N
     name = path.name
     if name == LEAF_FILE:
         yield path, None
-    elif name == ATTRIBUTION_FILE and explicit:
+    elif name.lower() == ATTRIBUTION_FILE and explicit:
         # A changed attribution.txt (as pre-commit passes it) re-validates its leaf.
         sibling = path.parent / LEAF_FILE
         if sibling.is_file():
@@ -107,7 +114,10 @@ def _scan(path: Path, config: Config, explicit: bool) -> Iterator[tuple[Path | N
 
 
 def _walk(directory: Path, config: Config) -> Iterator[tuple[Path | None, Diagnostic | None]]:
-    for current, dirnames, filenames in os.walk(directory, followlinks=False):
+    # A directory os.walk cannot list would hide its leaves: report it rather than skip it.
+    unreadable: list[OSError] = []
+    for current, dirnames, filenames in os.walk(directory, onerror=unreadable.append, followlinks=False):
+        yield from _unlistable(unreadable, directory, config)
         base = Path(current)
         keep = []
         for name in sorted(dirnames):
@@ -126,6 +136,16 @@ def _walk(directory: Path, config: Config) -> Iterator[tuple[Path | None, Diagno
         for name in sorted(filenames):
             if name == LEAF_FILE or looks_like_leaf_file(name):
                 yield from _scan(base / name, config, explicit=False)
+    yield from _unlistable(unreadable, directory, config)
+
+
+def _unlistable(errors: list[OSError], directory: Path, config: Config) -> Iterator[tuple[None, Diagnostic]]:
+    while errors:
+        error = errors.pop(0)
+        where = Path(error.filename) if error.filename else directory
+        yield _problem(
+            where, config, "unreadable", f"cannot list this directory ({error.strerror}); its leaves were not checked"
+        )
 
 
 def find_branch(path: Path, config: Config) -> str | None:

@@ -23,6 +23,12 @@ YamlPath = tuple[str | int, ...]
 
 # A qna.yaml holds a few hundred nodes. The budget stops "billion laughs" alias expansion early.
 MAX_NODES = 200_000
+# A qna.yaml nests 5 levels deep. Deeper input is rejected before libyaml's recursive composer sees it:
+# tens of thousands of levels overflow the C stack (a segfault, not an exception).
+MAX_DEPTH = 64
+# An upper bound on nesting depth is the number of characters that can open a level; only when it
+# exceeds this (never, for a real leaf) do we pay for an event scan that measures the true depth.
+_DEPTH_SCAN_THRESHOLD = 5_000
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ class _BudgetExceeded(Exception):
     pass
 
 
+class _TooDeep(Exception):
+    pass
+
+
 class _Builder:
     """Builds Python values from a composed node graph, recording positions and duplicate keys."""
 
@@ -76,14 +86,18 @@ class _Builder:
         self.nodes_seen = 0
         self._constructor = yaml.SafeLoader("")
         self._active: set[int] = set()
+        self.last_mark: yaml.Mark | None = None
 
     def build(self, node: yaml.Node, path: YamlPath) -> Any:
         self.nodes_seen += 1
         if self.nodes_seen > MAX_NODES:
             raise _BudgetExceeded
+        if len(path) > MAX_DEPTH:
+            raise _TooDeep
         # An alias shares the node object of its anchor, so the first visit wins the position.
         self.doc.positions.setdefault(path, _pos(node.start_mark))
         if isinstance(node, yaml.ScalarNode):
+            self.last_mark = node.start_mark
             return self._constructor.construct_object(node, deep=True)
         if id(node) in self._active:
             self.diagnostics.append(
@@ -155,15 +169,24 @@ class _Builder:
 
 def load_yaml_text(text: str, file: str) -> tuple[YamlDocument | None, list[Diagnostic]]:
     """Parse one YAML document. Returns (None, diagnostics) when nothing usable could be read."""
+    too_deep = [
+        Diagnostic(
+            file,
+            1,
+            1,
+            rule="yaml-too-complex",
+            message=f"the YAML nests more than {MAX_DEPTH} levels deep; a qna.yaml needs about 5",
+        )
+    ]
     try:
+        if _nesting_exceeds(text, MAX_DEPTH):
+            return None, too_deep
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = _pos_tuple(mark) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        hint = _syntax_hint(text, line)
-        return None, [Diagnostic(file, line, column, rule="yaml-syntax", message=f"YAML syntax error: {problem}{hint}")]
-    except yaml.YAMLError as exc:  # composer errors such as "expected a single document"
+        return None, [_marked_error(exc, text, file)]
+    except yaml.reader.ReaderError as exc:
+        return None, [_reader_error(exc, text, file)]
+    except yaml.YAMLError as exc:  # pragma: no cover - every libyaml error is one of the two above
         return None, [Diagnostic(file, 1, 1, rule="yaml-syntax", message=f"YAML error: {exc}")]
     if node is None:
         return YamlDocument(value=None, positions={(): Position(1, 1)}), []
@@ -181,12 +204,68 @@ def load_yaml_text(text: str, file: str) -> tuple[YamlDocument | None, list[Diag
                 "multiply content); write the content out plainly",
             )
         ]
+    except (_TooDeep, RecursionError):
+        return None, too_deep
+    except yaml.MarkedYAMLError as exc:  # a value that cannot be constructed: unknown tag, bad date
+        return None, [_marked_error(exc, text, file)]
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-        return None, [Diagnostic(file, 1, 1, rule="yaml-syntax", message=f"YAML error: {exc}")]
-    except RecursionError:
-        return None, [Diagnostic(file, 1, 1, rule="yaml-too-complex", message="the YAML is nested too deeply")]
+        where = _pos_tuple(builder.last_mark) if builder.last_mark else (1, 1)
+        return None, [
+            Diagnostic(
+                file,
+                *where,
+                rule="yaml-syntax",
+                message=f"this value cannot be read ({exc}); put it in quotes if it is text",
+            )
+        ]
     builder.doc.value = value
     return builder.doc, builder.diagnostics
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether collections nest deeper than `limit`, measured on the event stream (iterative in libyaml)."""
+    if sum(text.count(c) for c in "[{-?:") <= _DEPTH_SCAN_THRESHOLD:
+        return False
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > limit:
+                return True
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+    return False
+
+
+def _marked_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = _pos_tuple(mark) if mark else (1, 1)
+    problem = exc.problem or "invalid YAML"
+    if problem == "but found another document":
+        problem = "the file holds a second YAML document (a second '---' line); a qna.yaml is one document"
+    elif exc.context and exc.problem:
+        problem = f"{exc.context}, {exc.problem}"
+        if exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+            problem += f" (the construct starts on line {exc.context_mark.line + 1})"
+    return Diagnostic(
+        file, line, column, rule="yaml-syntax", message=f"YAML syntax error: {problem}{_syntax_hint(text, line)}"
+    )
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> Diagnostic:
+    character = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    # libyaml reports a byte offset; the reader stops at the first such character, so find it instead.
+    offset = max(text.find(character), 0)
+    before = text[:offset]
+    line = before.count("\n") + 1
+    column = offset - (before.rfind("\n") + 1) + 1
+    return Diagnostic(
+        file,
+        line,
+        column,
+        rule="yaml-syntax",
+        message=f"control character U+{ord(character):04X} is not allowed in YAML; remove it",
+    )
 
 
 def _syntax_hint(text: str, line: int) -> str:
@@ -210,7 +289,11 @@ def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
         tab = line.find("\t")
         if tab >= 0:
             yield Diagnostic(
-                file, number, tab + 1, rule="tab", message="tab character; use spaces (YAML forbids tabs in indentation)"
+                file,
+                number,
+                tab + 1,
+                rule="tab",
+                message="tab character; use spaces (YAML forbids tabs in indentation)",
             )
         stripped = line.rstrip(" \t")
         if len(stripped) != len(line):

@@ -14,15 +14,22 @@ from pathlib import Path
 
 from labtax.config import Config
 from labtax.errors import Diagnostic, Severity
-from labtax.taxonomy.discover import display_path, discover, find_branch, leaf_path
+from labtax.taxonomy.discover import (
+    discover,
+    display_path,
+    find_branch,
+    is_outside_project,
+    leaf_path,
+    taxonomy_relative,
+)
 from labtax.taxonomy.leaf import (
     ATTRIBUTION_FILE,
     Attribution,
     Leaf,
+    document_ref,
     leaf_from_content,
     leaf_kind,
     local_document_digest,
-    document_ref,
     parse_attribution,
 )
 from labtax.taxonomy.load import load_yaml_text, whitespace_diagnostics
@@ -45,7 +52,9 @@ class ValidationResult:
         return sum(1 for d in self.diagnostics if d.severity is Severity.WARNING)
 
 
-def validate_paths(config: Config, paths: Iterable[Path] | None = None, *, check_documents: bool = False) -> ValidationResult:
+def validate_paths(
+    config: Config, paths: Iterable[Path] | None = None, *, check_documents: bool = False
+) -> ValidationResult:
     found = discover(config, paths)
     result = ValidationResult(diagnostics=list(found.diagnostics))
     for leaf_file in found.leaf_files:
@@ -67,7 +76,13 @@ def apply_severities(config: Config, diagnostics: Iterable[Diagnostic]) -> list[
             continue
         if severity is not diagnostic.severity:
             diagnostic = Diagnostic(
-                diagnostic.file, diagnostic.line, diagnostic.column, diagnostic.rule, diagnostic.message, severity, diagnostic.yaml_path
+                diagnostic.file,
+                diagnostic.line,
+                diagnostic.column,
+                diagnostic.rule,
+                diagnostic.message,
+                severity,
+                diagnostic.yaml_path,
             )
         out.append(diagnostic)
     return out
@@ -81,9 +96,13 @@ def read_leaf_text(config: Config, path: Path, file: str) -> tuple[str | None, l
 
     if path.is_symlink():
         try:
-            path.resolve(strict=True).relative_to(config.project_root)
-        except (ValueError, OSError, RuntimeError):
-            return problem("symlink-outside", "this symlink points outside the repository (or nowhere); copy the file in instead")
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return problem("unreadable", "this symlink points to nothing (or to itself); fix or remove it")
+        try:
+            target.relative_to(config.project_root)
+        except ValueError:
+            return problem("symlink-outside", "this symlink points outside the repository; copy the file in instead")
     if path.is_dir():
         return problem("file-name", "'qna.yaml' is a directory; a leaf's qna.yaml must be a file")
     try:
@@ -119,14 +138,29 @@ def read_leaf_text(config: Config, path: Path, file: str) -> tuple[str | None, l
     return text.removeprefix("\ufeff"), []
 
 
-def validate_leaf_file(config: Config, path: Path, *, check_documents: bool = False) -> tuple[Leaf | None, list[Diagnostic]]:
+def validate_leaf_file(
+    config: Config, path: Path, *, check_documents: bool = False
+) -> tuple[Leaf | None, list[Diagnostic]]:
     """Validate one qna.yaml (and its attribution.txt). Returns the Leaf when its content is usable."""
     file = display_path(path, config)
     text, diagnostics = read_leaf_text(config, path, file)
     if text is None:
         return None, diagnostics
     branch = find_branch(path, config)
-    if branch is None:
+    if taxonomy_relative(path, config) is None and not is_outside_project(path, config):
+        diagnostics.append(
+            Diagnostic(
+                file,
+                1,
+                1,
+                "leaf-place",
+                "this qna.yaml is outside the taxonomy root "
+                f"({display_path(config.taxonomy_root, config) or '.'}/), so labtax check and generation never "
+                "read it; "
+                "move it under the taxonomy root (or set [tool.labtax] taxonomy)",
+            )
+        )
+    elif branch is None:
         diagnostics.append(
             Diagnostic(
                 file,
@@ -143,7 +177,11 @@ def validate_leaf_file(config: Config, path: Path, *, check_documents: bool = Fa
     if doc is None:
         return None, diagnostics
     if doc.value is None:
-        diagnostics.append(Diagnostic(file, 1, 1, "empty-file", "the file is empty; a leaf needs a version, a description and seed examples"))
+        diagnostics.append(
+            Diagnostic(
+                file, 1, 1, "empty-file", "the file is empty; a leaf needs a version, a description and seed examples"
+            )
+        )
         return None, diagnostics
     if not isinstance(doc.value, dict):
         diagnostics.append(
@@ -163,13 +201,7 @@ def validate_leaf_file(config: Config, path: Path, *, check_documents: bool = Fa
         position = doc.position(("version",))
         diagnostics.append(
             Diagnostic(
-                file,
-                position.line,
-                position.column,
-                "bad-version",
-                f"version {version!r} is not a known qna.yaml version; use {LATEST_VERSION} "
-                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})",
-                yaml_path=".version",
+                file, position.line, position.column, "bad-version", _bad_version_message(version), yaml_path=".version"
             )
         )
         return None, diagnostics
@@ -185,11 +217,23 @@ def validate_leaf_file(config: Config, path: Path, *, check_documents: bool = Fa
 
         position = doc.position(("document",))
         for message in check_document(config.project_root, document):
-            diagnostics.append(Diagnostic(file, position.line, position.column, "document-check", message, yaml_path=".document"))
+            diagnostics.append(
+                Diagnostic(file, position.line, position.column, "document-check", message, yaml_path=".document")
+            )
     attribution = _read_attribution(leaf_dir)
-    digest = local_document_digest(config.project_root, document) if document is not None and document.is_local else None
+    digest = (
+        local_document_digest(config.project_root, document) if document is not None and document.is_local else None
+    )
     leaf = leaf_from_content(leaf_path(path, config), branch, content, attribution, digest)
     return leaf, diagnostics
+
+
+def _bad_version_message(version: object) -> str:
+    supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+    if isinstance(version, str) and version.strip().isdigit():
+        return f"version must be a number, not text: write 'version: {version.strip()}' without quotes"
+    shown = "empty" if version is None else repr(version) if isinstance(version, str) else str(version).lower()
+    return f"version {shown} is not a known qna.yaml version; use {LATEST_VERSION} (supported: {supported})"
 
 
 def _read_attribution(leaf_dir: Path) -> Attribution | None:

@@ -74,7 +74,11 @@ class LeafChecker:
             pairs = seed.get("questions_and_answers")
             if not isinstance(pairs, list):
                 return []
-            return [(("seed_examples", index, "questions_and_answers", j), p) for j, p in enumerate(pairs) if isinstance(p, dict)]
+            return [
+                (("seed_examples", index, "questions_and_answers", j), p)
+                for j, p in enumerate(pairs)
+                if isinstance(p, dict)
+            ]
         return [(("seed_examples", index), seed)]
 
     def limits(self) -> Iterator[Diagnostic]:
@@ -142,11 +146,14 @@ class LeafChecker:
                 yield self.at(
                     ("document", "repo"),
                     "document-repo",
-                    f"document.repo '{repo}' is neither a git URL (https://...) nor a relative path inside the repository",
+                    f"document.repo '{repo}' is neither a git URL (https://...) nor a relative path inside "
+                    "the repository",
                 )
         commit = document.get("commit")
         if commit is None:
-            yield self.at(("document",), "document-commit", "document.commit is missing; pin the documents with a full 40-hex SHA")
+            yield self.at(
+                ("document",), "document-commit", "document.commit is missing; pin the documents with a full 40-hex SHA"
+            )
         elif isinstance(commit, str) and not _FULL_SHA.match(commit.strip()):
             what = "git tree id of the directory" if isinstance(repo, str) and is_local_repo(repo) else "commit SHA"
             yield self.at(

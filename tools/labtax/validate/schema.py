@@ -7,6 +7,7 @@ sentences that name the field and say what to do.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import functools
 import json
@@ -57,8 +58,12 @@ def validate_schema(doc: YamlDocument, file: str, branch: str | None, version: i
     schema = load_schema(version, name)
     if schema.get("deprecated"):
         position = doc.position(("version",))
-        return [Diagnostic(file, position.line, position.column, "deprecated-version", schema["description"], yaml_path=".version")]
-    diagnostics = []
+        return [
+            Diagnostic(
+                file, position.line, position.column, "deprecated-version", schema["description"], yaml_path=".version"
+            )
+        ]
+    diagnostics: list[Diagnostic] = []
     for error in _validator(version, name).iter_errors(doc.value):
         diagnostics.extend(_translate(error, doc, file))
     return sorted(set(diagnostics))
@@ -89,6 +94,8 @@ def _describe(value: object) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
+    if isinstance(value, datetime.date):
+        return "a date (put it in quotes to make it text)"
     return type(value).__name__
 
 
