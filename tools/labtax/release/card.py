@@ -1,0 +1,194 @@
+"""The model card (the Hub repository's README.md), built with huggingface_hub's `ModelCard`.
+
+The metadata block (`ModelCardData`) carries the base model, licence, tags and a `model-index` with
+the evaluation results, so the Hub shows them; the body says what the model is for, which leaves
+were added or changed since the previous release (linked to the taxonomy at the release commit),
+and where the training data came from. Everything in it comes from `release.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from labtax.release.manifest import LeafChanges, ReleaseManifest
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
+
+DEFAULT_INTENDED_USE = (
+    "A student model aligned with the LAB method on this taxonomy: it is meant for research on, and "
+    "evaluation of, taxonomy-driven alignment. It has not been evaluated for safety-critical use; do not "
+    "rely on it for medical, legal or financial advice."
+)
+EVAL_TASK = "text-generation"
+EVAL_DATASET_TYPE = "labtax-heldout"
+
+
+@dataclass(frozen=True)
+class CardOptions:
+    """What the manifest does not know: licence, links and words for people."""
+
+    license: str = "apache-2.0"
+    source_url: str | None = None  # e.g. https://github.com/org/taxonomy (links to leaves at the commit)
+    taxonomy_dir: str = "taxonomy"  # the taxonomy root relative to the repository top
+    intended_use: str = DEFAULT_INTENDED_USE
+    dataset_repo_id: str | None = None
+    language: str = "en"
+
+
+def leaf_link(path: str, manifest: ReleaseManifest, options: CardOptions) -> str:
+    """Markdown for a leaf: a link to its qna.yaml at the release's taxonomy commit when we know where."""
+    relative = f"{options.taxonomy_dir.strip('/')}/{path}" if options.taxonomy_dir.strip("/. ") else path
+    if not options.source_url:
+        return f"`{path}`"
+    return f"[`{path}`]({options.source_url.rstrip('/')}/blob/{manifest.taxonomy_commit}/{relative})"
+
+
+def evaluation_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    """The overall numeric metrics of an evaluation summary (`{"overall": {name: value}}`)."""
+    overall = evaluation.get("overall")
+    if not isinstance(overall, dict):
+        return {}
+    return {
+        str(name): float(value)
+        for name, value in overall.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def build_card_data(manifest: ReleaseManifest, options: CardOptions) -> Any:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    model_name = manifest.hub.repo_id.split("/")[-1] if manifest.hub else f"labtax-{manifest.version}"
+    eval_results = [
+        EvalResult(
+            task_type=EVAL_TASK,
+            dataset_type=EVAL_DATASET_TYPE,
+            dataset_name="labtax held-out seed examples",
+            dataset_revision=manifest.taxonomy_commit,
+            metric_type=name,
+            metric_name=name,
+            metric_value=value,
+        )
+        for name, value in sorted(evaluation_metrics(manifest.evaluation).items())
+    ]
+    return ModelCardData(
+        base_model=manifest.base_model if "/" in manifest.base_model else None,
+        license=options.license,
+        language=options.language,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["labtax", "lab", "instructlab", "synthetic-data"],
+        datasets=[options.dataset_repo_id] if options.dataset_repo_id else None,
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+
+
+def _changes_section(manifest: ReleaseManifest, changes: LeafChanges, options: CardOptions) -> list[str]:
+    since = f"since {manifest.previous_version}" if manifest.previous_version else "(first release: every leaf is new)"
+    lines = [f"## Leaves added and changed {since}", ""]
+    if not changes.changed:
+        return [*lines, "No leaf changed.", ""]
+    for title, paths in (("Added", changes.added), ("Changed", changes.modified), ("Deleted", changes.deleted)):
+        if paths:
+            lines.append(f"**{title}** ({len(paths)}):")
+            lines.extend(
+                f"- {leaf_link(path, manifest, options) if title != 'Deleted' else f'`{path}`'}" for path in paths
+            )
+            lines.append("")
+    if changes.renamed:
+        lines.append(f"**Renamed** ({len(changes.renamed)}, same content, no new data):")
+        lines.extend(f"- `{old}` → {leaf_link(new, manifest, options)}" for old, new in changes.renamed)
+        lines.append("")
+    return lines
+
+
+def _evaluation_section(manifest: ReleaseManifest) -> list[str]:
+    metrics = evaluation_metrics(manifest.evaluation)
+    lines = ["## Evaluation", ""]
+    if not metrics:
+        return [*lines, "No evaluation results were recorded.", ""]
+    lines += ["On the held-out seed examples of every leaf (never shown to the teacher nor trained on):", ""]
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.4g} |" for name, value in sorted(metrics.items())]
+    gate = manifest.evaluation.get("gate")
+    if isinstance(gate, dict) and "passed" in gate:
+        lines += [
+            "",
+            f"Release gate: {'passed' if gate.get('passed') else 'failed'}"
+            + (f" ({gate['reason']})" if gate.get("reason") else ""),
+        ]
+    return [*lines, ""]
+
+
+def _provenance_section(manifest: ReleaseManifest, options: CardOptions) -> list[str]:
+    branches: dict[str, int] = {}
+    for leaf in manifest.leaves:
+        branches[leaf.branch or "(none)"] = branches.get(leaf.branch or "(none)", 0) + 1
+    per_branch = ", ".join(f"{count} {branch}" for branch, count in sorted(branches.items()))
+    source = (
+        f"[{options.source_url}]({options.source_url}/tree/{manifest.taxonomy_commit})"
+        if options.source_url
+        else "the taxonomy"
+    )
+    lines = [
+        "## Training data provenance",
+        "",
+        f"- Taxonomy: {source} at commit `{manifest.taxonomy_commit}`, {len(manifest.leaves)} leaves ({per_branch}).",
+        f"- Synthetic data generated by the teacher `{manifest.teacher}` from each leaf's training seeds, "
+        "curated (filters, deduplication, decontamination against held-out seeds) and mixed into a knowledge "
+        "phase and a skills phase.",
+    ]
+    if options.dataset_repo_id:
+        lines.append(
+            f"- The curated data is published as [{options.dataset_repo_id}](https://huggingface.co/datasets/{options.dataset_repo_id})."
+        )
+    if manifest.data_files:
+        lines += ["- Data files (SHA-256):", ""]
+        lines += [f"  - `{item.path}`: `{item.sha256}` ({item.bytes:,} bytes)" for item in manifest.data_files]
+    lines += [
+        "",
+        "`release.json` in this repository records every leaf hash, data file hash, hyper-parameter and result.",
+        "",
+    ]
+    return lines
+
+
+def _training_section(manifest: ReleaseManifest) -> list[str]:
+    lines = ["## Training", "", f"Base model: `{manifest.base_model}`.", ""]
+    if manifest.hyperparameters:
+        lines += ["| hyper-parameter | value |", "|---|---|"]
+        lines += [f"| {name} | `{value}` |" for name, value in sorted(manifest.hyperparameters.items())]
+        lines.append("")
+    return lines
+
+
+def build_model_card(manifest: ReleaseManifest, changes: LeafChanges, options: CardOptions | None = None) -> ModelCard:
+    """The README.md of the model repository for this release."""
+    from huggingface_hub import ModelCard
+
+    options = options or CardOptions()
+    card_data = build_card_data(manifest, options)
+    body = [
+        f"# {card_data.model_name} {manifest.version}",
+        "",
+        f"A language model fine-tuned from `{manifest.base_model}` with the LAB method (arXiv 2403.01081) "
+        "on a git-native taxonomy of knowledge and skills, released by labtax.",
+        "",
+        "## Intended use",
+        "",
+        options.intended_use,
+        "",
+        *_changes_section(manifest, changes, options),
+        *_evaluation_section(manifest),
+        *_provenance_section(manifest, options),
+        *_training_section(manifest),
+        "## Licence",
+        "",
+        f"The model weights are released under `{options.license}`; "
+        "each leaf's attribution.txt names the licence of its source.",
+        "",
+    ]
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
