@@ -1,0 +1,587 @@
+"""The training recipe: phase 1 (knowledge), then phase 2 (skills + replay) from phase 1's weights.
+
+It reads top to bottom like a torchtune recipe or nanoGPT's train.py:
+
+    run_training      check the config, open the run directory, train each phase, write training.json
+      train_phase     setup (model, plan, optimizer, scheduler, resume) -> train loop -> save model -> cleanup
+        train_step    one optimizer step over its micro-batches, loss normalised by trained tokens
+        save_checkpoint / save_model
+
+One code path for one CPU, one GPU and many GPUs: `accelerate.Accelerator` places the model, wraps it for
+DDP or FSDP when launched with `accelerate launch` / `torchrun`, and saves and restores complete state
+(model, optimizer, scheduler, RNG of every process). Which samples form which step is a pure function
+of (data, seed, epoch, batch settings), so the data position is just the step number.
+
+Run directory (docs/architecture.md, "Trained model"):
+    RUN/training.json    hyper-parameters, data hashes, base model, per-phase results, status
+    RUN/metrics.jsonl    one line per logged optimizer step
+    RUN/checkpoints/phase<N>-step<S>/   accelerate state + labtax_state.json
+    RUN/phase1/          phase 1's model (the starting point of phase 2)
+    RUN/final/           the trained model (phase 2's result), what evaluation and release use
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labtax.errors import LabtaxError, UsageError
+from labtax.train.config import PHASE_FILES, RESUME_FREE_KEYS, Hyperparameters, TrainConfig, check_config
+from labtax.train.data import (
+    IGNORE_INDEX,
+    EncodedDataset,
+    collate,
+    encode_rows,
+    model_supports_packing,
+    plan_micro_batches,
+    read_sample_rows,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+
+TRAINING_FORMAT = "labtax-training/1"
+STATE_FILE = "labtax_state.json"
+PHASE_DIRS = {1: "phase1", 2: "final"}
+
+
+@dataclass
+class PhaseResult:
+    phase: int
+    status: str  # "done" | "skipped" (no samples) | "halted" (stopped by halt_after_steps; resume it)
+    data_file: str
+    rows: int = 0
+    samples: int = 0
+    overlength: dict[str, dict[str, int]] = field(default_factory=dict)
+    overlength_policy: str = "skip"
+    without_trained_tokens: int = 0
+    steps: int = 0
+    steps_done: int = 0
+    trained_tokens: int = 0
+    input_tokens: int = 0
+    first_loss: float | None = None
+    last_loss: float | None = None
+    seconds: float = 0.0
+    packing: str = ""
+    model_dir: str | None = None
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    completed: bool
+    final_model: Path | None
+    phases: list[PhaseResult]
+    training_json: Path
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One optimizer step: its epoch, its micro-batches (sample indices) and its trained-token count."""
+
+    epoch: int
+    micro_batches: list[list[int]]
+    trained_tokens: int
+
+
+@dataclass
+class RunState:
+    """What persists across phases in one invocation: the run record and the halt budget."""
+
+    config: TrainConfig
+    record: dict[str, Any]
+    steps_this_invocation: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def root(self) -> Path:
+        return self.config.output_dir
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def phase_dir(self, number: int) -> Path:
+        return self.root / PHASE_DIRS[number]
+
+    def halting(self) -> bool:
+        budget = self.config.hyper.halt_after_steps
+        return bool(budget) and self.steps_this_invocation >= budget
+
+
+# === the run ======================================================================================
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train phase 1 then phase 2 (see the module docstring); resumable with `config.resume`."""
+    check_config(config)  # before any model loads
+    state = RunState(config, open_record(config))
+    accelerator = make_accelerator(config.hyper)
+    write_record(state, accelerator, status="running")  # from here on, --resume finds the run
+    tokenizer = load_tokenizer(config.base_model)
+    start_from = config.base_model
+    results: list[PhaseResult] = []
+    for number in (1, 2):
+        finished = state.record["phases"].get(str(number))
+        if finished and finished["status"] in ("done", "skipped"):
+            result = PhaseResult(**finished)
+        else:
+            dataset = encode_phase(config, tokenizer, number)
+            if not dataset.samples:
+                result = phase_result(number, config, dataset, status="skipped")
+            elif state.halting():  # the step budget ran out exactly at the previous phase's end
+                result = phase_result(number, config, dataset, status="halted")
+            else:
+                result = train_phase(number, start_from, dataset, tokenizer, accelerator, state)
+        results.append(result)
+        state.record["phases"][str(number)] = asdict(result)
+        write_record(state, accelerator, status="halted" if result.status == "halted" else "running")
+        if result.status == "halted":
+            return TrainResult(config.output_dir, False, None, results, config.output_dir / "training.json")
+        if result.model_dir:
+            start_from = str(config.output_dir / result.model_dir)
+    if all(r.status == "skipped" for r in results):
+        raise LabtaxError(f"{config.data_dir}: no trainable samples in either phase; check `labtax curate`'s output")
+    final = state.phase_dir(2)
+    if results[1].status == "skipped" and accelerator.is_main_process and not final.exists():
+        copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
+    accelerator.wait_for_everyone()
+    write_record(state, accelerator, status="done")
+    return TrainResult(config.output_dir, True, final, results, config.output_dir / "training.json")
+
+
+def encode_phase(config: TrainConfig, tokenizer: Any, number: int) -> EncodedDataset:
+    path = config.phase_file(number)
+    if not path.is_file():
+        return EncodedDataset(policy=config.hyper.overlength)
+    h = config.hyper
+    return encode_rows(
+        tokenizer,
+        read_sample_rows(path),
+        max_length=h.max_length,
+        assistant_only_loss=h.assistant_only_loss,
+        overlength=h.overlength,
+        source=str(path),
+    )
+
+
+# === one phase ====================================================================================
+
+
+def train_phase(
+    number: int, start_from: str, dataset: EncodedDataset, tokenizer: Any, accelerator: Accelerator, state: RunState
+) -> PhaseResult:
+    import torch
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    h = state.config.hyper
+    result = phase_result(number, state.config, dataset, status="done")
+
+    # --- setup ------------------------------------------------------------------------------------
+    set_seed(h.seed + number)  # LoRA initialisation and dropout; the data order has its own seed
+    model = load_model(start_from, h)
+    packing, result.packing = decide_packing(model, h.packing)
+    steps = plan_steps(dataset, h, number, accelerator.num_processes, packing)
+    result.steps = len(steps)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable,
+        lr=h.learning_rate_of(number),
+        betas=(h.adam_beta1, h.adam_beta2),
+        eps=h.adam_epsilon,
+        weight_decay=h.weight_decay,
+    )
+    scheduler = get_scheduler(
+        {"constant": "constant_with_warmup"}.get(h.lr_scheduler, h.lr_scheduler),
+        optimizer=optimizer,
+        num_warmup_steps=min(h.warmup_steps, len(steps)),
+        num_training_steps=len(steps),
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    start = 0
+    checkpoint = latest_checkpoint(state.checkpoints, number) if state.config.resume else None
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        start = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))["step"]
+    if accelerator.is_main_process:
+        truncate_metrics(state.metrics, number, start)  # lines past the checkpoint belong to a lost future
+    result.steps_done = start
+
+    # --- train ------------------------------------------------------------------------------------
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    began = time.monotonic()
+    bar = tqdm(
+        total=len(steps),
+        initial=start,
+        desc=f"phase {number}",
+        unit="step",
+        disable=not (state.config.progress and accelerator.is_main_process),
+    )
+    for index in range(start, len(steps)):
+        step = steps[index]
+        learning_rate = scheduler.get_last_lr()[0]  # the rate this step uses
+        loss, grad_norm, input_tokens = train_step(model, optimizer, scheduler, accelerator, dataset, step, packing, pad_id, h)
+        result.steps_done = index + 1
+        result.trained_tokens += step.trained_tokens
+        result.input_tokens += input_tokens
+        result.first_loss = loss if result.first_loss is None else result.first_loss
+        result.last_loss = loss
+        state.steps_this_invocation += 1
+        elapsed = time.monotonic() - began
+        tokens_per_s = result.input_tokens / elapsed if elapsed > 0 else 0.0
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+        if (index + 1) % h.log_every == 0 or index + 1 == len(steps):
+            log_metrics(state, accelerator, {
+                "phase": number, "step": index + 1, "steps": len(steps), "epoch": step.epoch, "loss": loss,
+                "learning_rate": learning_rate, "grad_norm": grad_norm,
+                "trained_tokens": step.trained_tokens, "input_tokens": input_tokens,
+                "tokens_per_s": round(tokens_per_s, 1), "elapsed_s": round(time.monotonic() - state.started, 3),
+            })  # fmt: skip
+        halt = state.halting() and index + 1 < len(steps)
+        if halt or (h.checkpoint_every and (index + 1) % h.checkpoint_every == 0 and index + 1 < len(steps)):
+            save_checkpoint(accelerator, state, number, index + 1)
+        if halt:
+            result.status = "halted"
+            break
+    bar.close()
+    result.seconds = round(time.monotonic() - began, 3)
+
+    # --- save -------------------------------------------------------------------------------------
+    if result.status == "done":
+        save_model(model, tokenizer, accelerator, state.phase_dir(number), h, number)
+        result.model_dir = PHASE_DIRS[number]
+
+    # --- cleanup ----------------------------------------------------------------------------------
+    accelerator.free_memory()
+    del model, optimizer, scheduler
+    return result
+
+
+def train_step(
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Accelerator,
+    dataset: EncodedDataset,
+    step: StepPlan,
+    packing: bool,
+    pad_id: int,
+    h: Hyperparameters,
+) -> tuple[float, float | None, int]:
+    """One optimizer step. Returns (mean loss per trained token, gradient norm, tokens this process read).
+
+    Each micro-batch contributes sum(token losses) / (trained tokens of the whole step), so the step's
+    loss is the mean over its trained tokens whatever the packing, padding or accumulation. The factor
+    `world` undoes the gradient averaging of DDP/FSDP. Every process runs the same number of
+    micro-batches (surplus ranks repeat one with weight 0) so their collective calls stay in step.
+    """
+    import torch
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = step.micro_batches[rank::world]
+    rounds = math.ceil(len(step.micro_batches) / world)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    input_tokens = 0
+    model.train()
+    for round_index in range(rounds):
+        indices, weight = (mine[round_index], 1.0) if round_index < len(mine) else (step.micro_batches[0], 0.0)
+        batch = {k: v.to(accelerator.device) for k, v in collate([dataset.samples[i] for i in indices], packing=packing, pad_token_id=pad_id).items()}
+        synchronise = round_index == rounds - 1
+        with nullcontext() if synchronise else accelerator.no_sync(model):
+            token_loss = summed_token_loss(model, batch)
+            accelerator.backward(token_loss * (weight * world / step.trained_tokens))
+        loss_sum += token_loss.detach() * weight
+        input_tokens += int(weight) * sum(dataset.samples[i].length for i in indices)
+    grad_norm = None
+    if h.max_grad_norm > 0:
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), h.max_grad_norm))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    total = accelerator.reduce(loss_sum, reduction="sum")
+    return float(total) / step.trained_tokens, grad_norm, input_tokens
+
+
+def summed_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of cross-entropy over the trained positions (targets are already shifted per sample)."""
+    import torch.nn.functional as F
+
+    outputs = model(
+        input_ids=batch["input_ids"],
+        position_ids=batch["position_ids"],
+        attention_mask=batch.get("attention_mask"),
+        use_cache=False,
+    )
+    logits = outputs.logits.float()
+    return F.cross_entropy(
+        logits.view(-1, logits.size(-1)), batch["targets"].view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+# === setup helpers ================================================================================
+
+
+def make_accelerator(h: Hyperparameters) -> Accelerator:
+    import torch
+    from accelerate import Accelerator
+
+    bf16 = h.precision == "bf16" or (h.precision == "auto" and torch.cuda.is_available())
+    # step_scheduler_with_optimizer=False: our scheduler counts optimizer steps, not steps x processes.
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", step_scheduler_with_optimizer=False)
+
+
+def load_tokenizer(base_model: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+    except (OSError, ValueError) as exc:
+        raise LabtaxError(f"cannot load the tokenizer of {base_model!r} ({exc}); pass a model directory or Hub id") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError(f"{base_model} has no chat template; use an instruct/chat model or add a chat_template to its tokenizer")
+    return tokenizer
+
+
+def load_model(start_from: str, h: Hyperparameters) -> Any:
+    """The model in fp32 (the master weights; bf16 comes from mixed precision), LoRA-wrapped if asked."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(start_from, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise LabtaxError(f"cannot load the model {start_from!r} ({exc}); pass a model directory or Hub id") from None
+    model.config.use_cache = False
+    if h.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if h.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets: str | list[str] = "all-linear" if h.lora_target_modules == ["all-linear"] else h.lora_target_modules
+        lora = LoraConfig(
+            task_type="CAUSAL_LM", r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout, target_modules=targets
+        )
+        if h.gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, lora)
+    return model
+
+
+def decide_packing(model: Any, wanted: bool) -> tuple[bool, str]:
+    if not wanted:
+        return False, "padding (packing = false)"
+    supported, why = model_supports_packing(model)
+    return (True, f"packed: {why}") if supported else (False, f"padding: {why}")
+
+
+def plan_steps(dataset: EncodedDataset, h: Hyperparameters, number: int, world: int, packing: bool) -> list[StepPlan]:
+    """Every optimizer step of the phase, in order: micro-batches of each epoch grouped by accumulation x processes."""
+    lengths = [s.length for s in dataset.samples]
+    per_step = h.accumulation_of(number) * world
+    steps: list[StepPlan] = []
+    for epoch in range(h.phase(number).epochs):
+        micro = plan_micro_batches(lengths, seed=h.seed + number, epoch=epoch, token_budget=h.micro_batch_tokens, packing=packing)
+        for start in range(0, len(micro), per_step):
+            group = micro[start : start + per_step]
+            tokens = sum(dataset.samples[i].trained_tokens for batch in group for i in batch)
+            steps.append(StepPlan(epoch, group, tokens))
+    limit = h.phase(number).max_steps
+    return steps[:limit] if limit else steps
+
+
+def phase_result(number: int, config: TrainConfig, dataset: EncodedDataset, *, status: str) -> PhaseResult:
+    return PhaseResult(
+        phase=number,
+        status=status,
+        data_file=str(config.phase_file(number)),
+        rows=dataset.rows,
+        samples=len(dataset.samples),
+        overlength=dataset.overlength_report(),
+        overlength_policy=dataset.policy,
+        without_trained_tokens=dataset.without_trained_tokens,
+    )
+
+
+# === checkpoints and outputs ======================================================================
+
+
+def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step: int) -> Path:
+    """Model, optimizer, scheduler and every process's RNG (accelerate), plus the data position (the step)."""
+    name = f"phase{number}-step{step:08d}"
+    target = state.checkpoints / name
+    partial = state.checkpoints / f".{name}.partial"
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    if accelerator.is_main_process:
+        write_json(partial / STATE_FILE, {"phase": number, "step": step})
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
+        for old in list_checkpoints(state.checkpoints, number)[: -state.config.hyper.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return target
+
+
+def list_checkpoints(directory: Path, number: int) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"phase{number}-step*") if (p / STATE_FILE).is_file())
+
+
+def latest_checkpoint(directory: Path, number: int) -> Path | None:
+    found = list_checkpoints(directory, number)
+    return found[-1] if found else None
+
+
+def save_model(model: Any, tokenizer: Any, accelerator: Accelerator, target: Path, h: Hyperparameters, number: int) -> None:
+    """A Hugging Face model directory (weights + tokenizer), LoRA merged, written to a temporary directory then renamed."""
+    partial = target.with_name(f".{target.name}.partial")
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if h.method == "lora":
+        merged = unwrapped.merge_and_unload()
+        merged.save_pretrained(partial, is_main_process=accelerator.is_main_process)
+        config = merged.config
+    else:
+        state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards on the main process
+        unwrapped.save_pretrained(
+            partial, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
+        )
+        config = unwrapped.config
+    if accelerator.is_main_process:
+        config.use_cache = True
+        config.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        write_json(partial / "labtax_phase.json", {"phase": number, "method": h.method})
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
+    accelerator.wait_for_everyone()
+
+
+def copy_atomically(source: Path, target: Path) -> None:
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    os.replace(partial, target)
+
+
+def log_metrics(state: RunState, accelerator: Accelerator, line: dict[str, Any]) -> None:
+    if accelerator.is_main_process:
+        with state.metrics.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+
+def truncate_metrics(path: Path, number: int, step: int) -> None:
+    """Keep the lines up to (phase, step): a resumed run re-logs the steps after its checkpoint."""
+    if not path.is_file():
+        return
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and (lambda r: (r["phase"], r["step"]) <= (number, step))(json.loads(line))
+    ]
+    write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+# === the run record ===============================================================================
+
+
+def open_record(config: TrainConfig) -> dict[str, Any]:
+    """training.json for a new run, or the existing one (checked against this config) for --resume."""
+    data = {
+        f"phase{n}": {"file": str(config.phase_file(n)), "sha256": file_sha256(config.phase_file(n))} for n in (1, 2)
+    }
+    record: dict[str, Any] = {
+        "format": TRAINING_FORMAT,
+        "status": "running",
+        "base_model": config.base_model,
+        "data": data,
+        "hyperparameters": config.hyper.as_dict(),
+        "environment": environment(),
+        "phases": {},
+        "final_model": PHASE_DIRS[2],
+    }
+    path = config.output_dir / "training.json"
+    if not config.resume:
+        return record
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    differences = [
+        key
+        for key in sorted(set(previous["hyperparameters"]) | set(record["hyperparameters"]))
+        if key not in RESUME_FREE_KEYS and previous["hyperparameters"].get(key) != record["hyperparameters"].get(key)
+    ]
+    if previous.get("base_model") != config.base_model:
+        differences.append("base_model")
+    differences += [name for name in data if previous["data"].get(name, {}).get("sha256") != data[name]["sha256"]]
+    if differences:
+        raise UsageError(
+            f"--resume: this run was started with different settings or data ({', '.join(differences)}); "
+            f"resume with the same ones (see {path}) or start a new run in another --output"
+        )
+    record["phases"] = {k: v for k, v in previous.get("phases", {}).items() if v.get("status") in ("done", "skipped")}
+    return record
+
+
+def write_record(state: RunState, accelerator: Accelerator, *, status: str) -> None:
+    state.record["status"] = status
+    if accelerator.is_main_process:
+        write_json(state.root / "training.json", state.record)
+    accelerator.wait_for_everyone()
+
+
+def environment() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+
+
+def file_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+__all__ = ["PHASE_FILES", "PhaseResult", "TrainConfig", "TrainResult", "run_training"]
