@@ -121,6 +121,17 @@ def _item_word(path: YamlPath) -> str:
     }.get(str(last), "item")
 
 
+def _first_duplicate(items: object) -> tuple[int, int | None]:
+    """Indexes of the first entry that repeats an earlier one (jsonschema only says that one does)."""
+    if not isinstance(items, list):
+        return 0, None
+    for later, item in enumerate(items):
+        for earlier in range(later):
+            if items[earlier] == item:
+                return earlier, later
+    return 0, None
+
+
 def _translate(error: Any, doc: YamlDocument, file: str) -> Iterator[Diagnostic]:
     path: YamlPath = tuple(error.absolute_path)
     name = describe_path(path)
@@ -151,7 +162,16 @@ def _translate(error: Any, doc: YamlDocument, file: str) -> Iterator[Diagnostic]
     elif validator == "minLength":
         yield at("empty-value", f"{name} is empty; write something here")
     elif validator == "uniqueItems":
-        yield at("duplicate-item", f"{name} contains the same entry twice; remove the copy")
+        first, copy = _first_duplicate(instance)
+        if copy is None:
+            yield at("duplicate-item", f"{name} contains the same entry twice; remove the copy")
+        else:
+            word = _item_word(path)
+            yield at(
+                "duplicate-item",
+                f"{word} {copy + 1} is the same as {word} {first + 1}; remove the copy or change it",
+                (*path, copy),
+            )
     elif validator == "type":
         wanted = _TYPE_NAMES.get(value, value) if isinstance(value, str) else " or ".join(map(str, value))
         hint = " (put text on the same line, or use '|' for several lines)" if value == "string" else ""

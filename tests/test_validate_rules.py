@@ -1,0 +1,437 @@
+"""Every rule id of `labtax validate`, each on a minimal leaf, with its exact file:line:column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labtax.errors import Severity
+from labtax.taxonomy.load import YamlDocument, load_yaml_text
+from labtax.validate.schema import _translate
+from test_validate_support import ATTRIBUTION, Project, knowledge_yaml, make_project, skill_yaml
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path / "project")
+
+
+def test_valid_leaves_have_no_findings(project: Project) -> None:
+    tree = project.documents()
+    project.leaf("knowledge/testing/notes", knowledge_yaml(tree))
+    project.leaf("compositional_skills/answers", skill_yaml())
+    project.leaf("foundational_skills/reasoning", skill_yaml())
+    result = project.validate(check_documents=True)
+    assert result.diagnostics == []
+    assert result.files_checked == 3
+    assert sorted(leaf.path for leaf in result.leaves) == [
+        "compositional_skills/answers/qna.yaml",
+        "foundational_skills/reasoning/qna.yaml",
+        "knowledge/testing/notes/qna.yaml",
+    ]
+
+
+# --- YAML syntax and lint -------------------------------------------------------------------------
+
+
+def test_yaml_syntax_points_at_the_problem(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", "version: 3\nseed_examples: [\n  - question: x\n")
+    [diagnostic] = project.validate().diagnostics
+    assert (diagnostic.file, diagnostic.line, diagnostic.rule) == (file, 3, "yaml-syntax")
+    assert diagnostic.message.startswith("YAML syntax error:")
+
+
+def test_tab_indentation_is_a_syntax_error_with_a_hint(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", "version: 3\nseed_examples:\n\t- question: x\n")
+    findings = project.findings()
+    assert (file, 3, 1, "tab") in findings
+    [syntax] = project.only(rule="yaml-syntax")
+    assert syntax.line == 3 and "tab" in syntax.message and "spaces" in syntax.message
+
+
+def test_tab_inside_a_value(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", skill_yaml().replace("Answer short questions.", '"Answer\\tshort"'))
+    assert project.findings() == []  # an escaped tab is fine
+    project.leaf("compositional_skills/a", skill_yaml().replace("Answer short questions.", '"Answer\tshort"'))
+    [tab] = project.only(rule="tab")
+    assert (tab.file, tab.line, tab.column, tab.severity) == (file, 3, 26, Severity.ERROR)
+
+
+def test_trailing_space_is_a_warning(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", skill_yaml().replace("created_by: tester", "created_by: tester   "))
+    result = project.validate()
+    assert [(d.file, d.line, d.column, d.rule, d.severity) for d in result.diagnostics] == [
+        (file, 2, 19, "trailing-space", Severity.WARNING)
+    ]
+    assert result.errors == 0
+
+
+def test_duplicate_key_is_an_error_naming_the_first(project: Project) -> None:
+    text = skill_yaml().replace("created_by: tester\n", "created_by: tester\ncreated_by: someone\n")
+    file = project.leaf("compositional_skills/a", text)
+    [duplicate] = project.validate().diagnostics
+    assert (duplicate.file, duplicate.line, duplicate.column, duplicate.rule) == (file, 3, 1, "duplicate-key")
+    assert duplicate.yaml_path == ".created_by"
+    assert "'created_by' appears twice" in duplicate.message and "line 2" in duplicate.message
+
+
+def test_duplicate_key_in_a_seed(project: Project) -> None:
+    text = skill_yaml().replace("    answer: Answer number 2.\n", "    answer: Answer number 2.\n    answer: Other.\n")
+    project.leaf("compositional_skills/a", text)
+    [duplicate] = project.validate().diagnostics
+    assert (duplicate.line, duplicate.column, duplicate.rule) == (9, 5, "duplicate-key")
+    assert duplicate.yaml_path == ".seed_examples[1].answer"
+
+
+def test_alias_bomb_is_too_complex(project: Project) -> None:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for index in range(1, 10):
+        lines.append(f"{chr(97 + index)}: &{chr(97 + index)} [{', '.join(['*' + chr(96 + index)] * 9)}]")
+    file = project.leaf("compositional_skills/a", "\n".join(lines) + "\n")
+    assert project.findings() == [(file, 1, 1, "yaml-too-complex")]
+    assert "anchors and aliases" in project.validate().diagnostics[0].message
+
+
+def test_deep_nesting_is_too_complex_not_a_crash(project: Project) -> None:
+    file = project.leaf("compositional_skills/deep", "a: " + "[" * 60_000 + "]" * 60_000 + "\n")
+    project.leaf("compositional_skills/nested", "a: " + "[" * 70 + "]" * 70 + "\n")
+    assert project.findings() == [
+        (file, 1, 1, "yaml-too-complex"),
+        ("taxonomy/compositional_skills/nested/qna.yaml", 1, 1, "yaml-too-complex"),
+    ]
+
+
+def test_recursive_alias_and_merge_keys(project: Project) -> None:
+    project.leaf("compositional_skills/a", "version: 3\nx: &x\n  y: *x\n<<: {z: 1}\n")
+    syntax = project.only(rule="yaml-syntax")
+    assert [(d.line, d.column) for d in syntax] == [(2, 4), (4, 1)]  # the anchored node, then the merge key
+    assert "refers to itself" in syntax[0].message and "merge keys" in syntax[1].message
+
+
+def test_python_tags_and_control_characters_are_refused(project: Project) -> None:
+    project.leaf("compositional_skills/a", "version: 3\ncreated_by: !!python/object:os.system x\n")
+    project.leaf("compositional_skills/b", "version: 3\ncreated_by: é€a\x00b\n")
+    project.leaf("compositional_skills/c", "version: 3\ncreated_by: 2024-13-45\n")
+    findings = [(d.file.split("/")[2], d.line, d.column, d.rule) for d in project.only(rule="yaml-syntax")]
+    assert findings == [("a", 2, 13, "yaml-syntax"), ("b", 2, 16, "yaml-syntax"), ("c", 2, 13, "yaml-syntax")]
+    messages = [d.message for d in project.only(rule="yaml-syntax")]
+    assert "U+0000" in messages[1] and "quotes" in messages[2]
+
+
+def test_two_documents_in_one_file(project: Project) -> None:
+    project.leaf("compositional_skills/a", "version: 3\n---\nversion: 3\n")
+    [diagnostic] = project.validate().diagnostics
+    assert (diagnostic.line, diagnostic.rule) == (2, "yaml-syntax") and "second YAML document" in diagnostic.message
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+
+def test_unknown_key_suggests_the_closest(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", skill_yaml().replace("task_description:", "task_descripton:"))
+    assert project.findings() == [(file, 1, 1, "missing-key"), (file, 3, 1, "unknown-key")]
+    [unknown] = project.only(rule="unknown-key")
+    assert unknown.message == "unknown key 'task_descripton'; did you mean 'task_description'?"
+    assert unknown.yaml_path == ".task_descripton"
+
+
+def test_unknown_key_without_a_close_match_lists_the_allowed(project: Project) -> None:
+    project.leaf("compositional_skills/a", skill_yaml() + "zzz: 1\n")
+    [unknown] = project.only(rule="unknown-key")
+    assert (
+        unknown.line == 15
+        and "allowed keys here: version, created_by, task_description, seed_examples" in unknown.message
+    )
+
+
+def test_missing_key_in_a_seed_points_at_the_seed(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", skill_yaml().replace("    answer: Answer number 3.\n", ""))
+    [missing] = project.validate().diagnostics
+    assert (missing.file, missing.line, missing.column, missing.rule) == (file, 9, 5, "missing-key")
+    assert missing.message == "'answer' is missing from seed example 3; add it"
+    assert missing.yaml_path == ".seed_examples[2]"
+
+
+def test_wrong_types_everywhere(project: Project) -> None:
+    text = "version: 3\ncreated_by: [1]\ntask_description: {a: 1}\nseed_examples: 5\n"
+    file = project.leaf("compositional_skills/a", text)
+    assert project.findings() == [(file, 2, 13, "wrong-type"), (file, 3, 19, "wrong-type"), (file, 4, 16, "wrong-type")]
+    messages = [d.message for d in project.validate().diagnostics]
+    assert (
+        messages[0]
+        == "'created_by' must be text, but it is a list (put text on the same line, or use '|' for several lines)"
+    )
+    assert messages[2] == "'seed_examples' must be a list, but it is a number"
+
+
+def test_wrong_type_of_a_nested_answer_and_a_date(project: Project) -> None:
+    text = (
+        skill_yaml()
+        .replace("answer: Answer number 2.", "answer: 42")
+        .replace("created_by: tester", "created_by: 2024-01-01")
+    )
+    project.leaf("compositional_skills/a", text)
+    wrong = project.only(rule="wrong-type")
+    assert [(d.line, d.column, d.yaml_path) for d in wrong] == [
+        (2, 13, ".created_by"),
+        (8, 13, ".seed_examples[1].answer"),
+    ]
+    assert "a date (put it in quotes" in wrong[0].message
+    assert wrong[1].message.startswith("'answer' of seed example 2 must be text, but it is a number")
+
+
+def test_non_text_mapping_key(project: Project) -> None:
+    project.leaf("compositional_skills/a", skill_yaml() + "? [a, b]\n: c\n")
+    [wrong] = project.only(rule="wrong-type")
+    assert (wrong.line, wrong.column) == (15, 3) and "plain text" in wrong.message
+
+
+def test_too_few_seed_examples_says_how_many(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", skill_yaml(count=3))
+    [few] = project.validate().diagnostics
+    assert (few.file, few.line, few.column, few.rule) == (file, 5, 3, "too-few-items")
+    assert few.message == "'seed_examples' has 3 seed examples; at least 5 are needed"
+
+
+def test_too_few_question_answer_pairs(project: Project) -> None:
+    tree = project.documents()
+    text = knowledge_yaml(tree)
+    text = text.replace("      - question: Question 3 about paragraph 2?\n        answer: Answer 3.\n", "", 1)
+    project.leaf("knowledge/k", text)
+    [few] = project.validate().diagnostics
+    assert (few.line, few.column, few.rule) == (21, 7, "too-few-items")
+    assert few.message == "'questions_and_answers' of seed example 2 has 2 question/answer pairs; at least 3 are needed"
+
+
+def test_empty_value(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", skill_yaml().replace("created_by: tester", 'created_by: ""'))
+    assert project.findings() == [(file, 2, 13, "empty-value")]
+    assert project.validate().diagnostics[0].message == "'created_by' is empty; write something here"
+
+
+def test_duplicate_seed_example(project: Project) -> None:
+    text = skill_yaml().replace("number 2?", "number 1?").replace("Answer number 2.", "Answer number 1.")
+    file = project.leaf("compositional_skills/a", text)
+    assert project.findings() == [(file, 7, 5, "duplicate-item"), (file, 7, 15, "duplicate-question")]
+    [duplicate] = project.only(rule="duplicate-item")
+    assert duplicate.message == "seed example 2 is the same as seed example 1; remove the copy or change it"
+
+
+def test_bad_version(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", skill_yaml().replace("version: 3", "version: 7"))
+    project.leaf("compositional_skills/b", skill_yaml().replace("version: 3", 'version: "3"'))
+    project.leaf("compositional_skills/c", skill_yaml().replace("version: 3", "version: true"))
+    versions = project.only(rule="bad-version")
+    assert [(d.file, d.line, d.column) for d in versions] == [
+        (file, 1, 10),
+        ("taxonomy/compositional_skills/b/qna.yaml", 1, 10),
+        ("taxonomy/compositional_skills/c/qna.yaml", 1, 10),
+    ]
+    assert versions[0].message == "version 7 is not a known qna.yaml version; use 3 (supported: 1, 2, 3)"
+    assert versions[1].message == "version must be a number, not text: write 'version: 3' without quotes"
+    assert versions[2].message == "version true is not a known qna.yaml version; use 3 (supported: 1, 2, 3)"
+
+
+def test_deprecated_knowledge_version_explains_the_upgrade(project: Project) -> None:
+    file = project.leaf("knowledge/k", "version: 2\ncreated_by: tester\ndomain: x\n")
+    [deprecated] = project.validate().diagnostics
+    assert (deprecated.file, deprecated.line, deprecated.column, deprecated.rule) == (file, 1, 10, "deprecated-version")
+    assert deprecated.severity is Severity.ERROR
+    assert "set `version: 3`" in deprecated.message and "document_outline" in deprecated.message
+
+
+def test_old_skill_version_is_a_warning(project: Project) -> None:
+    file = project.leaf("compositional_skills/a", skill_yaml(version=2))
+    result = project.validate()
+    assert [(d.file, d.line, d.rule, d.severity) for d in result.diagnostics] == [
+        (file, 1, "deprecated-version", Severity.WARNING)
+    ]
+    assert "set 'version: 3'" in result.diagnostics[0].message
+
+
+def test_schema_fallback_rule_for_unexpected_keywords() -> None:
+    # The shipped schemas use only keywords that have their own rule; any other keyword (a future schema
+    # edit) still becomes a readable diagnostic under the generic 'schema' rule.
+    from jsonschema import Draft202012Validator
+
+    doc, _ = load_yaml_text("created_by: tester\n", "qna.yaml")
+    assert isinstance(doc, YamlDocument)
+    [error] = Draft202012Validator({"properties": {"created_by": {"maxLength": 2}}}).iter_errors(doc.value)
+    [diagnostic] = _translate(error, doc, "qna.yaml")
+    assert (diagnostic.line, diagnostic.column, diagnostic.rule) == (1, 13, "schema")
+    assert diagnostic.message.startswith("'created_by': ")
+
+
+# --- file name and place --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["qna.yml", "QNA.yaml", "Qna.yaml", "qna.yaml.txt", "qna_v2.yaml", "qna.json"])
+def test_look_alike_names_are_errors(project: Project, name: str) -> None:
+    project.write(f"taxonomy/compositional_skills/a/{name}", skill_yaml())
+    [diagnostic] = project.validate().diagnostics
+    assert (diagnostic.file, diagnostic.rule) == (f"taxonomy/compositional_skills/a/{name}", "file-name")
+    assert "rename it to 'qna.yaml'" in diagnostic.message
+
+
+def test_directory_named_qna_yaml(project: Project) -> None:
+    (project.root / "taxonomy/compositional_skills/a/qna.yaml").mkdir(parents=True)
+    project.leaf("compositional_skills/b", skill_yaml())
+    assert project.findings() == [("taxonomy/compositional_skills/a/qna.yaml", 1, 1, "file-name")]
+    # Passed explicitly (as a shell glob would), the same.
+    assert project.findings("taxonomy/compositional_skills/a/qna.yaml") == [
+        ("taxonomy/compositional_skills/a/qna.yaml", 1, 1, "file-name")
+    ]
+
+
+def test_leaf_outside_a_branch(project: Project) -> None:
+    file = project.leaf("skills/a", skill_yaml())
+    [place] = project.validate().diagnostics
+    assert (place.file, place.rule) == (file, "leaf-place")
+    assert "knowledge/, foundational_skills/ or compositional_skills/" in place.message
+
+
+def test_leaf_outside_the_taxonomy_root(project: Project) -> None:
+    project.write("docs/compositional_skills/a/qna.yaml", skill_yaml())
+    project.write("docs/compositional_skills/a/attribution.txt", ATTRIBUTION)
+    assert project.findings("docs") == [("docs/compositional_skills/a/qna.yaml", 1, 1, "leaf-place")]
+
+
+# --- contribution limits and duplicates -----------------------------------------------------------
+
+
+def test_context_too_long(project: Project) -> None:
+    tree = project.documents()
+    long_context = " ".join(["word"] * 501)
+    text = knowledge_yaml(tree).replace("Context paragraph number 2 about testing.", long_context)
+    file = project.leaf("knowledge/k", text)
+    [too_long] = project.validate().diagnostics
+    assert (too_long.file, too_long.line, too_long.column, too_long.rule) == (file, 19, 14, "context-too-long")
+    assert too_long.message == "this context has 501 words; the limit is 500: shorten it"
+    assert too_long.yaml_path == ".seed_examples[1].context"
+
+
+def test_qna_too_long(project: Project) -> None:
+    long_answer = " ".join(["word"] * 248)  # + 3 words of question = 251
+    file = project.leaf("compositional_skills/a", skill_yaml().replace("Answer number 4.", long_answer))
+    [too_long] = project.validate().diagnostics
+    assert (too_long.file, too_long.line, too_long.column, too_long.rule) == (file, 11, 5, "qna-too-long")
+    assert too_long.message == "this question and answer have 251 words together; the limit is 250: shorten them"
+
+
+def test_seed_too_long(project: Project) -> None:
+    tree = project.documents()
+    text = knowledge_yaml(tree).replace("Context paragraph number 1 about testing.", " ".join(["c"] * 400))
+    for pair in range(1, 4):
+        text = text.replace(f"answer: Answer {pair}.", "answer: " + " ".join(["a"] * 120), 1)
+    file = project.leaf("knowledge/k", text)
+    [too_long] = project.validate().diagnostics
+    assert (too_long.file, too_long.line, too_long.column, too_long.rule) == (file, 11, 5, "seed-too-long")
+    assert too_long.message.startswith("seed example 1 has 775 words in all") and "the limit is 750" in too_long.message
+
+
+def test_limits_are_configurable(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", extra_toml="[tool.labtax.limits]\nqna_words = 6\n")
+    project.leaf("compositional_skills/a", skill_yaml().replace("Answer number 4.", "one two three four"))
+    assert [d.line for d in project.only(rule="qna-too-long")] == [11]
+
+
+def test_duplicate_question_ignores_case_and_spacing(project: Project) -> None:
+    tree = project.documents()
+    text = knowledge_yaml(tree).replace("Question 2 about paragraph 3?", "question 1   ABOUT paragraph 1?")
+    file = project.leaf("knowledge/k", text)
+    [duplicate] = project.validate().diagnostics
+    assert (duplicate.file, duplicate.line, duplicate.column, duplicate.rule) == (file, 31, 19, "duplicate-question")
+    assert duplicate.message == "this question repeats the one on line 13; ask something different"
+
+
+# --- document references --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("repo", "line", "column"),
+    [("/abs/documents", 6, 9), ("../outside", 6, 9), ("~/documents", 6, 9)],
+)
+def test_document_repo_must_be_a_url_or_a_relative_path(project: Project, repo: str, line: int, column: int) -> None:
+    file = project.leaf("knowledge/k", knowledge_yaml("a" * 40, repo=repo))
+    [bad] = project.validate().diagnostics
+    assert (bad.file, bad.line, bad.column, bad.rule) == (file, line, column, "document-repo")
+    assert "neither a git URL" in bad.message
+
+
+def test_document_repo_missing(project: Project) -> None:
+    text = knowledge_yaml("a" * 40).replace("  repo: documents/notes\n", "  folder: /data/docs\n")
+    file = project.leaf("knowledge/k", text)
+    [missing] = project.validate().diagnostics
+    assert (missing.file, missing.line, missing.column, missing.rule) == (file, 6, 3, "document-repo")
+    assert "not reproducible" in missing.message
+
+
+@pytest.mark.parametrize("commit", ["main", "abc1234", "g" * 40])
+def test_document_commit_must_be_a_full_sha(project: Project, commit: str) -> None:
+    file = project.leaf("knowledge/k", knowledge_yaml(commit, repo="https://example.com/docs.git"))
+    [bad] = project.validate().diagnostics
+    assert (bad.file, bad.line, bad.column, bad.rule) == (file, 7, 11, "document-commit")
+    assert "full 40-character commit SHA" in bad.message
+
+
+def test_document_commit_missing_for_a_local_directory(project: Project) -> None:
+    file = project.leaf("knowledge/k", knowledge_yaml("x").replace("  commit: x\n", ""))
+    [missing] = project.validate().diagnostics
+    assert (missing.file, missing.line, missing.rule) == (file, 6, "document-commit")
+
+
+def test_short_local_pin_names_the_git_tree_id(project: Project) -> None:
+    project.documents()
+    project.leaf("knowledge/k", knowledge_yaml("abcdef1"))
+    [bad] = project.only(rule="document-commit")
+    assert "git tree id of the directory" in bad.message
+
+
+# --- attribution ----------------------------------------------------------------------------------
+
+
+def test_attribution_missing(project: Project) -> None:
+    project.leaf("compositional_skills/a", skill_yaml(), attribution=None)
+    assert project.findings() == [("taxonomy/compositional_skills/a/attribution.txt", 1, 1, "attribution-missing")]
+    assert (
+        "Title of work, Link to work, Revision, License of the work, Creator names"
+        in project.validate().diagnostics[0].message
+    )
+
+
+def test_attribution_fields(project: Project) -> None:
+    attribution = ATTRIBUTION.replace("Revision: n/a\n", "").replace("Creator names: Test Author", "Creator names:")
+    project.leaf("compositional_skills/a", skill_yaml(), attribution=attribution)
+    fields = project.only(rule="attribution-field")
+    assert [(d.file, d.line) for d in fields] == [
+        ("taxonomy/compositional_skills/a/attribution.txt", 1),
+        ("taxonomy/compositional_skills/a/attribution.txt", 4),
+    ]
+    assert [d.message for d in fields] == [
+        "'Revision:' line is missing; add it with a value",
+        "'Creator names' is empty; fill it in",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("licence", "hint"),
+    [("cc-by-4.0", "write it as 'CC-BY-4.0'"), ("GPL-3.0", "allowed: CC0-1.0, CDLA-Permissive-2.0, CC-BY-4.0")],
+)
+def test_attribution_licence_allow_list(project: Project, licence: str, hint: str) -> None:
+    project.leaf("compositional_skills/a", skill_yaml(), attribution=ATTRIBUTION.replace("CC-BY-4.0", licence))
+    [bad] = project.validate().diagnostics
+    assert (bad.file, bad.line, bad.rule) == (
+        "taxonomy/compositional_skills/a/attribution.txt",
+        4,
+        "attribution-license",
+    )
+    assert hint in bad.message
+
+
+@pytest.mark.parametrize(
+    "licence", ["CC0-1.0", "CDLA-Permissive-2.0", "CC-BY-4.0", "CC-BY-SA-4.0", "Apache-2.0", "MIT"]
+)
+def test_allowed_licences(project: Project, licence: str) -> None:
+    project.leaf("compositional_skills/a", skill_yaml(), attribution=ATTRIBUTION.replace("CC-BY-4.0", licence))
+    assert project.findings() == []
