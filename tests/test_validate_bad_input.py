@@ -178,7 +178,9 @@ def test_files_named_like_leaves_but_not_leaves(tmp_path: Path) -> None:
     result = run_cli(project.root, "validate")
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        "taxonomy/compositional_skills/a/qna.yml:1:1: error [file-name] 'qna.yml' is not read as a leaf; rename it to 'qna.yaml'",
-        "taxonomy/compositional_skills/b/QNA.yaml:1:1: error [file-name] 'QNA.yaml' is not read as a leaf; rename it to 'qna.yaml'",
+        "taxonomy/compositional_skills/a/qna.yml:1:1: error [file-name] "
+        "'qna.yml' is not read as a leaf; rename it to 'qna.yaml'",
+        "taxonomy/compositional_skills/b/QNA.yaml:1:1: error [file-name] "
+        "'QNA.yaml' is not read as a leaf; rename it to 'qna.yaml'",
     ]
     assert "1 leaves checked: 2 errors" in result.stderr
