@@ -9,6 +9,7 @@ import typer
 from labtax import __version__
 from labtax.commands import check, validate
 from labtax.commands import diff as diff_command
+from labtax.commands import evaluate as evaluate_command
 from labtax.commands import train as train_command
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ def _main(
 app.command("validate")(validate.command)
 app.command("check")(check.command)
 app.command("train")(train_command.command)
+app.command("evaluate")(evaluate_command.command)
 app.command("diff")(diff_command.command)
 
 

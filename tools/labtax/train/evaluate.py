@@ -1,0 +1,430 @@
+"""Per-leaf evaluation on held-out seed examples, and the regression gate against the previous release.
+
+For every leaf, the held-out pairs (`labtax.taxonomy.leaf.heldout_pairs`, docs/heldout.md: never shown
+to the teacher nor trained on) are scored twice, for the trained model and for the baseline:
+- loss and perplexity of the reference answer given the prompt (mean over the answer's tokens, the
+  same assistant-token mask as training, `labtax.train.data.encode_conversation`);
+- for knowledge leaves, a greedy answer scored against the reference: exact match and token F1 with
+  SQuAD's normalisation (lower case, no punctuation, no articles, single spaces).
+
+The gate compares the trained model with the trained model of the previous release's eval.json, on the
+leaves whose held-out pairs are unchanged (same `heldout_hash`), with thresholds from `GateThresholds`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labtax.errors import LabtaxError, UsageError
+from labtax.taxonomy.leaf import Leaf, LeafKind, QnaPair, heldout_pairs
+
+EVAL_FORMAT = "labtax-eval/1"
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """How much worse than the previous release the new model may be before the gate fails."""
+
+    max_loss_increase: float = 0.05  # relative rise of the held-out loss over all compared leaves
+    max_leaf_loss_increase: float = 0.25  # relative rise of one leaf's held-out loss
+    max_exact_match_drop: float = 0.05  # absolute drop of the knowledge exact-match rate (0..1)
+    max_f1_drop: float = 0.05  # absolute drop of the mean knowledge token F1 (0..1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str
+    baseline: str
+    output: Path
+    taxonomy_root: Path | None = None
+    previous: Path | None = None
+    thresholds: GateThresholds = GateThresholds()
+    max_new_tokens: int = 64
+
+
+@dataclass
+class Scores:
+    """One model on one leaf (or overall): summed negative log-likelihood over answer tokens, and answers."""
+
+    tokens: int = 0
+    nll_sum: float = 0.0
+    answers: int = 0
+    exact_matches: int = 0
+    f1_sum: float = 0.0
+
+    @property
+    def loss(self) -> float | None:
+        return self.nll_sum / self.tokens if self.tokens else None
+
+    @property
+    def perplexity(self) -> float | None:
+        loss = self.loss
+        return math.exp(min(loss, 700.0)) if loss is not None else None
+
+    @property
+    def exact_match(self) -> float | None:
+        return self.exact_matches / self.answers if self.answers else None
+
+    @property
+    def f1(self) -> float | None:
+        return self.f1_sum / self.answers if self.answers else None
+
+    def add(self, other: Scores) -> None:
+        self.tokens += other.tokens
+        self.nll_sum += other.nll_sum
+        self.answers += other.answers
+        self.exact_matches += other.exact_matches
+        self.f1_sum += other.f1_sum
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "nll_sum": self.nll_sum,
+            "loss": self.loss,
+            "perplexity": self.perplexity,
+            "answers": self.answers,
+            "exact_matches": self.exact_matches,
+            "f1_sum": self.f1_sum,
+            "exact_match": self.exact_match,
+            "f1": self.f1,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Scores:
+        return cls(int(raw["tokens"]), float(raw["nll_sum"]), int(raw["answers"]), int(raw["exact_matches"]), float(raw["f1_sum"]))
+
+
+@dataclass
+class LeafEvaluation:
+    leaf: str
+    kind: str
+    leaf_hash: str
+    heldout_hash: str
+    pairs: int
+    model: Scores = field(default_factory=Scores)
+    baseline: Scores = field(default_factory=Scores)
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class GateVerdict:
+    status: str  # "pass" | "fail" | "skipped" (no previous eval.json, or nothing comparable)
+    previous: str | None
+    compared_leaves: int = 0
+    failures: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class EvalResult:
+    eval_json: Path
+    eval_md: Path
+    leaves: list[LeafEvaluation]
+    model: Scores
+    baseline: Scores
+    gate: GateVerdict
+
+
+# === the evaluation ===============================================================================
+
+
+def run_evaluation(config: EvalConfig) -> EvalResult:
+    """Score the model and the baseline on every leaf's held-out pairs, gate, write eval.json and eval.md."""
+    from labtax.config import load_config
+    from labtax.validate import load_leaves
+
+    check_thresholds(config.thresholds)
+    previous = read_previous(config.previous) if config.previous else None  # fail on a bad file before loading models
+    leaves = [leaf for leaf in load_leaves(load_config(taxonomy=config.taxonomy_root)).leaves if heldout_pairs(leaf)]
+    if not leaves:
+        raise LabtaxError("no leaf has held-out seed examples to evaluate on (see docs/heldout.md); check --root")
+    evaluations = [
+        LeafEvaluation(leaf.path, str(leaf.kind), leaf.leaf_hash, heldout_hash(leaf), len(heldout_pairs(leaf)))
+        for leaf in sorted(leaves, key=lambda leaf: leaf.path)
+    ]
+    by_path = {leaf.path: leaf for leaf in leaves}
+    for role in ("model", "baseline"):
+        scorer = ModelScorer.load(config.model if role == "model" else config.baseline)
+        for evaluation in evaluations:
+            scores, answers = score_leaf(scorer, by_path[evaluation.leaf], config.max_new_tokens)
+            setattr(evaluation, role, scores)
+            merge_answers(evaluation.answers, answers, role)
+        scorer.close()
+    model_total, baseline_total = Scores(), Scores()
+    for evaluation in evaluations:
+        model_total.add(evaluation.model)
+        baseline_total.add(evaluation.baseline)
+    gate = apply_gate(evaluations, previous, config)
+    report = eval_record(config, evaluations, model_total, baseline_total, gate)
+    eval_md = config.output.with_suffix(".md")
+    write_text(config.output, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_text(eval_md, render_markdown(report))
+    return EvalResult(config.output, eval_md, evaluations, model_total, baseline_total, gate)
+
+
+def check_thresholds(thresholds: GateThresholds) -> None:
+    negative = [name for name, value in asdict(thresholds).items() if value < 0]
+    if negative:
+        raise UsageError(f"gate thresholds must be 0 or more: {', '.join(negative)}")
+
+
+def heldout_hash(leaf: Leaf) -> str:
+    """Identity of a leaf's held-out pairs: the gate compares a leaf across releases only when it is equal."""
+    payload = [[context, pair.question, pair.answer] for context, pair in heldout_pairs(leaf)]
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def prompt_messages(leaf: Leaf, context: str | None, pair: QnaPair) -> list[dict[str, str]]:
+    """Knowledge is asked closed-book (the point is what the model learned); skills get their context."""
+    if leaf.kind is LeafKind.KNOWLEDGE or not context:
+        return [{"role": "user", "content": pair.question}]
+    return [{"role": "user", "content": f"{context}\n\n{pair.question}"}]
+
+
+def score_leaf(scorer: ModelScorer, leaf: Leaf, max_new_tokens: int) -> tuple[Scores, list[dict[str, Any]]]:
+    scores = Scores()
+    answers: list[dict[str, Any]] = []
+    for context, pair in heldout_pairs(leaf):
+        prompt = prompt_messages(leaf, context, pair)
+        nll, tokens = scorer.answer_nll(prompt, pair.answer)
+        scores.nll_sum += nll
+        scores.tokens += tokens
+        if leaf.kind is LeafKind.KNOWLEDGE:
+            generated = scorer.generate(prompt, max_new_tokens)
+            match, f1 = exact_match(generated, pair.answer), token_f1(generated, pair.answer)
+            scores.answers += 1
+            scores.exact_matches += int(match)
+            scores.f1_sum += f1
+            answers.append({"question": pair.question, "reference": pair.answer, "answer": generated, "exact_match": match, "f1": f1})
+    return scores, answers
+
+
+def merge_answers(into: list[dict[str, Any]], answers: list[dict[str, Any]], role: str) -> None:
+    for index, answer in enumerate(answers):
+        if len(into) <= index:
+            into.append({"question": answer["question"], "reference": answer["reference"]})
+        into[index][role] = {key: answer[key] for key in ("answer", "exact_match", "f1")}
+
+
+# === one model ====================================================================================
+
+
+class ModelScorer:
+    """A model and its tokenizer on the best device: bf16 on a CUDA GPU, fp32 on CPU."""
+
+    def __init__(self, name: str, model: Any, tokenizer: Any) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, name: str) -> ModelScorer:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cuda = torch.cuda.is_available()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.bfloat16 if cuda else torch.float32)
+        except (OSError, ValueError) as exc:
+            raise LabtaxError(f"cannot load the model {name!r} ({exc}); pass a model directory or Hub id") from None
+        if not getattr(tokenizer, "chat_template", None):
+            raise UsageError(f"{name} has no chat template; evaluate a chat model")
+        model.to("cuda" if cuda else "cpu").eval()
+        return cls(name, model, tokenizer)
+
+    def answer_nll(self, prompt: list[dict[str, str]], answer: str) -> tuple[float, int]:
+        """Summed negative log-likelihood of the assistant turn `answer` after `prompt`, and its token count."""
+        import torch
+        import torch.nn.functional as F
+
+        from labtax.train.data import IGNORE_INDEX, encode_conversation
+
+        input_ids, targets = encode_conversation(
+            self.tokenizer, [*prompt, {"role": "assistant", "content": answer}], assistant_only_loss=True
+        )
+        device = self.model.device
+        with torch.no_grad():
+            logits = self.model(input_ids=torch.tensor([input_ids], device=device)).logits.float()
+        target = torch.tensor(targets, device=device)
+        nll = F.cross_entropy(logits[0], target, ignore_index=IGNORE_INDEX, reduction="sum")
+        return float(nll), int((target != IGNORE_INDEX).sum())
+
+    def generate(self, prompt: list[dict[str, str]], max_new_tokens: int) -> str:
+        import torch
+
+        inputs = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        inputs = {key: value.to(self.model.device) for key, value in inputs.items()}
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with torch.no_grad():
+            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        return str(self.tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+# === answer scoring (SQuAD's definitions) =========================================================
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalise_answer(text: str) -> str:
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    return normalise_answer(prediction) == normalise_answer(reference)
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    predicted, expected = normalise_answer(prediction).split(), normalise_answer(reference).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+# === the gate =====================================================================================
+
+
+def read_previous(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"--previous {path}: cannot read it ({exc.strerror}); pass the previous release's eval.json") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--previous {path}: not JSON ({exc.msg}); pass the previous release's eval.json") from None
+    if not isinstance(record, dict) or record.get("format") != EVAL_FORMAT:
+        raise UsageError(f"--previous {path}: not a labtax eval.json ({EVAL_FORMAT}); pass the previous release's eval.json")
+    return record
+
+
+def apply_gate(evaluations: list[LeafEvaluation], previous: dict[str, Any] | None, config: EvalConfig) -> GateVerdict:
+    if previous is None:
+        return GateVerdict("skipped", None, note="no --previous eval.json: nothing to compare against")
+    source = str(config.previous)
+    earlier = {leaf["leaf"]: leaf for leaf in previous.get("leaves", []) if isinstance(leaf, dict)}
+    pairs = [(e, earlier[e.leaf]) for e in evaluations if e.leaf in earlier and earlier[e.leaf].get("heldout_hash") == e.heldout_hash]
+    if not pairs:
+        return GateVerdict("skipped", source, note="no leaf with unchanged held-out pairs in both evaluations")
+    t = config.thresholds
+    failures: list[str] = []
+    now_total, then_total = Scores(), Scores()
+    for current, old in pairs:
+        then = Scores.from_json(old["model"])
+        now_total.add(current.model)
+        then_total.add(then)
+        rise = relative_rise(current.model.loss, then.loss)
+        if rise is not None and rise > t.max_leaf_loss_increase:
+            failures.append(
+                f"{current.leaf}: held-out loss rose {rise:.1%} ({then.loss:.4f} -> {current.model.loss:.4f}), "
+                f"more than the allowed {t.max_leaf_loss_increase:.1%}"
+            )
+    rise = relative_rise(now_total.loss, then_total.loss)
+    if rise is not None and rise > t.max_loss_increase:
+        failures.insert(0, f"overall held-out loss rose {rise:.1%} ({then_total.loss:.4f} -> {now_total.loss:.4f}), more than the allowed {t.max_loss_increase:.1%}")
+    for label, now, then, allowed in (
+        ("exact match", now_total.exact_match, then_total.exact_match, t.max_exact_match_drop),
+        ("token F1", now_total.f1, then_total.f1, t.max_f1_drop),
+    ):
+        if now is not None and then is not None and then - now > allowed:
+            failures.append(f"knowledge {label} fell {then - now:.3f} ({then:.3f} -> {now:.3f}), more than the allowed {allowed:.3f}")
+    return GateVerdict("fail" if failures else "pass", source, len(pairs), failures)
+
+
+def relative_rise(now: float | None, then: float | None) -> float | None:
+    if now is None or then is None or then <= 0:
+        return None
+    return (now - then) / then
+
+
+# === outputs ======================================================================================
+
+
+def eval_record(
+    config: EvalConfig, evaluations: list[LeafEvaluation], model: Scores, baseline: Scores, gate: GateVerdict
+) -> dict[str, Any]:
+    return {
+        "format": EVAL_FORMAT,
+        "model": config.model,
+        "baseline": config.baseline,
+        "split": "labtax.taxonomy.leaf.heldout_pairs (docs/heldout.md)",
+        "generation": {"decoding": "greedy", "max_new_tokens": config.max_new_tokens},
+        "overall": {"model": model.as_json(), "baseline": baseline.as_json()},
+        "leaves": [
+            {
+                "leaf": e.leaf,
+                "kind": e.kind,
+                "leaf_hash": e.leaf_hash,
+                "heldout_hash": e.heldout_hash,
+                "pairs": e.pairs,
+                "model": e.model.as_json(),
+                "baseline": e.baseline.as_json(),
+                "answers": e.answers,
+            }
+            for e in evaluations
+        ],
+        "gate": {**asdict(gate), "thresholds": asdict(config.thresholds)},
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    def number(value: float | None, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        f"# Evaluation of `{report['model']}`",
+        "",
+        f"Baseline: `{report['baseline']}`. Held-out seed examples per leaf (docs/heldout.md); loss and perplexity "
+        "of the reference answers; knowledge leaves also answer greedily, scored by exact match and token F1.",
+        "",
+        "| leaf | kind | pairs | loss (base → model) | perplexity (base → model) | exact match (base → model) | F1 (base → model) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    rows = [(leaf["leaf"], leaf["kind"], leaf["pairs"], leaf["baseline"], leaf["model"]) for leaf in report["leaves"]]
+    total_pairs = sum(leaf["pairs"] for leaf in report["leaves"])
+    rows.append(("**overall**", "", total_pairs, report["overall"]["baseline"], report["overall"]["model"]))
+    for name, kind, pairs, base, model in rows:
+        lines.append(
+            f"| {name} | {kind} | {pairs} | {number(base['loss'])} → {number(model['loss'])} "
+            f"| {number(base['perplexity'], 2)} → {number(model['perplexity'], 2)} "
+            f"| {number(base['exact_match'])} → {number(model['exact_match'])} | {number(base['f1'])} → {number(model['f1'])} |"
+        )
+    gate = report["gate"]
+    lines += ["", f"## Regression gate: {gate['status']}", ""]
+    if gate["previous"]:
+        lines.append(f"Compared with `{gate['previous']}` on {gate['compared_leaves']} leaves with unchanged held-out pairs.")
+    if gate["note"]:
+        lines.append(gate["note"].capitalize() + ".")
+    lines += [f"- {failure}" for failure in gate["failures"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: Path, text: str) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
