@@ -174,7 +174,11 @@ def _translate(error: Any, doc: YamlDocument, file: str) -> Iterator[Diagnostic]
             )
     elif validator == "type":
         wanted = _TYPE_NAMES.get(value, value) if isinstance(value, str) else " or ".join(map(str, value))
-        hint = " (put text on the same line, or use '|' for several lines)" if value == "string" else ""
+        hint = ""
+        if value == "string" and isinstance(instance, int | float | bool):
+            hint = " (put it in quotes to make it text)"
+        elif value == "string" and not isinstance(instance, datetime.date):
+            hint = " (put text on the same line, or use '|' for several lines)"
         yield at("wrong-type", f"{name} must be {wanted}, but it is {_describe(instance)}{hint}")
     elif validator == "const" and path == ("version",):
         yield at("bad-version", f"version is {instance!r}, but this schema is for version {value}")
