@@ -1,0 +1,337 @@
+"""A stand-in teacher: a real HTTP server on 127.0.0.1 speaking the subset of the OpenAI API labtax uses.
+
+`GET /v1/models` and `POST /v1/chat/completions`. It recognises the generation stage from the JSON
+Schema name in `response_format` (labtax names each schema after its stage) and answers with plausible,
+schema-valid JSON built from the prompt, so a whole `labtax generate` run works offline. Faults can
+be injected in order (`faults=["500", "429", "drop", ...]`) or at random rates (`fault_rates`):
+
+    500        HTTP 500                       429     HTTP 429 with Retry-After
+    drop       the connection closes with no response
+    malformed  the content is not JSON        prose   the JSON is wrapped in prose (the fallback parser's job)
+    truncate   finish_reason=length           slow    the answer comes after `slow_s` seconds
+
+Use it from a test (`with start_server() as server: server.url ...`) or as a script:
+`python -m tests.openai_server --port 8000 [--latency 0.05]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS = ("500", "429", "drop", "malformed", "prose", "truncate", "slow")
+
+Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class ServerState:
+    model: str = "fake-teacher"
+    max_model_len: int | None = 8192
+    latency_s: float = 0.0
+    slow_s: float = 2.0
+    retry_after: str = "0"
+    api_key: str | None = None
+    ignore_response_format: bool = False
+    faults: list[str] = field(default_factory=list)
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    answers: dict[str, Answer] = field(default_factory=dict)  # stage -> custom answer
+    seed: int = 0
+    # observations
+    chat_requests: int = 0  # every POST /v1/chat/completions, faulted ones included
+    stages: Counter[str] = field(default_factory=Counter)
+    faults_served: Counter[str] = field(default_factory=Counter)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    keep_bodies: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counter: int = 0
+
+    def next_fault(self, rng: random.Random) -> str | None:
+        with self.lock:
+            if self.faults:
+                return self.faults.pop(0)
+        for fault, rate in self.fault_rates.items():
+            if rng.random() < rate:
+                return fault
+        return None
+
+
+# --- plausible answers, per stage -----------------------------------------------------------------
+
+
+def _prompt(body: dict[str, Any]) -> str:
+    return "\n".join(str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user")
+
+
+def _section(prompt: str, header: str) -> str:
+    """The text after `header:` up to the next blank line followed by a header-like line."""
+    end = r"\n\n(?:[A-Z][\w ]*:|Reply as|Write \d|Keep it|Rate the|faithfulness:)"
+    match = re.search(rf"^{re.escape(header)}:\s*\n(.*?)(?:{end}|\Z)", prompt, re.S | re.M)
+    if match:
+        return match.group(1).strip()
+    inline = re.search(rf"^{re.escape(header)}:\s*(.+)$", prompt, re.M)
+    return inline.group(1).strip() if inline else ""
+
+
+def _count(prompt: str) -> int:
+    match = re.search(r"Write (\d+) ", prompt)
+    return max(1, min(int(match.group(1)), 20)) if match else 3
+
+
+def _digest(text: str) -> int:
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16)
+
+
+def default_answer(stage: str, body: dict[str, Any], serial: int) -> dict[str, Any]:
+    prompt = _prompt(body)
+    serial %= 100_000
+    count = _count(prompt)
+    if stage == "freeform_instructions":
+        task = _section(prompt, "Task")[:60]
+        return {
+            "instructions": [
+                f"Instruction {serial}.{i}: show the skill '{task}' on case {serial * 31 + i}." for i in range(count)
+            ]
+        }
+    if stage == "grounded_contexts":
+        return {
+            "contexts": [
+                f"Context {serial}.{i}. Item A costs {i + 3} euros; item B costs {serial % 7 + 2} euros."
+                for i in range(count)
+            ]
+        }
+    if stage == "grounded_questions":
+        context = _section(prompt, "Context")
+        return {"questions": [f"Question {i} about: {context[:40]}" for i in range(count)]}
+    if stage == "instruction_judge":
+        instruction = _section(prompt, "Candidate instruction")
+        keep = _digest(instruction) % 5 != 0  # drop about one in five, deterministically
+        return {"keep": keep, "reason": "clear and on task" if keep else "too vague"}
+    if stage == "response":
+        instruction = _section(prompt, "Instruction")
+        return {"response": f"A careful answer to: {instruction}"}
+    if stage == "pair_judge":
+        response = _section(prompt, "Response")
+        score = 1 + _digest(response) % 3  # 1, 2 or 3: about a third are dropped
+        return {"score": score, "explanation": f"rated {score}"}
+    if stage == "knowledge_qa":
+        passage = _section(prompt, "Passage")
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", passage) if len(s.strip()) > 20] or [
+            passage or "nothing"
+        ]
+        pairs = []
+        for i in range(count):
+            fact = sentences[(serial + i) % len(sentences)]
+            pairs.append(
+                {"question": f"What is stated about '{' '.join(fact.split()[:6])}' ({serial}.{i})?", "answer": fact}
+            )
+        return {"pairs": pairs}
+    if stage == "knowledge_judge":
+        question = _section(prompt, "Question")
+        faithful = 0 if _digest(question) % 7 == 0 else 1
+        return {
+            "faithfulness": faithful,
+            "relevance": 3,
+            "question_quality": 2 + _digest(question) % 2,
+            "reason": "checked",
+        }
+    return {"text": f"unknown stage {stage}"}
+
+
+# --- the HTTP server ------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode("utf-8") if not isinstance(body, bytes) else body
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorised(self) -> bool:
+        key = self.server.state.api_key
+        if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._send(401, {"error": {"message": "invalid api key"}})
+        return False
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        if not self._authorised():
+            return
+        if self.path.rstrip("/") == "/v1/models":
+            model: dict[str, Any] = {"id": state.model, "object": "model", "owned_by": "labtax-tests"}
+            if state.max_model_len is not None:
+                model["max_model_len"] = state.max_model_len
+            self._send(200, {"object": "list", "data": [model]})
+        else:
+            self._send(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if not self._authorised():
+            return
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._send(404, {"error": {"message": "not found"}})
+            return
+        body = json.loads(raw)
+        stage = str(((body.get("response_format") or {}).get("json_schema") or {}).get("name", "unknown"))
+        with state.lock:
+            state.chat_requests += 1
+            state.counter += 1
+            serial = state.counter
+            state.stages[stage] += 1
+            if state.keep_bodies:
+                state.bodies.append(body)
+        fault = state.next_fault(self.server.rng)
+        if fault:
+            with state.lock:
+                state.faults_served[fault] += 1
+        if state.latency_s:
+            time.sleep(state.latency_s)
+        if fault == "slow":
+            time.sleep(state.slow_s)
+        if fault == "500":
+            self._send(500, {"error": {"message": "internal error (injected)"}})
+            return
+        if fault == "429":
+            self._send(429, {"error": {"message": "rate limited (injected)"}}, {"Retry-After": state.retry_after})
+            return
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        custom = state.answers.get(stage)
+        # Answers depend on the prompt and the request's `seed` only, so reruns are reproducible.
+        nonce = body.get("seed")
+        answer = (
+            custom(stage, body) if custom else default_answer(stage, body, nonce if isinstance(nonce, int) else serial)
+        )
+        content = json.dumps(answer)
+        finish = "stop"
+        if fault == "malformed":
+            content = content[: len(content) // 2] + " <- oops"
+        elif fault == "prose" or state.ignore_response_format:
+            content = f"Sure! Here is the JSON you asked for:\n```json\n{content}\n```\nHope this helps."
+        elif fault == "truncate":
+            content, finish = content[: len(content) // 2], "length"
+        prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in body.get("messages", []))
+        self._send(
+            200,
+            {
+                "id": f"chatcmpl-{serial}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": state.model,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(content) // 4,
+                    "total_tokens": prompt_tokens + len(content) // 4,
+                },
+            },
+        )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], state: ServerState) -> None:
+        super().__init__(address, _Handler)
+        self.state = state
+        self.rng = random.Random(state.seed)
+
+
+@dataclass
+class RunningServer:
+    state: ServerState
+    port: int
+    _server: _Server
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def chat_requests(self) -> int:
+        return self.state.chat_requests
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_server(port: int = 0, **settings: Any) -> RunningServer:
+    """Start the server in a background thread (port 0: any free port). `settings` are ServerState fields."""
+    state = ServerState(**settings)
+    server = _Server(("127.0.0.1", port), state)
+    thread = threading.Thread(target=server.serve_forever, name="fake-openai", daemon=True)
+    thread.start()
+    return RunningServer(state, server.server_address[1], server, thread)
+
+
+@contextmanager
+def running_server(**settings: Any) -> Iterator[RunningServer]:
+    server = start_server(**settings)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible teacher for labtax tests and dry runs.")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default="fake-teacher")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every chat completion")
+    parser.add_argument("--max-model-len", type=int, default=8192)
+    parser.add_argument("--fault-rate", action="append", default=[], metavar="FAULT=RATE", help=f"one of {FAULTS}")
+    args = parser.parse_args(argv)
+    rates = {name: float(rate) for name, rate in (item.split("=", 1) for item in args.fault_rate)}
+    server = start_server(
+        args.port,
+        model=args.model,
+        latency_s=args.latency,
+        max_model_len=args.max_model_len,
+        fault_rates=rates,
+        keep_bodies=False,
+    )
+    print(f"serving {args.model} at {server.url}", flush=True)
+    try:
+        server._thread.join()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

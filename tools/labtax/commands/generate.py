@@ -1,0 +1,199 @@
+"""`labtax generate`: synthetic data for the leaves that need it, everything else reused from the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from labtax.cli_utils import QuietOption, RootOption, echo, entry
+
+if TYPE_CHECKING:
+    from labtax.sdg.run import GenerationPlan, GenerationResult
+
+
+@entry
+def command(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Generation directory (GEN): the cache and the results.")
+    ],
+    teacher_model: Annotated[
+        str,
+        typer.Option("--teacher-model", help="Model name the server serves, or a local Hugging Face model directory."),
+    ],
+    teacher_url: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher-url",
+            help="OpenAI-compatible API root, e.g. http://localhost:8000/v1 (key: $LABTAX_TEACHER_API_KEY).",
+        ),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base", help="Generate only for leaves changed since the merge-base with this git ref ('empty': all)."
+        ),
+    ] = None,
+    all_leaves: Annotated[
+        bool, typer.Option("--all", help="Generate for every leaf whose result is not cached (the default).")
+    ] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight at once.")] = 32,
+    target: Annotated[
+        int | None,
+        typer.Option(
+            "--target", help="Kept samples per leaf (default: 100 for knowledge, 50 for skills).", show_default=False
+        ),
+    ] = None,
+    teacher_context: Annotated[
+        int | None,
+        typer.Option(
+            "--teacher-context",
+            help="The teacher's context in tokens when the server does not report it (default 4096).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request before it is retried.")] = 120.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (leaves, expected requests) and send nothing.")
+    ] = False,
+    root: RootOption = None,
+    quiet: QuietOption = False,
+) -> int:
+    """Generate synthetic training data with a teacher model for the leaves missing from the cache.
+
+    Exit code 0 when every generated leaf reached its target, 1 when some ended with too few
+    samples (listed), 2 for usage errors.
+    """
+    from labtax.config import load_config
+    from labtax.errors import LabtaxError, UsageError
+    from labtax.sdg.pipelines import GenerationParams
+    from labtax.sdg.run import GenerationConfig, TeacherSpec, generate, plan_generation
+    from labtax.sdg.store import scan_cache
+    from labtax.validate import load_leaves
+
+    if base is not None and all_leaves:
+        raise UsageError("--base and --all exclude each other: --base limits generation to changed leaves")
+    config = load_config(taxonomy=root)
+    loaded = load_leaves(config)
+    if loaded.errors:
+        raise LabtaxError(
+            f"the taxonomy has {loaded.errors} errors; run `labtax validate` and fix them before generating"
+        )
+    selected = None
+    if base is not None:
+        from labtax.gitdiff import changed_leaves
+
+        selected = frozenset(change.path for change in changed_leaves(config, base).changes if change.drives_generation)
+    params = GenerationParams(target=target)
+    spec = TeacherSpec(
+        teacher_model, teacher_url, concurrency=concurrency, timeout_s=timeout, context_length=teacher_context
+    )
+    params.validate()
+    spec.validate()
+    if dry_run:
+        plan = plan_generation(
+            loaded.leaves,
+            GenerationConfig(output, spec.identity(), params, config.project_root, selected),
+            scan_cache(output),
+        )
+        echo(render_plan(plan))
+        return 0
+    progress = None if quiet else BarProgress()
+    try:
+        result = generate(
+            loaded.leaves,
+            spec,
+            output,
+            params=params,
+            project_root=config.project_root,
+            selected=selected,
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+    if not quiet:
+        echo(render_summary(result))
+    for row in result.incomplete:
+        echo(
+            f"warning: {row['leaf']}: {row['kept']} of {row['target']} samples "
+            f"(see {output}/leaves/{row['cache_key']}/summary.json)",
+            err=True,
+        )
+    return 1 if result.incomplete else 0
+
+
+class BarProgress:
+    """One tqdm bar per stage (rate and ETA), growing as requests are queued."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}
+
+    def _bar(self, stage: str) -> Any:
+        if stage not in self.bars:
+            from tqdm import tqdm
+
+            self.bars[stage] = tqdm(
+                total=0, desc=f"{stage:<22}", unit="req", position=len(self.bars), leave=True, dynamic_ncols=True
+            )
+        return self.bars[stage]
+
+    def queued(self, stage: str, count: int) -> None:
+        bar = self._bar(stage)
+        bar.total += count
+        bar.refresh()
+
+    def done(self, stage: str, count: int) -> None:
+        self._bar(stage).update(count)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def render_plan(plan: GenerationPlan) -> str:
+    lines = [f"teacher: {plan.teacher}", f"{'action':<9}{'kind':<16}{'target':>7}{'expected':>10}{'budget':>8}  leaf"]
+    for item in plan.leaves:
+        budget = item.max_requests if item.action in ("generate", "resume") else 0
+        lines.append(
+            f"{item.action:<9}{item.leaf.kind!s:<16}{item.target:>7}{item.expected_requests:>10}{budget:>8}"
+            f"  {item.leaf.path}"
+        )
+    counts = {
+        action: sum(1 for p in plan.leaves if p.action == action) for action in ("generate", "resume", "cached", "skip")
+    }
+    lines.append(
+        f"{len(plan.to_run)} leaves to generate ({counts['generate']} new, {counts['resume']} to resume), "
+        f"{counts['cached']} cached, {counts['skip']} not selected; about {plan.expected_requests} requests "
+        f"(at most {plan.max_requests}); nothing was sent (--dry-run)"
+    )
+    return "\n".join(lines)
+
+
+def render_summary(result: GenerationResult) -> str:
+    summary = result.summary
+    lines = [f"{'status':<11}{'kept':>6}{'target':>7}{'sent':>7}{'replay':>7}{'failed':>7}  leaf"]
+    for row in summary["leaves"]:
+        lines.append(
+            f"{row['status']:<11}{row['kept']:>6}{row['target']:>7}{row.get('sent', 0):>7}"
+            f"{row.get('replayed', 0):>7}{row.get('failed', 0):>7}  {row['leaf']}"
+        )
+    if summary["stages"]:
+        lines += ["", f"{'stage':<24}{'requests':>9}{'sent':>7}{'failed':>7}{'rescued':>8}{'kept':>7}{'dropped':>8}"]
+        for stage, stats in summary["stages"].items():
+            lines.append(
+                f"{stage:<24}{stats['requests']:>9}{stats['sent']:>7}{stats['failed']:>7}{stats['rescued']:>8}"
+                f"{stats['kept']:>7}{stats['dropped']:>8}"
+            )
+    lines += [
+        "",
+        f"{summary['leaves_run']} of {summary['leaves_total']} leaves run in {summary['seconds']:.1f} s: "
+        f"{summary['sent']} requests sent ({summary['http_requests']} HTTP, retries included), {summary['replayed']} "
+        f"replayed from the journal, {summary['failed']} failed, {summary['rescued']} rescued by the fallback parser; "
+        f"{summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion tokens",
+        f"index: {result.index_path}   run summary: {result.summary_path}",
+    ]
+    if summary["missing"]:
+        lines.append(f"{len(summary['missing'])} leaves have no data (not selected by --base and not cached)")
+    return "\n".join(lines)

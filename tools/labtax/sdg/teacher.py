@@ -1,0 +1,598 @@
+"""Teacher backends: an OpenAI-compatible HTTP server (vLLM, llama.cpp, Ollama) or a local transformers model.
+
+Both answer a `TeacherRequest` (chat messages plus the JSON Schema the answer must follow) with a
+`TeacherResult`, never an exception: what went wrong is in `error_kind` and `error`, so a pipeline
+records the failure and carries on. The HTTP client bounds concurrency with a semaphore, retries
+transient failures (connection errors, timeouts, 429, 5xx) with exponential backoff and full jitter,
+honours `Retry-After`, and retries malformed or truncated answers a few times. Prompt plus
+`max_tokens` never exceed the teacher's context: it is read from `/v1/models` (`max_model_len`, as
+vLLM reports it) where the server says, else from the configured value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from labtax.errors import LabtaxError, UsageError
+
+API_KEY_ENV = "LABTAX_TEACHER_API_KEY"
+
+# Error kinds a TeacherResult may carry. "transport" failures are worth re-sending in a later run
+# (nothing was paid for); the others are answers the teacher gave and are final.
+TRANSPORT = "transport"
+PARSE = "parse"
+TRUNCATED = "truncated"
+TOO_LONG = "too_long"
+REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """One chat completion whose answer must be a JSON object following `schema`."""
+
+    key: str  # unique per request within a leaf; the journal's key
+    stage: str
+    messages: tuple[tuple[str, str], ...]  # (role, content)
+    schema: dict[str, Any]
+    max_tokens: int
+    temperature: float
+    seed: int = 0  # sent as the OpenAI `seed`: vLLM samples reproducibly with it
+
+    def chat(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+
+@dataclass
+class TeacherResult:
+    key: str
+    stage: str
+    data: dict[str, Any] | None = None  # the parsed, schema-valid answer; None on failure
+    text: str = ""
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    rescued: bool = False  # the fallback parser found the JSON inside a non-JSON answer
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> TeacherResult:
+        return cls(**{k: record[k] for k in cls.__dataclass_fields__ if k in record})
+
+
+class Teacher(Protocol):
+    """What pipelines need from a teacher."""
+
+    name: str
+    context_length: int
+
+    def count_tokens(self, messages: Sequence[tuple[str, str]]) -> int: ...
+
+    async def complete(self, request: TeacherRequest) -> TeacherResult: ...
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+def parse_answer(text: str, validator: Any) -> tuple[dict[str, Any] | None, bool, str]:
+    """(object, rescued, problem): the JSON object in `text` that `validator` accepts.
+
+    Strict first (the whole text is the object, as structured output guarantees); then the fallback
+    for servers that ignore `response_format`: fenced blocks, then every `{` in turn. `rescued` says
+    the fallback found it; `problem` says why nothing was found.
+    """
+    problem = "the answer is not JSON"
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        value = None
+    else:
+        problem = _schema_problem(value, validator)
+        if isinstance(value, dict) and not problem:
+            return value, False, ""
+    for candidate in _embedded_objects(text):
+        if isinstance(candidate, dict) and not _schema_problem(candidate, validator):
+            return candidate, True, ""
+    return None, False, problem
+
+
+def _schema_problem(value: object, validator: Any) -> str:
+    if not isinstance(value, dict):
+        return "the answer is not a JSON object"
+    error = next(iter(validator.iter_errors(value)), None)
+    if error is None:
+        return ""
+    where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+    return f"the answer does not follow the schema at {where}: {error.message[:200]}"
+
+
+def _embedded_objects(text: str) -> list[object]:
+    found: list[object] = []
+    decoder = json.JSONDecoder()
+    sources = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for source in sources:
+        for match in re.finditer(r"\{", source):
+            try:
+                value, _ = decoder.raw_decode(source, match.start())
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            found.append(value)
+            if len(found) > 50:  # a pathological answer; enough tries
+                return found
+    return found
+
+
+_validators: dict[str, Any] = {}
+
+
+def validator_for(schema: dict[str, Any]) -> Any:
+    """A compiled JSON Schema validator, cached: compiling is costly, the schemas are few."""
+    key = json.dumps(schema, sort_keys=True)
+    validator = _validators.get(key)
+    if validator is None:
+        from jsonschema import Draft202012Validator
+
+        validator = _validators[key] = Draft202012Validator(schema)
+    return validator
+
+
+def estimate_tokens(messages: Sequence[tuple[str, str]]) -> int:
+    """An upper estimate of the prompt's tokens when the teacher's tokenizer is not at hand.
+
+    BPE tokenizers average about 4 characters of English per token; dividing UTF-8 bytes by 3 leaves
+    a margin for code, numbers and other scripts, and each message adds the chat template's markers.
+    """
+    return sum(math.ceil(len(content.encode("utf-8")) / 3) + 8 for _, content in messages) + 16
+
+
+# --- OpenAI-compatible server ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    url: str
+    model: str
+    concurrency: int = 32
+    timeout_s: float = 120.0
+    max_retries: int = 6  # transient failures (connection, timeout, 429, 5xx) per request
+    output_retries: int = 2  # malformed or truncated answers per request
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    retry_after_max_s: float = 300.0
+    context_length: int | None = None  # used when the server does not report max_model_len
+    default_context_length: int = 4096
+    min_output_tokens: int = 64
+    api_key: str | None = field(default=None, repr=False)
+
+    def validate(self) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.url):
+            raise UsageError(f"--teacher-url '{self.url}' is not an http(s) URL; e.g. http://localhost:8000/v1")
+        if not self.model.strip():
+            raise UsageError("--teacher-model is empty; name the model the server serves")
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if self.timeout_s <= 0:
+            raise UsageError("the request timeout must be positive")
+        if self.context_length is not None and self.context_length <= self.min_output_tokens:
+            raise UsageError(f"--teacher-context must be larger than {self.min_output_tokens} tokens")
+
+
+class TeacherUnavailable(LabtaxError):
+    """The teacher cannot be reached or refuses us before any generation request was sent."""
+
+
+def base_url(url: str) -> str:
+    """The API root ending in /v1, whether the user gave `http://host:8000` or `http://host:8000/v1/`."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class OpenAITeacher:
+    """An async client for /v1/chat/completions. Use as `async with OpenAITeacher(settings) as teacher`."""
+
+    def __init__(self, settings: TeacherSettings) -> None:
+        settings.validate()
+        self.settings = settings
+        self.name = settings.model
+        self.context_length = settings.context_length or settings.default_context_length
+        self.context_source = "configured" if settings.context_length else "default"
+        self.requests_sent = 0  # HTTP attempts, retries included
+        self._api_key = settings.api_key if settings.api_key is not None else os.environ.get(API_KEY_ENV)
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._client: Any = None
+
+    async def __aenter__(self) -> OpenAITeacher:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        limits = httpx.Limits(
+            max_connections=self.settings.concurrency, max_keepalive_connections=self.settings.concurrency
+        )
+        self._client = httpx.AsyncClient(
+            base_url=base_url(self.settings.url),
+            headers=headers,
+            limits=limits,
+            timeout=httpx.Timeout(self.settings.timeout_s, connect=min(30.0, self.settings.timeout_s)),
+        )
+        try:
+            await self.probe()
+        except BaseException:
+            await self._client.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+
+    def count_tokens(self, messages: Sequence[tuple[str, str]]) -> int:
+        return estimate_tokens(messages)
+
+    async def probe(self) -> None:
+        """Check the server is up, the key works and the model is served; learn its context length."""
+        import httpx
+
+        response = None
+        for attempt in range(3):
+            try:
+                response = await self._client.get("/models")
+                break
+            except httpx.HTTPError as exc:
+                if attempt == 2:
+                    raise TeacherUnavailable(
+                        f"cannot reach the teacher at {self.settings.url} ({type(exc).__name__}: {exc}); "
+                        "check --teacher-url and that the server is running"
+                    ) from None
+                await asyncio.sleep(self._backoff(attempt))
+        assert response is not None
+        if response.status_code in (401, 403):
+            raise TeacherUnavailable(
+                f"the teacher at {self.settings.url} refused the API key (HTTP {response.status_code}); "
+                f"set {API_KEY_ENV}"
+            )
+        if response.status_code != 200:
+            return  # some servers have no /models; fall back on the configured context length
+        try:
+            models = response.json().get("data", [])
+        except (ValueError, AttributeError):
+            return
+        served = {m.get("id"): m for m in models if isinstance(m, dict)}
+        if served and self.settings.model not in served:
+            raise TeacherUnavailable(
+                f"the teacher at {self.settings.url} does not serve '{self.settings.model}'; "
+                f"it serves: {', '.join(sorted(map(str, served)))}"
+            )
+        reported = served.get(self.settings.model, {}).get("max_model_len")
+        if isinstance(reported, int) and reported > 0:
+            self.context_length = reported
+            self.context_source = "server"
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: uniform over [cap/2, cap], cap = base * 2^attempt (bounded).
+
+        Half the cap is kept so that a retry never comes back at once; the random half spreads the
+        clients that failed together (a 429 storm) over time."""
+        cap = min(self.settings.backoff_max_s, self.settings.backoff_base_s * (2**attempt))
+        return random.uniform(cap / 2, cap)
+
+    def _retry_after(self, value: str | None) -> float | None:
+        if not value:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value) if value else None
+            if when is None:
+                return None
+            seconds = when.timestamp() - time.time()
+        return max(0.0, min(seconds, self.settings.retry_after_max_s))
+
+    def fit_max_tokens(self, request: TeacherRequest) -> int:
+        """The largest completion that fits with the prompt, up to what the request asks for."""
+        room = self.context_length - self.count_tokens(request.messages)
+        return min(request.max_tokens, room)
+
+    async def complete(self, request: TeacherRequest) -> TeacherResult:
+        import httpx
+
+        result = TeacherResult(request.key, request.stage)
+        max_tokens = self.fit_max_tokens(request)
+        if max_tokens < self.settings.min_output_tokens:
+            result.error_kind, result.error = (
+                TOO_LONG,
+                (
+                    f"the prompt (about {self.count_tokens(request.messages)} tokens) leaves no room for an answer "
+                    f"in the teacher's context of {self.context_length} tokens"
+                ),
+            )
+            return result
+        validator = validator_for(request.schema)
+        payload = {
+            "model": self.settings.model,
+            "messages": request.chat(),
+            "max_tokens": max_tokens,
+            "temperature": request.temperature,
+            "seed": request.seed,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": request.stage, "schema": request.schema, "strict": True},
+            },
+        }
+        transient = output_failures = 0
+        while True:
+            result.attempts += 1
+            delay: float | None = None
+            try:
+                async with self._semaphore:
+                    self.requests_sent += 1
+                    response = await self._client.post("/chat/completions", json=payload)
+                status = response.status_code
+                if status == 200:
+                    outcome = self._read_answer(response, validator, result)
+                    if outcome is None:
+                        return result
+                    output_failures += 1
+                    if output_failures > self.settings.output_retries:
+                        return result
+                    continue
+                if status == 429 or status >= 500:
+                    error = f"HTTP {status}: {response.text[:200]}"
+                    delay = self._retry_after(response.headers.get("retry-after"))
+                elif status == 400 and _context_overflow(response.text) and "max_tokens" in payload:
+                    smaller = _room_from_error(response.text, self.context_length)
+                    if smaller is not None and 1 <= smaller < max_tokens:
+                        max_tokens = smaller
+                        payload["max_tokens"] = smaller
+                        continue
+                    result.error_kind, result.error = TOO_LONG, f"HTTP 400: {response.text[:300]}"
+                    return result
+                else:
+                    result.error_kind, result.error = REFUSED, f"HTTP {status}: {response.text[:300]}"
+                    return result
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:300]
+            transient += 1
+            if transient > self.settings.max_retries:
+                result.error_kind, result.error = TRANSPORT, f"gave up after {result.attempts} attempts: {error}"
+                return result
+            await asyncio.sleep(delay if delay is not None else self._backoff(transient - 1))
+
+    def _read_answer(self, response: Any, validator: Any, result: TeacherResult) -> str | None:
+        """Fill `result` from a 200 response; None when it holds a valid answer, else the error kind."""
+        try:
+            body = response.json()
+            choice = body["choices"][0]
+            text = choice["message"]["content"] or ""
+            finish = choice.get("finish_reason") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            result.error_kind, result.error = (
+                PARSE,
+                f"the response body is not a chat completion: {response.text[:200]}",
+            )
+            return PARSE
+        usage = body.get("usage") or {}
+        result.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        result.completion_tokens += int(usage.get("completion_tokens") or 0)
+        result.text, result.finish_reason = text, finish
+        if finish == "length":
+            result.error_kind, result.error = TRUNCATED, "the answer was cut off at max_tokens (finish_reason=length)"
+            return TRUNCATED
+        data, rescued, problem = parse_answer(text, validator)
+        if data is None:
+            result.error_kind, result.error = PARSE, problem
+            return PARSE
+        result.data, result.rescued, result.error_kind, result.error = data, rescued, None, None
+        return None
+
+
+_OVERFLOW = re.compile(r"maximum context length|context length|context_length_exceeded|too many tokens", re.I)
+
+
+def _context_overflow(text: str) -> bool:
+    return bool(_OVERFLOW.search(text))
+
+
+def _room_from_error(text: str, context_length: int) -> int | None:
+    """vLLM says '... maximum context length is 4096 tokens ... (3900 in the messages, 512 in the completion)'."""
+    limit = re.search(r"maximum context length is (\d+)", text)
+    prompt = re.search(r"(\d+) in the messages", text) or re.search(r"(\d+) (?:input|prompt) tokens", text)
+    if not prompt:
+        return None
+    total = int(limit.group(1)) if limit else context_length
+    return total - int(prompt.group(1))
+
+
+# --- local transformers model ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    model_dir: Path
+    batch_size: int = 8
+    output_retries: int = 1
+    device: str | None = None  # default: cuda when available, else cpu
+
+
+def local_teacher_name(model_dir: Path) -> str:
+    """Identity of a local model for the cache key: its directory name and a digest of its config and files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + str(path.stat().st_size).encode() + b"\0")
+            if path.suffix == ".json" and path.stat().st_size < 10_000_000:
+                digest.update(path.read_bytes())
+    return f"local:{model_dir.name}@{digest.hexdigest()[:12]}"
+
+
+class LocalTeacher:
+    """A Hugging Face causal LM in this process. Concurrent requests are gathered into batches (up to
+    `batch_size`) and generated together in a worker thread, so the event loop stays free."""
+
+    def __init__(self, settings: LocalSettings) -> None:
+        if not (settings.model_dir / "config.json").is_file():
+            raise UsageError(
+                f"--teacher-model {settings.model_dir} is a directory without config.json; "
+                "point it at a Hugging Face model directory"
+            )
+        if settings.batch_size < 1:
+            raise UsageError("the local teacher's batch size must be at least 1")
+        self.settings = settings
+        self.name = local_teacher_name(settings.model_dir)
+        self.context_length = 2048
+        self.requests_sent = 0
+        self._queue: asyncio.Queue[tuple[TeacherRequest, asyncio.Future[TeacherResult]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    async def __aenter__(self) -> LocalTeacher:
+        await asyncio.to_thread(self._load)
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run_batches())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = self.settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        tokenizer = AutoTokenizer.from_pretrained(self.settings.model_dir)
+        tokenizer.padding_side = "left"  # generation continues at the right edge of every row
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(self.settings.model_dir)
+        model = model.to(device)  # type: ignore[arg-type]
+        model.eval()
+        self._tokenizer, self._model = tokenizer, model
+        positions = getattr(model.config, "max_position_embeddings", None)
+        self.context_length = int(positions) if isinstance(positions, int) else 2048
+
+    def _prompt_ids(self, messages: Sequence[tuple[str, str]]) -> list[int]:
+        chat = [{"role": role, "content": content} for role, content in messages]
+        text = self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, messages: Sequence[tuple[str, str]]) -> int:
+        return len(self._prompt_ids(messages))
+
+    async def complete(self, request: TeacherRequest) -> TeacherResult:
+        assert self._queue is not None, "use LocalTeacher as an async context manager"
+        result = TeacherResult(request.key, request.stage)
+        for _ in range(self.settings.output_retries + 1):
+            future: asyncio.Future[TeacherResult] = asyncio.get_running_loop().create_future()
+            await self._queue.put((request, future))
+            answer = await future
+            result.attempts += 1
+            result.prompt_tokens += answer.prompt_tokens
+            result.completion_tokens += answer.completion_tokens
+            result.text, result.finish_reason = answer.text, answer.finish_reason
+            result.data, result.rescued = answer.data, answer.rescued
+            result.error_kind, result.error = answer.error_kind, answer.error
+            if result.ok or result.error_kind == TOO_LONG:
+                break
+        return result
+
+    async def _run_batches(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = [await self._queue.get()]
+            await asyncio.sleep(0)  # let the other ready tasks enqueue theirs
+            while len(batch) < self.settings.batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                answers = await asyncio.to_thread(self._generate, [request for request, _ in batch])
+            except Exception as exc:  # a failed batch fails its requests, never the run
+                answers = [
+                    TeacherResult(r.key, r.stage, error_kind=REFUSED, error=f"{type(exc).__name__}: {exc}")
+                    for r, _ in batch
+                ]
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if not future.done():
+                    future.set_result(answer)
+
+    def _generate(self, requests: list[TeacherRequest]) -> list[TeacherResult]:
+        import torch
+
+        results = [TeacherResult(r.key, r.stage) for r in requests]
+        prompts: list[list[int]] = []
+        runnable: list[int] = []
+        for index, request in enumerate(requests):
+            ids = self._prompt_ids(request.messages)
+            if len(ids) + 1 > self.context_length:
+                results[index].error_kind = TOO_LONG
+                results[
+                    index
+                ].error = f"the prompt ({len(ids)} tokens) does not fit the context of {self.context_length}"
+                continue
+            prompts.append(ids)
+            runnable.append(index)
+        if not runnable:
+            return results
+        self.requests_sent += len(runnable)
+        longest = max(map(len, prompts))
+        max_new = min(max(requests[i].max_tokens for i in runnable), self.context_length - longest)
+        pad = self._tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts], device=self._model.device)
+        attention = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=self._model.device)
+        temperature = max(requests[i].temperature for i in runnable)
+        with torch.no_grad():
+            output = self._model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max_new,
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=pad,
+            )
+        eos = self._tokenizer.eos_token_id
+        for row, index in enumerate(runnable):
+            new_tokens = output[row, longest:].tolist()
+            finished = eos in new_tokens
+            if finished:
+                new_tokens = new_tokens[: new_tokens.index(eos)]
+            while new_tokens and new_tokens[-1] == pad:
+                new_tokens.pop()
+            result = results[index]
+            result.prompt_tokens, result.completion_tokens = len(prompts[row]), len(new_tokens)
+            result.text = self._tokenizer.decode(new_tokens, skip_special_tokens=True)
+            result.finish_reason = "stop" if finished else "length"
+            data, rescued, problem = parse_answer(result.text, validator_for(requests[index].schema))
+            if data is not None:
+                result.data, result.rescued = data, rescued
+            elif not finished:
+                result.error_kind, result.error = TRUNCATED, "the answer was cut off at max_tokens"
+            else:
+                result.error_kind, result.error = PARSE, problem
+        return results
