@@ -1,0 +1,468 @@
+"""The reviewer's report: one markdown page about the leaves a change touches, for a pull request comment.
+
+For every changed leaf (from `labtax.gitdiff`): branch and kind, seed and word counts, validation
+diagnostics (from `validate_paths`, the same function CI runs), attribution and licence, the document
+reference as a link to the repository at that commit, near-duplicate seeds against the rest of the
+taxonomy (MinHash candidates from datasketch's LSH index, scored by the exact Jaccard similarity of
+word 3-gram shingles) and the generation it will drive (expected teacher requests, from the SDG
+planner's `expected_requests`; none for pure renames and deletions).
+
+Everything that comes from a contribution (paths, seeds, attribution) is untrusted: it is escaped
+before it enters the markdown, so a leaf cannot inject HTML, break a table, spoof the hidden marker
+or mention people. The page starts with `REPORT_MARKER`, by which the comment workflow finds its
+sticky comment.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from labtax.config import Config
+from labtax.errors import Diagnostic, Severity
+from labtax.gitdiff import ChangeStatus, DiffResult, LeafChange, changed_leaves
+from labtax.taxonomy.discover import display_path
+from labtax.taxonomy.leaf import Leaf, SeedExample
+
+REPORT_MARKER = "<!-- labtax-report -->"
+NEAR_DUPLICATE_THRESHOLD = 0.5
+MAX_NEAR_DUPLICATES_PER_LEAF = 5
+MINHASH_PERMUTATIONS = 128
+SHINGLE_WORDS = 3
+EXCERPT_CHARS = 80
+_WORD = re.compile(r"\w+")
+
+
+# --- near-duplicate seeds --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeedRef:
+    """One seed example of one leaf: `index` is 1-based, as a reviewer counts them in the file."""
+
+    leaf: str
+    index: int
+    excerpt: str
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    seed: SeedRef  # in the changed leaf
+    other: SeedRef  # elsewhere in the taxonomy
+    similarity: float  # Jaccard similarity of the two seeds' word 3-gram shingles
+
+
+def seed_text(seed: SeedExample) -> str:
+    parts = [seed.context or ""] + [f"{pair.question} {pair.answer}" for pair in seed.qna]
+    return " ".join(part for part in parts if part)
+
+
+def shingles(text: str) -> frozenset[str]:
+    """Word 3-grams of the lower-cased text (the words themselves when it has fewer than three)."""
+    words = _WORD.findall(text.lower())
+    if len(words) < SHINGLE_WORDS:
+        return frozenset(words)
+    return frozenset(" ".join(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1))
+
+
+def _excerpt(seed: SeedExample) -> str:
+    first = seed.qna[0].question if seed.qna else (seed.context or "")
+    text = " ".join(first.split())
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1].rstrip() + "…"
+
+
+def near_duplicates(
+    changed: Sequence[Leaf], taxonomy: Iterable[Leaf], threshold: float = NEAR_DUPLICATE_THRESHOLD
+) -> dict[str, list[NearDuplicate]]:
+    """For each changed leaf, its seeds that nearly repeat a seed of another leaf, most similar first.
+
+    datasketch's MinHash LSH proposes candidate pairs in sub-linear time; the similarity reported is
+    the exact Jaccard similarity of the shingle sets, so a reviewer sees a true number.
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    seeds: list[tuple[SeedRef, frozenset[str]]] = []
+    for leaf in {leaf.path: leaf for leaf in [*taxonomy, *changed]}.values():
+        for number, seed in enumerate(leaf.seed_examples, start=1):
+            grams = shingles(seed_text(seed))
+            if grams:
+                seeds.append((SeedRef(leaf.path, number, _excerpt(seed)), grams))
+    if not seeds:
+        return {}
+    hashes = MinHash.bulk(
+        [[gram.encode("utf-8") for gram in grams] for _, grams in seeds], num_perm=MINHASH_PERMUTATIONS
+    )
+    index = MinHashLSH(threshold=threshold, num_perm=MINHASH_PERMUTATIONS)
+    for number, minhash in enumerate(hashes):
+        index.insert(number, minhash)
+    changed_paths = {leaf.path for leaf in changed}
+    found: dict[str, list[NearDuplicate]] = {path: [] for path in changed_paths}
+    for number, (ref, grams) in enumerate(seeds):
+        if ref.leaf not in changed_paths:
+            continue
+        for other_number in index.query(hashes[number]):
+            other, other_grams = seeds[other_number]
+            if other.leaf == ref.leaf:
+                continue
+            similarity = len(grams & other_grams) / len(grams | other_grams)
+            if similarity >= threshold:
+                found[ref.leaf].append(NearDuplicate(ref, other, similarity))
+    for pairs in found.values():
+        pairs.sort(key=lambda d: (-d.similarity, d.seed.index, d.other.leaf, d.other.index))
+    return found
+
+
+# --- the report's content ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeafSection:
+    change: LeafChange
+    diagnostics: list[Diagnostic]
+    near_duplicates: list[NearDuplicate]
+    pipeline: str | None  # None when the change drives no generation
+    target_samples: int
+    expected_requests: int
+
+
+@dataclass(frozen=True)
+class Report:
+    diff: DiffResult
+    sections: list[LeafSection]
+    repository_url: str | None = None  # e.g. https://github.com/org/taxonomy, for links to documents
+    project_prefix: str = ""  # the project root relative to the git top, for document links
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def expected_requests(self) -> int:
+        return sum(section.expected_requests for section in self.sections)
+
+
+def build_report(config: Config, diff: DiffResult, *, repository_url: str | None = None) -> Report:
+    """Gather everything the page shows: diagnostics, near-duplicates and planned generation per leaf."""
+    from labtax.sdg.pipelines import GenerationParams, expected_requests, pipeline_for
+    from labtax.validate import validate_paths
+
+    validation = validate_paths(config) if config.taxonomy_root.is_dir() else None
+    diagnostics_by_dir = _by_directory(validation.diagnostics if validation else [])
+    # Local documents are checked against their pin too (no network needed); remote ones are left to
+    # `labtax validate --check-documents`, which fetches them.
+    local_documents = [
+        config.taxonomy_root / c.path
+        for c in diff.changes
+        if c.leaf is not None and c.leaf.document is not None and c.leaf.document.is_local
+    ]
+    if local_documents:
+        diagnostics_by_dir.update(
+            _by_directory(validate_paths(config, local_documents, check_documents=True).diagnostics)
+        )
+    generating = [c.leaf for c in diff.changes if c.leaf is not None and c.drives_generation]
+    duplicates = near_duplicates(generating, validation.leaves if validation else []) if generating else {}
+    params = GenerationParams()
+    sections = []
+    for change in diff.changes:
+        leaf_dir = posixpath.dirname(display_path(config.taxonomy_root / change.path, config))
+        found = diagnostics_by_dir.get(leaf_dir, []) if change.status is not ChangeStatus.DELETED else []
+        leaf = change.leaf
+        if leaf is not None and change.drives_generation:
+            pipeline, target = pipeline_for(leaf).name, params.target_for(leaf.kind)
+            requests = expected_requests(leaf.kind, params)
+        else:
+            pipeline, target, requests = None, 0, 0
+        sections.append(
+            LeafSection(
+                change,
+                found,
+                duplicates.get(change.path, [])[:MAX_NEAR_DUPLICATES_PER_LEAF],
+                pipeline,
+                target,
+                requests,
+            )
+        )
+    project_prefix = ""
+    if diff.repository is not None:
+        try:
+            project_prefix = config.project_root.resolve().relative_to(diff.repository.resolve()).as_posix()
+        except ValueError:
+            project_prefix = ""
+    return Report(diff, sections, repository_url, "" if project_prefix == "." else project_prefix)
+
+
+def _by_directory(diagnostics: Iterable[Diagnostic]) -> dict[str, list[Diagnostic]]:
+    """Diagnostics grouped by the directory of their file: a leaf's qna.yaml and attribution.txt together."""
+    grouped: dict[str, list[Diagnostic]] = {}
+    for diagnostic in diagnostics:
+        grouped.setdefault(posixpath.dirname(diagnostic.file), []).append(diagnostic)
+    return grouped
+
+
+def reviewer_report(config: Config, base: str | None = None, *, repository_url: str | None = None) -> str:
+    """The markdown page for the changes since the merge-base with `base` (see `changed_leaves`)."""
+    return render_markdown(build_report(config, changed_leaves(config, base), repository_url=repository_url))
+
+
+# --- markdown --------------------------------------------------------------------------------------
+
+_INLINE_SPECIAL = re.compile(r"([\\`*_\[\]|~!#<>&()])")
+
+
+def text(value: str) -> str:
+    """Untrusted text as inline markdown that renders literally: one line, no HTML, no mentions."""
+    one_line = " ".join(value.split())
+    escaped = _INLINE_SPECIAL.sub(
+        lambda m: {"<": "&lt;", ">": "&gt;", "&": "&amp;"}.get(m.group(1), "\\" + m.group(1)), one_line
+    )
+    return escaped.replace("@", "@\u200b")  # a zero-width space keeps GitHub from notifying @names
+
+
+def code(value: str) -> str:
+    """Untrusted text as a code span (safe in a table cell: pipes are escaped, as GFM requires)."""
+    one_line = " ".join(value.split()) or " "
+    longest = max((len(run) for run in re.findall(r"`+", one_line)), default=0)
+    fence = "`" * (longest + 1)
+    padded = f" {one_line} " if one_line.startswith("`") or one_line.endswith("`") else one_line
+    return f"{fence}{padded}{fence}".replace("|", "\\|")
+
+
+def safe_url(url: str) -> str | None:
+    """`url` when it is a plain http(s) URL, percent-quoted so it cannot end a markdown link early."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return quote(url.strip(), safe=":/?#[]@!$&'*+,;=%~.-_").replace("(", "%28").replace(")", "%29")
+
+
+def link(label: str, url: str | None) -> str:
+    target = safe_url(url) if url else None
+    return f"[{text(label)}]({target})" if target else text(label)
+
+
+def document_link(report: Report, leaf: Leaf) -> str | None:
+    """The leaf's document reference as markdown: a link to the repository at the pinned commit."""
+    document = leaf.document
+    if document is None:
+        return None
+    patterns = ", ".join(code(p) for p in document.patterns) or "(no patterns)"
+    if document.is_local:
+        directory = posixpath.normpath(posixpath.join(report.project_prefix, document.repo))
+        head = report.diff.head_commit
+        if report.repository_url and head:
+            url = f"{report.repository_url.rstrip('/')}/tree/{head}/{quote(directory)}"
+            where = link(f"{document.repo} @ {head[:12]}", url)
+        else:
+            # Relative to the repository root, where the report file is written in CI.
+            where = f"[{text(document.repo)}]({quote(directory)})"
+        return f"{where} (in this repository; tree {code(document.commit[:12])}), patterns {patterns}"
+    repository = document.repo.removesuffix(".git").rstrip("/")
+    url = f"{repository}/tree/{document.commit}"
+    if urlsplit(repository).netloc == "gitlab.com":
+        url = f"{repository}/-/tree/{document.commit}"
+    return f"{link(f'{repository} @ {document.commit[:12]}', url)}, patterns {patterns}"
+
+
+def word_count(leaf: Leaf) -> int:
+    return sum(len(seed_text(seed).split()) for seed in leaf.seed_examples)
+
+
+_STATUS_ICON = {"added": "🆕", "modified": "✏️", "renamed": "🔀", "deleted": "🗑️"}
+
+
+def _status_cell(change: LeafChange) -> str:
+    label = str(change.status)
+    if change.is_pure_rename:
+        label = "renamed (content unchanged)"
+    elif change.status is ChangeStatus.RENAMED:
+        label = "renamed and edited"
+    return f"{_STATUS_ICON[str(change.status)]} {label}"
+
+
+def _problems_cell(diagnostics: list[Diagnostic]) -> str:
+    errors = sum(1 for d in diagnostics if d.severity is Severity.ERROR)
+    warnings = len(diagnostics) - errors
+    if not diagnostics:
+        return "✅ none"
+    parts = [
+        f"❌ {errors} error{'s' * (errors != 1)}" if errors else "",
+        f"⚠️ {warnings} warning{'s' * (warnings != 1)}" if warnings else "",
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+def _summary_table(report: Report) -> list[str]:
+    lines = [
+        "| Leaf | Change | Branch | Kind | Seeds | Q&A | Words | Validation | Teacher requests |",
+        "|---|---|---|---|--:|--:|--:|---|--:|",
+    ]
+    for section in report.sections:
+        change, leaf = section.change, section.change.leaf or section.change.old_leaf
+        cells = [
+            code(change.path),
+            _status_cell(change),
+            text(change.branch or "(none)"),
+            text(change.kind or "?"),
+            str(len(leaf.seed_examples)) if leaf else "?",
+            str(len(leaf.qna_pairs)) if leaf else "?",
+            str(word_count(leaf)) if leaf else "?",
+            _problems_cell(section.diagnostics) if change.status is not ChangeStatus.DELETED else "",
+            str(section.expected_requests) if section.pipeline else "none",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _leaf_section(report: Report, section: LeafSection) -> list[str]:
+    change = section.change
+    leaf = change.leaf
+    title = (
+        f"{code(change.old_path or '')} → {code(change.path)}"
+        if change.status is ChangeStatus.RENAMED
+        else code(change.path)
+    )
+    lines = ["", f"### {title}", ""]
+    lines.append(
+        f"- **Change:** {_status_cell(change)}; branch {text(change.branch or '(none)')}, "
+        f"kind {text(change.kind or '?')}"
+    )
+    hashes = (
+        f"{code((change.old_hash or '')[:12])} → {code((change.hash or '')[:12])}"
+        if change.old_hash and change.hash
+        else code((change.hash or change.old_hash or "none")[:12])
+    )
+    lines.append(f"- **Leaf hash:** {hashes}")
+    if change.status is ChangeStatus.DELETED:
+        lines.append("- **Generation:** none (the leaf is deleted; its data leaves the next release)")
+        return lines
+    if leaf is None:
+        lines.append("- **Content:** the qna.yaml cannot be read as a YAML mapping; see the validation problems below")
+    else:
+        contexts = sum(1 for seed in leaf.seed_examples if seed.context)
+        lines.append(
+            f"- **Seeds:** {len(leaf.seed_examples)} seed examples ({contexts} with context), "
+            f"{len(leaf.qna_pairs)} Q&A pairs, {word_count(leaf)} words"
+        )
+        if leaf.task_description:
+            lines.append(f"- **Task:** {text(leaf.task_description)}")
+        if leaf.domain:
+            lines.append(f"- **Domain:** {text(leaf.domain)}")
+        lines.extend(_attribution_lines(leaf))
+        document = document_link(report, leaf)
+        if document:
+            lines.append(f"- **Document:** {document}")
+    if section.pipeline:
+        lines.append(
+            f"- **Generation:** {section.expected_requests} teacher requests expected ({text(section.pipeline)} "
+            f"pipeline, target {section.target_samples} samples, at nominal keep rates)"
+        )
+    elif leaf is None:
+        lines.append("- **Generation:** unknown until the qna.yaml can be read")
+    else:
+        lines.append("- **Generation:** none (pure rename: same leaf hash, cached data is reused)")
+    lines.extend(_diagnostic_lines(section.diagnostics))
+    lines.extend(_duplicate_lines(section.near_duplicates))
+    return lines
+
+
+def _attribution_lines(leaf: Leaf) -> list[str]:
+    if leaf.attribution is None:
+        return ["- **Attribution:** ❌ no attribution.txt"]
+    fields = leaf.attribution.fields
+    title = fields.get("Title of work", "")
+    work = fields.get("Link to work", "")
+    described = link(title or work or "(untitled)", work if work.startswith(("http://", "https://")) else None)
+    licence = leaf.attribution.license or "(none given)"
+    creators = fields.get("Creator names", "")
+    revision = fields.get("Revision", "")
+    line = f"- **Attribution:** {described}; licence {code(licence)}"
+    if creators:
+        line += f"; by {text(creators)}"
+    if revision:
+        line += f"; revision {code(revision)}"
+    return [line]
+
+
+def _diagnostic_lines(diagnostics: list[Diagnostic]) -> list[str]:
+    if not diagnostics:
+        return ["- **Validation:** ✅ no problems"]
+    lines = [f"- **Validation:** {_problems_cell(diagnostics)}"]
+    for d in diagnostics:
+        icon = "❌" if d.severity is Severity.ERROR else "⚠️"
+        lines.append(f"  - {icon} {code(f'{d.file}:{d.line}:{d.column}')} {code(d.rule)} {text(d.message)}")
+    return lines
+
+
+def _duplicate_lines(duplicates: list[NearDuplicate]) -> list[str]:
+    if not duplicates:
+        return ["- **Near-duplicate seeds:** none found elsewhere in the taxonomy"]
+    lines = [
+        f"- **Near-duplicate seeds** (Jaccard similarity of word 3-grams ≥ {NEAR_DUPLICATE_THRESHOLD}):",
+        "",
+        "  | Seed here | Similar seed | Leaf | Similarity |",
+        "  |---|---|---|--:|",
+    ]
+    for d in duplicates:
+        lines.append(
+            f"  | #{d.seed.index}: {text(d.seed.excerpt)} | #{d.other.index}: {text(d.other.excerpt)} "
+            f"| {code(d.other.leaf)} | {d.similarity:.2f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    diff = report.diff
+    counts = Counter(str(c.status) for c in diff.changes)
+    lines = [REPORT_MARKER, "## labtax: taxonomy changes", ""]
+    if diff.everything_new:
+        against = "every leaf is new (no base to compare with)"
+    else:
+        against = f"compared with {code(diff.base_ref)} at merge-base {code((diff.base_commit or '')[:12])}"
+    if not diff.changes:
+        lines.append(f"No leaf changed ({against}).")
+        return "\n".join(lines) + "\n"
+    tally = ", ".join(f"{counts[s]} {s}" for s in ("added", "modified", "renamed", "deleted") if counts[s])
+    noun = "leaf" if len(diff.changes) == 1 else "leaves"
+    lines.append(f"**{len(diff.changes)} {noun} changed** ({tally}); {against}.")
+    generating = sum(1 for s in report.sections if s.pipeline)
+    lines.append(
+        f"Generation: **{report.expected_requests} teacher requests** expected for {generating} "
+        f"{'leaf' if generating == 1 else 'leaves'} (fewer where results are already cached)."
+    )
+    lines.append("")
+    lines.extend(_summary_table(report))
+    for section in report.sections:
+        lines.extend(_leaf_section(report, section))
+    lines.extend(["", "<sub>Generated by `labtax report`; see docs/report.md.</sub>"])
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, markdown: str) -> None:
+    """Write the page atomically (a temporary file in the same directory, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(markdown)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+__all__ = [
+    "REPORT_MARKER",
+    "LeafSection",
+    "NearDuplicate",
+    "Report",
+    "build_report",
+    "near_duplicates",
+    "render_markdown",
+    "reviewer_report",
+    "write_report",
+]
