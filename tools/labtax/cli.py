@@ -11,6 +11,7 @@ from labtax.commands import check, validate
 from labtax.commands import diff as diff_command
 from labtax.commands import evaluate as evaluate_command
 from labtax.commands import generate as generate_command
+from labtax.commands import report as report_command
 from labtax.commands import train as train_command
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ app.command("check")(check.command)
 app.command("train")(train_command.command)
 app.command("evaluate")(evaluate_command.command)
 app.command("diff")(diff_command.command)
+app.command("report")(report_command.command)
 app.command("generate")(generate_command.command)
 
 
