@@ -86,7 +86,7 @@ def build_card_data(manifest: ReleaseManifest, options: CardOptions) -> Any:
     )
 
 
-def _changes_section(manifest: ReleaseManifest, changes: LeafChanges, options: CardOptions) -> list[str]:
+def changes_section(manifest: ReleaseManifest, changes: LeafChanges, options: CardOptions) -> list[str]:
     since = f"since {manifest.previous_version}" if manifest.previous_version else "(first release: every leaf is new)"
     lines = [f"## Leaves added and changed {since}", ""]
     if not changes.changed:
@@ -105,7 +105,7 @@ def _changes_section(manifest: ReleaseManifest, changes: LeafChanges, options: C
     return lines
 
 
-def _evaluation_section(manifest: ReleaseManifest) -> list[str]:
+def evaluation_section(manifest: ReleaseManifest) -> list[str]:
     metrics = evaluation_metrics(manifest.evaluation)
     lines = ["## Evaluation", ""]
     if not metrics:
@@ -181,8 +181,8 @@ def build_model_card(manifest: ReleaseManifest, changes: LeafChanges, options: C
         "",
         options.intended_use,
         "",
-        *_changes_section(manifest, changes, options),
-        *_evaluation_section(manifest),
+        *changes_section(manifest, changes, options),
+        *evaluation_section(manifest),
         *_provenance_section(manifest, options),
         *_training_section(manifest),
         "## Licence",

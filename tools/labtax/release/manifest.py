@@ -70,6 +70,8 @@ class ReleaseManifest:
     inputs_fingerprint: str = ""
     created_at: str = ""
     changes: dict[str, list[str]] = field(default_factory=dict)
+    # generation cache key -> SHA-256 of its samples.jsonl: what a later release may reuse from a cache
+    generation: dict[str, str] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
 
     @property
@@ -189,6 +191,7 @@ def read_manifest(path: Path) -> ReleaseManifest:
             inputs_fingerprint=raw.get("inputs_fingerprint", ""),
             created_at=raw.get("created_at", ""),
             changes={key: list(value) for key, value in (raw.get("changes") or {}).items()},
+            generation={str(key): str(value) for key, value in (raw.get("generation") or {}).items()},
         )
     except (KeyError, TypeError) as exc:
         raise LabtaxError(f"{path}: release manifest is missing or has a wrong field ({exc})") from None

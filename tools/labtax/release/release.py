@@ -1,0 +1,376 @@
+"""`labtax release vX.Y.Z`: the orchestration from a version tag to a model on the Hub.
+
+    previous tag ─▶ previous release.json ─▶ inputs changed? ──no──▶ "nothing changed" (no teacher, no training)
+                                              │ yes
+    diff (leaf hashes) ─▶ generate (cache) ─▶ curate ─▶ train ─▶ evaluate ─▶ gate ──fail──▶ stop, nothing pushed
+                                                                               │ pass
+    model card + release.json ─▶ push datasets, then model (idempotent) ─▶ tag ─▶ release.json with the Hub revision
+
+Every stage writes into the release directory (`--output`) and is resumable, so a release that
+stopped anywhere (gate, push, a killed runner) is finished by running the same command again. The
+stages are reached through `labtax.release.stages`, one adapter per stage's library function.
+
+Release directory:
+    generation/   GEN (cached between releases, keyed by leaf hashes)
+    data/         DATA (curated phase files, curation.json)
+    train/        RUN (RUN/final is the model)
+    eval.json, eval.md
+    hub/model/    exactly what the model repository will hold (weights, tokenizer, README.md, release.json, eval.json)
+    hub/data/     exactly what the dataset repository will hold (with --dataset-repo)
+    release.json  the manifest, with the Hub revision once pushed
+    notes.md      the release notes (the GitHub release body)
+    history/<version>/release.json   every finished release, for the next one to compare with
+    skipped       present when nothing changed since the previous release
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from labtax.config import Config
+from labtax.errors import LabtaxError, UsageError
+from labtax.git import GitError, run_git
+from labtax.release.manifest import (
+    MANIFEST_FILE,
+    HubTarget,
+    LeafChanges,
+    LeafRecord,
+    ReleaseManifest,
+    check_version,
+    compare_leaves,
+    fingerprint,
+    leaves_fingerprint,
+    read_manifest,
+    version_key,
+    write_manifest,
+    write_text_atomic,
+)
+
+SKIPPED_MARKER = "skipped"
+
+
+class GateFailed(LabtaxError):
+    """The evaluation gate refused the model: nothing is pushed (exit code 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    version: str
+    output: Path
+    base_model: str
+    dry_run: bool = False
+    hub_repo: str | None = None
+    dataset_repo: str | None = None
+    private: bool = False
+    teacher_url: str | None = None
+    teacher_model: str | None = None
+    generation_target: int | None = None
+    curate_config: Path | None = None
+    train_config: Path | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    previous_manifest: Path | None = None
+    force: bool = False
+    source_url: str | None = None
+    license: str = "apache-2.0"
+
+
+@dataclass
+class ReleaseResult:
+    version: str
+    previous_version: str | None
+    status: str  # "released" | "dry-run" | "unchanged"
+    output: Path
+    manifest: ReleaseManifest | None = None
+    changes: LeafChanges | None = None
+    teacher_requests: int = 0
+    trained: bool = False
+    push_plans: list[Any] = field(default_factory=list)  # hub.PushPlan
+    pushed: list[Any] = field(default_factory=list)  # hub.PushResult
+    messages: list[str] = field(default_factory=list)
+
+
+# --- git ----------------------------------------------------------------------------------------------
+
+
+def git_top(config: Config) -> Path:
+    try:
+        return Path(run_git(["rev-parse", "--show-toplevel"], config.project_root).decode().strip())
+    except GitError:
+        raise UsageError(
+            f"{config.project_root} is not a git repository; a release records its commit, so run it in one"
+        ) from None
+
+
+def resolve_commit(top: Path, ref: str) -> str | None:
+    try:
+        return run_git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top).decode().strip() or None
+    except GitError:
+        return None
+
+
+def previous_release_tag(top: Path, version: str) -> str | None:
+    """The highest release tag below `version` that is an ancestor of HEAD (the sorted tag list)."""
+    listed = run_git(["tag", "--list", "v*", "--merged", "HEAD"], top).decode().split()
+    earlier = [
+        tag for tag in listed if tag != version and version_key(tag) < version_key(version) and version_key(tag)[0] >= 0
+    ]
+    return max(earlier, key=version_key) if earlier else None
+
+
+def taxonomy_is_dirty(top: Path, config: Config) -> bool:
+    status = run_git(["status", "--porcelain", "--", str(config.taxonomy_root)], top)
+    return bool(status.strip())
+
+
+# --- the release --------------------------------------------------------------------------------------
+
+
+def release_inputs(options: ReleaseOptions, leaf_hashes: dict[str, str], stage_settings: dict[str, Any]) -> str:
+    """What determines the model: leaf content, teacher, stage settings, base model, hyper-parameters."""
+    return fingerprint(
+        {
+            "leaves": leaves_fingerprint(leaf_hashes),
+            "base_model": options.base_model,
+            "teacher": options.teacher_model,
+            "stages": stage_settings,
+            "train_overrides": options.train_overrides,
+        }
+    )
+
+
+def find_previous_manifest(options: ReleaseOptions, previous_tag: str | None) -> ReleaseManifest | None:
+    """The previous release's manifest: given explicitly, kept in the release history, or on the Hub."""
+    if options.previous_manifest is not None:
+        return read_manifest(options.previous_manifest)
+    if previous_tag is None:
+        return None
+    local = options.output / "history" / previous_tag / MANIFEST_FILE
+    if local.is_file():
+        manifest = read_manifest(local)
+        # A dry run's manifest was never pushed: a real release does not build on it.
+        if options.dry_run or (manifest.hub is not None and manifest.hub.revision):
+            return manifest
+    if options.hub_repo:
+        from labtax.release.stages import download_manifest
+
+        path = download_manifest(options.hub_repo, previous_tag, options.output / "history" / previous_tag)
+        if path is not None:
+            return read_manifest(path)
+    return None
+
+
+def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
+    from labtax.release import stages
+
+    version = check_version(options.version)
+    top = git_top(config)
+    head = resolve_commit(top, "HEAD")
+    if head is None:
+        raise UsageError("the repository has no commit yet; commit the taxonomy before releasing it")
+    tagged = resolve_commit(top, f"refs/tags/{version}")
+    if tagged is not None and tagged != head:
+        raise UsageError(
+            f"tag {version} points at {tagged[:12]}, not at HEAD ({head[:12]}); check out the tag to release it"
+        )
+    if not options.dry_run:
+        if tagged is None:
+            raise UsageError(
+                f"tag {version} does not exist; tag the commit to release (git tag {version}) or use --dry-run"
+            )
+        if taxonomy_is_dirty(top, config):
+            raise UsageError("the taxonomy has uncommitted changes; a release describes a commit: commit or stash them")
+        if not options.hub_repo:
+            raise UsageError("no Hub repository: pass --repo owner/name (or set LABTAX_HUB_REPO), or use --dry-run")
+    if options.hub_repo and not options.dry_run:
+        from labtax.release.hub import hub_token
+
+        hub_token()  # refuse before hours of work, not after
+    stage_settings = stages.check_settings(config, options)  # bad configuration stops here, before any work
+
+    leaves = stages.load_release_leaves(config)
+    leaf_hashes = {leaf.path: leaf.leaf_hash for leaf in leaves}
+    previous_tag = previous_release_tag(top, version)
+    previous = find_previous_manifest(options, previous_tag)
+    inputs = release_inputs(options, leaf_hashes, stage_settings)
+    changes = compare_leaves(previous.leaf_hashes if previous else {}, leaf_hashes)
+    result = ReleaseResult(
+        version, previous_tag, "dry-run" if options.dry_run else "released", options.output, changes=changes
+    )
+    options.output.mkdir(parents=True, exist_ok=True)
+    (options.output / SKIPPED_MARKER).unlink(missing_ok=True)
+
+    if previous is not None and previous.inputs_fingerprint == inputs and not options.force:
+        result.status = "unchanged"
+        result.messages.append(
+            f"nothing changed since {previous.version}: the same {len(leaf_hashes)} leaf hashes, teacher, data "
+            "settings, base model and hyper-parameters; no generation, no training, nothing pushed "
+            "(--force rebuilds anyway)"
+        )
+        write_text_atomic(options.output / "notes.md", f"Nothing changed since {previous.version}.\n")
+        write_text_atomic(options.output / SKIPPED_MARKER, f"{previous.version}\n")
+        return result
+    if previous is None and previous_tag is not None:
+        result.messages.append(
+            f"no release.json found for the previous release {previous_tag}: every leaf counts as new"
+        )
+
+    generation = stages.generate(config, options, leaves, options.output / "generation", previous)
+    result.teacher_requests = generation.teacher_requests
+    data = stages.curate(config, options, options.output / "generation", options.output / "data")
+    training = stages.train(options, options.output / "data", options.output / "train")
+    result.trained = training.trained
+    previous_eval = options.output / "history" / previous.version / "eval.json" if previous else None
+    evaluation = stages.evaluate(
+        config,
+        options,
+        training.model_dir,
+        options.output,
+        previous_eval if previous_eval and previous_eval.is_file() else None,
+    )
+
+    manifest = ReleaseManifest(
+        version=version,
+        previous_version=previous.version if previous else None,
+        taxonomy_commit=head,
+        leaves=[LeafRecord(leaf.path, leaf.leaf_hash, leaf.branch, str(leaf.kind)) for leaf in leaves],
+        data_files=data.files,
+        teacher=generation.teacher,
+        base_model=options.base_model,
+        hyperparameters=training.hyperparameters,
+        evaluation=evaluation.summary,
+        hub=HubTarget(options.hub_repo, version, dataset_repo_id=options.dataset_repo) if options.hub_repo else None,
+        inputs_fingerprint=inputs,
+        created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        changes=changes.as_json(),
+        generation=generation.entries,
+    )
+    result.manifest = manifest
+    write_manifest(options.output / MANIFEST_FILE, manifest)
+    write_text_atomic(options.output / "notes.md", release_notes(manifest, changes, options))
+    if not evaluation.passed:
+        raise GateFailed(
+            f"the evaluation gate failed: {evaluation.reason}. Nothing was pushed; the results are in "
+            f"{options.output / 'eval.json'} and {options.output / 'eval.md'}"
+        )
+
+    model_folder, data_folder = stage_hub_folders(options, manifest, changes, training.model_dir, data.files_dir)
+    result.push_plans = plan_pushes(options, model_folder, data_folder)
+    if options.dry_run:
+        result.messages.append("dry run: nothing was pushed")
+        remember(options.output, manifest)
+        return result
+    result.pushed = push(result.push_plans)
+    model_push = next(p for p in result.pushed if p.repo_type == "model")
+    data_push = next((p for p in result.pushed if p.repo_type == "dataset"), None)
+    assert manifest.hub is not None
+    manifest.hub = replace(
+        manifest.hub,
+        revision=model_push.commit,
+        url=model_push.url,
+        dataset_revision=data_push.commit if data_push else None,
+    )
+    write_manifest(options.output / MANIFEST_FILE, manifest)
+    remember(options.output, manifest)
+    return result
+
+
+def remember(output: Path, manifest: ReleaseManifest) -> None:
+    """Keep this release's manifest and eval.json for the next release to compare with."""
+    history = output / "history" / manifest.version
+    write_manifest(history / MANIFEST_FILE, manifest)
+    shutil.copy2(output / "eval.json", history / "eval.json")
+
+
+def release_notes(manifest: ReleaseManifest, changes: LeafChanges, options: ReleaseOptions) -> str:
+    """The GitHub release body: the same changed-leaf and evaluation sections as the model card."""
+    from labtax.release.card import CardOptions, changes_section, evaluation_section
+
+    card_options = CardOptions(license=options.license, source_url=options.source_url)
+    lines = [f"# {manifest.version}", ""]
+    if manifest.hub:
+        lines += [f"Model: https://huggingface.co/{manifest.hub.repo_id}/tree/{manifest.version}", ""]
+    lines += changes_section(manifest, changes, card_options)
+    lines += evaluation_section(manifest)
+    lines += [
+        f"Teacher `{manifest.teacher}`, base model `{manifest.base_model}`, "
+        f"taxonomy commit `{manifest.taxonomy_commit}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def stage_hub_folders(
+    options: ReleaseOptions, manifest: ReleaseManifest, changes: LeafChanges, model_dir: Path, data_dir: Path
+) -> tuple[Path, Path | None]:
+    """Lay out exactly what each Hub repository will hold (rebuilt from scratch every run)."""
+    from labtax.release.card import CardOptions, build_model_card
+
+    model_folder = options.output / "hub" / "model"
+    _replace_tree(model_dir, model_folder)
+    card = build_model_card(
+        manifest,
+        changes,
+        CardOptions(license=options.license, source_url=options.source_url, dataset_repo_id=options.dataset_repo),
+    )
+    write_text_atomic(model_folder / "README.md", str(card))
+    write_manifest(model_folder / MANIFEST_FILE, manifest)
+    shutil.copy2(options.output / "eval.json", model_folder / "eval.json")
+    if not options.dataset_repo:
+        return model_folder, None
+    data_folder = options.output / "hub" / "data"
+    _replace_tree(data_dir, data_folder)
+    write_text_atomic(
+        data_folder / "README.md",
+        f"---\nlicense: {options.license}\ntags: [labtax, synthetic-data]\n---\n\n"
+        f"# Curated training data of {manifest.hub.repo_id if manifest.hub else 'the model'} {manifest.version}\n\n"
+        f"Generated by `{manifest.teacher}` from the taxonomy at commit `{manifest.taxonomy_commit}`; "
+        "see release.json of the model repository for every file hash.\n",
+    )
+    return model_folder, data_folder
+
+
+def _replace_tree(source: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:  # hard links: a multi-gigabyte model is not copied just to be uploaded
+        shutil.copytree(source, target, copy_function=os.link)
+    except OSError:
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target)
+
+
+def plan_pushes(options: ReleaseOptions, model_folder: Path, data_folder: Path | None) -> list[Any]:
+    from labtax.release.hub import plan_push
+
+    repo = options.hub_repo or "OWNER/NAME"
+    plans = []
+    if data_folder is not None and options.dataset_repo:
+        plans.append(
+            plan_push(data_folder, options.dataset_repo, options.version, repo_type="dataset", private=options.private)
+        )
+    plans.append(plan_push(model_folder, repo, options.version, private=options.private))
+    return plans
+
+
+def push(plans: list[Any]) -> list[Any]:
+    """Datasets first, so the model card's dataset link works the moment the model appears."""
+    from labtax.release.hub import hub_token, push_release
+
+    token = hub_token()
+    return [push_release(plan, token=token) for plan in plans]
+
+
+def cache_key(config: Config) -> str:
+    """The generation-cache key of the workflow: a hash over every leaf's path and hash."""
+    from labtax.release.stages import load_release_leaves
+
+    return leaves_fingerprint({leaf.path: leaf.leaf_hash for leaf in load_release_leaves(config)})

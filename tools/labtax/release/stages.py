@@ -1,0 +1,265 @@
+"""The release's adapters to the other stages: one function per stage, calling its library function.
+
+Each adapter takes the release's options, calls the stage (generation, curation, training,
+evaluation) through the one function the stage exposes (docs/architecture.md), and returns the few
+facts the release records. Keeping the glue here keeps `release.py` a readable sequence of steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labtax.config import Config
+from labtax.errors import LabtaxError, UsageError
+from labtax.release.manifest import DataFile, ReleaseManifest, file_sha256, hash_data_files
+
+if TYPE_CHECKING:
+    from labtax.release.release import ReleaseOptions
+    from labtax.taxonomy.leaf import Leaf
+
+
+@dataclass
+class GenerationOutcome:
+    teacher: str
+    teacher_requests: int
+    entries: dict[str, str]  # cache key -> SHA-256 of samples.jsonl
+    discarded: list[str] = field(default_factory=list)  # cache entries no earlier release vouched for
+
+
+@dataclass
+class CurationOutcome:
+    files_dir: Path
+    files: list[DataFile]
+
+
+@dataclass
+class TrainingOutcome:
+    model_dir: Path
+    hyperparameters: dict[str, Any]
+    trained: bool
+
+
+@dataclass
+class EvaluationOutcome:
+    passed: bool
+    reason: str
+    summary: dict[str, Any]
+
+
+def load_release_leaves(config: Config) -> list[Leaf]:
+    """Every leaf of the taxonomy; a taxonomy with errors is not released."""
+    from labtax.validate import load_leaves
+
+    result = load_leaves(config)
+    if result.errors:
+        raise LabtaxError(
+            f"the taxonomy has {result.errors} validation errors; run `labtax validate` and fix them first"
+        )
+    if not result.leaves:
+        raise LabtaxError(f"no leaves under {config.taxonomy_root}; there is nothing to release")
+    return sorted(result.leaves, key=lambda leaf: leaf.path)
+
+
+def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:
+    """Check every stage's settings before any work; return what of them determines the model."""
+    from labtax.train.config import load_hyperparameters
+
+    hyper = load_hyperparameters(options.train_config, options.train_overrides)
+    base = Path(options.base_model)
+    if not base.exists() and options.base_model.count("/") != 1:
+        raise UsageError(f"base model {options.base_model!r} is neither a local directory nor a Hub id (owner/name)")
+    return {"train": hyper.as_dict(), "teacher_url": options.teacher_url}
+
+
+def download_manifest(repo_id: str, tag: str, target_dir: Path) -> Path | None:
+    """The release.json the Hub holds at `tag`, or None when it cannot be had (offline, no such tag)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        downloaded = hf_hub_download(repo_id, "release.json", revision=tag, token=os.environ.get("HF_TOKEN") or None)
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
+        return None
+    target_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(downloaded, target_dir / "release.json")
+    return target_dir / "release.json"
+
+
+# --- generation ---------------------------------------------------------------------------------------
+
+
+def verify_generation_cache(generation_dir: Path, previous: ReleaseManifest | None) -> list[str]:
+    """Drop restored cache entries that no earlier release vouches for (by their samples' SHA-256).
+
+    The workflow restores generation results from the Actions cache, which workflows other than the
+    release can write. An entry whose samples.jsonl hash is not in the previous release.json (read
+    from the Hub, which only the release environment writes) is regenerated instead of trusted.
+    """
+    leaves_dir = generation_dir / "leaves"
+    if not leaves_dir.is_dir():
+        return []
+    vouched = previous.generation if previous else {}
+    discarded = []
+    for entry in sorted(p for p in leaves_dir.iterdir() if p.is_dir()):
+        samples = entry / "samples.jsonl"
+        journal = entry / "journal.jsonl"
+        if journal.exists() and not samples.exists():
+            continue  # an interrupted generation of this very release: the stage resumes it
+        if samples.is_file() and vouched.get(entry.name) == file_sha256(samples):
+            continue
+        shutil.rmtree(entry)
+        discarded.append(entry.name)
+    return discarded
+
+
+def generation_params(options: ReleaseOptions) -> Any:
+    from labtax.sdg.pipelines import GenerationParams
+
+    params = GenerationParams(target=options.generation_target)
+    params.validate()
+    return params
+
+
+def teacher_spec(options: ReleaseOptions) -> Any:
+    from labtax.sdg.run import TeacherSpec
+
+    if not options.teacher_model:
+        raise UsageError(
+            "no teacher: pass --teacher-model (and --teacher-url for a server) or set LABTAX_TEACHER_MODEL"
+        )
+    spec = TeacherSpec(model=options.teacher_model, url=options.teacher_url)
+    spec.validate()
+    return spec
+
+
+def generate(
+    config: Config, options: ReleaseOptions, leaves: list[Leaf], generation_dir: Path, previous: ReleaseManifest | None
+) -> GenerationOutcome:
+    """Generate what the cache lacks (`labtax.sdg.run.generate`); unchanged leaves cost no request."""
+    from labtax.sdg.run import generate as run_generation
+
+    discarded = verify_generation_cache(generation_dir, previous)
+    spec = teacher_spec(options)
+    result = run_generation(
+        leaves, spec, generation_dir, params=generation_params(options), project_root=config.project_root
+    )
+    if result.incomplete:
+        names = ", ".join(str(entry.get("leaf")) for entry in result.incomplete[:5])
+        raise LabtaxError(
+            f"generation is incomplete for {len(result.incomplete)} leaves ({names}); "
+            "run the same release command again to resume it"
+        )
+    return GenerationOutcome(
+        teacher=spec.identity(),
+        teacher_requests=result.requests_sent,
+        entries=generation_entries(generation_dir),
+        discarded=discarded,
+    )
+
+
+def generation_entries(generation_dir: Path) -> dict[str, str]:
+    """cache key -> SHA-256 of samples.jsonl, for every leaf in generation.json."""
+    summary = json.loads((generation_dir / "generation.json").read_text(encoding="utf-8"))
+    entries = {}
+    for leaf in summary.get("leaves", []):
+        samples = generation_dir / leaf["samples"]
+        if samples.is_file():
+            entries[leaf["cache_key"]] = file_sha256(samples)
+    return entries
+
+
+# --- curation -----------------------------------------------------------------------------------------
+
+
+def curation_config(config: Config, options: ReleaseOptions, generation_dir: Path, data_dir: Path) -> Any:
+    from labtax.curate.settings import CurationConfig, load_settings_file
+
+    sections = load_settings_file(options.curate_config) if options.curate_config else {}
+    return CurationConfig(
+        samples_dir=generation_dir, output_dir=data_dir, taxonomy_root=config.taxonomy_root, **sections
+    )
+
+
+def curate(config: Config, options: ReleaseOptions, generation_dir: Path, data_dir: Path) -> CurationOutcome:
+    """Curate the generated samples into the two phase files (`labtax.curate`)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("labtax.curate.run")
+    except ImportError:
+        raise LabtaxError("the curation stage (labtax.curate.run) is not available in this installation") from None
+    run_curation = getattr(module, "curate", None) or module.run_curation
+    run_curation(curation_config(config, options, generation_dir, data_dir))
+    files = sorted(p for p in data_dir.iterdir() if p.is_file() and p.suffix in {".jsonl", ".json"})
+    return CurationOutcome(data_dir, hash_data_files(data_dir.parent, files))
+
+
+# --- training -----------------------------------------------------------------------------------------
+
+
+def train(options: ReleaseOptions, data_dir: Path, run_dir: Path) -> TrainingOutcome:
+    """Two-phase training, resumed when an earlier run of this release stopped midway."""
+    from labtax.train.config import TrainConfig, load_hyperparameters
+    from labtax.train.recipe import run_training
+
+    hyper = load_hyperparameters(options.train_config, options.train_overrides)
+    resume = (run_dir / "training.json").exists()
+    result = run_training(
+        TrainConfig(base_model=options.base_model, data_dir=data_dir, output_dir=run_dir, hyper=hyper, resume=resume)
+    )
+    if not result.completed or result.final_model is None:
+        raise LabtaxError(
+            f"training stopped before the end; run the same release command again to resume it ({run_dir})"
+        )
+    return TrainingOutcome(result.final_model, hyper.as_dict(), trained=True)
+
+
+# --- evaluation ---------------------------------------------------------------------------------------
+
+
+def evaluate(
+    config: Config, options: ReleaseOptions, model_dir: Path, output: Path, previous_eval: Path | None
+) -> EvaluationOutcome:
+    """Score the model and the base model on the held-out seeds; gate against the previous release."""
+    from labtax.train.evaluate import EvalConfig, run_evaluation
+
+    run_evaluation(
+        EvalConfig(
+            model=str(model_dir),
+            baseline=options.base_model,
+            output=output / "eval.json",
+            taxonomy_root=config.taxonomy_root,
+            previous=previous_eval,
+        )
+    )
+    return read_evaluation(output / "eval.json")
+
+
+def _metrics(scores: dict[str, Any]) -> dict[str, float]:
+    names = {"loss": "heldout_loss", "perplexity": "heldout_perplexity", "exact_match": "exact_match", "f1": "token_f1"}
+    return {label: float(scores[key]) for key, label in names.items() if isinstance(scores.get(key), int | float)}
+
+
+def read_evaluation(path: Path) -> EvaluationOutcome:
+    """The gate verdict and the overall metrics of an eval.json (`labtax-eval/1`)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LabtaxError(f"{path}: cannot read the evaluation results ({exc})") from None
+    gate = raw.get("gate") if isinstance(raw.get("gate"), dict) else {}
+    status = str(gate.get("status", "skipped"))
+    passed = status != "fail"
+    failures = [str(item) for item in gate.get("failures") or []]
+    reason = "; ".join(failures) or str(gate.get("note") or status)
+    overall = raw.get("overall") if isinstance(raw.get("overall"), dict) else {}
+    summary = {
+        "overall": _metrics(overall.get("model") or {}),
+        "baseline": _metrics(overall.get("baseline") or {}),
+        "gate": {"passed": passed, "status": status, "reason": reason, "previous": gate.get("previous")},
+    }
+    return EvaluationOutcome(passed, reason, summary)
