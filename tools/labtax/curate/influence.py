@@ -1,0 +1,215 @@
+"""Influence scoring, Montessori-Instruct made affordable: how much does one optimisation step on a
+candidate sample lower the student's loss on a reference set (the held-out seeds)?
+
+For each candidate: one plain SGD step on the candidate's assistant tokens, the mean reference loss
+measured again, the weights restored from a copy. influence = loss_before - loss_after, so positive
+means "the student learns from this". Candidates at or below `min_influence` are dropped, and per
+teacher prompt the best and worst candidates become a chosen/rejected pair for tuning the teacher
+(DPO). Scores are journalled per candidate, so an interrupted run resumes where it stopped.
+Cost model and when to use it: docs/influence.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labtax.curate.samples import Candidate
+from labtax.curate.settings import InfluenceSettings
+
+JOURNAL_FORMAT = "labtax-influence/1"
+
+
+@dataclass(frozen=True)
+class ReferenceExample:
+    """A held-out seed as a chat exchange."""
+
+    leaf: str
+    messages: tuple[dict[str, str], ...]
+
+
+@dataclass
+class InfluenceRun:
+    scores: dict[str, float]
+    reference_loss: float
+    scored: int
+    resumed: int
+    seconds: float
+    parameters: int
+
+    @property
+    def seconds_per_candidate(self) -> float:
+        return self.seconds / self.scored if self.scored else 0.0
+
+
+def student_fingerprint(student: Path) -> str:
+    """Identifies the student weights cheaply: config, and each weight file's name, size and first/last MiB."""
+    digest = hashlib.sha256()
+    for path in sorted(student.iterdir()):
+        if path.name == "config.json" or path.suffix in (".safetensors", ".bin", ".pt"):
+            size = path.stat().st_size
+            digest.update(f"{path.name}\0{size}\0".encode())
+            with path.open("rb") as handle:
+                digest.update(handle.read(1 << 20))
+                if size > 2 << 20:
+                    handle.seek(-(1 << 20), os.SEEK_END)
+                    digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def encode_exchange(tokenizer: Any, messages: Sequence[dict[str, str]], max_tokens: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels for a chat exchange; only the final assistant turn is learned (-100 elsewhere)."""
+    full = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    prompt = tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if full.startswith(prompt) else []
+    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    # Keep the start of the answer when truncating: it is what the step learns from.
+    full_ids = full_ids[:max_tokens]
+    labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
+    return full_ids, labels
+
+
+def score_candidates(
+    candidates: Sequence[Candidate],
+    reference: Sequence[ReferenceExample],
+    settings: InfluenceSettings,
+    seed: int,
+    journal_path: Path,
+) -> InfluenceRun:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert settings.student is not None
+    student = Path(settings.student)
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(student, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(student, local_files_only=True, dtype=torch.float32)
+    model.eval()  # no dropout: the same candidate always gives the same step
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)  # type: ignore[arg-type]
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in parameters]
+
+    encoded_reference = [encode_exchange(tokenizer, r.messages, settings.max_tokens) for r in reference]
+    reference_key = hashlib.sha256(json.dumps([r.messages for r in reference], sort_keys=True).encode()).hexdigest()
+    run_key = hashlib.sha256(
+        f"{JOURNAL_FORMAT}\0{student_fingerprint(student)}\0{reference_key}\0{settings.learning_rate!r}\0{settings.max_tokens}\0{seed}".encode()
+    ).hexdigest()
+    done = _read_journal(journal_path, run_key)
+
+    def reference_loss() -> float:
+        with torch.no_grad():
+            losses = [_loss(model, ids, labels, device).item() for ids, labels in encoded_reference]
+        return sum(losses) / len(losses)
+
+    before = reference_loss()
+    scores: dict[str, float] = {}
+    resumed = scored = 0
+    started = time.perf_counter()
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    with journal_path.open("a", encoding="utf-8") as journal:
+        for candidate in candidates:
+            if candidate.sample_id in done:
+                scores[candidate.sample_id] = done[candidate.sample_id]
+                resumed += 1
+                continue
+            ids, labels = encode_exchange(tokenizer, candidate.row["messages"], settings.max_tokens)
+            model.zero_grad(set_to_none=True)
+            _loss(model, ids, labels, device).backward()
+            with torch.no_grad():
+                for parameter in parameters:
+                    if parameter.grad is not None:
+                        parameter.add_(parameter.grad, alpha=-settings.learning_rate)
+            after = reference_loss()
+            with torch.no_grad():
+                for parameter, copy in zip(parameters, saved, strict=True):
+                    parameter.copy_(copy)
+            influence = round(before - after, 9)
+            scores[candidate.sample_id] = influence
+            scored += 1
+            journal.write(json.dumps({"run": run_key, "sample_id": candidate.sample_id, "influence": influence}) + "\n")
+            journal.flush()
+    seconds = time.perf_counter() - started
+    return InfluenceRun(scores, round(before, 9), scored, resumed, seconds, sum(p.numel() for p in parameters))
+
+
+def _loss(model: Any, ids: list[int], labels: list[int], device: Any) -> Any:
+    import torch
+
+    input_ids = torch.tensor([ids], device=device)
+    label_ids = torch.tensor([labels], device=device)
+    if not any(label != -100 for label in labels[1:]):
+        return torch.zeros((), device=device, requires_grad=True)
+    return model(input_ids=input_ids, labels=label_ids).loss
+
+
+def _read_journal(path: Path, run_key: str) -> dict[str, float]:
+    """Scores from an interrupted run with the same student, reference set and settings."""
+    done: dict[str, float] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the interruption
+        if (
+            isinstance(record, dict)
+            and record.get("run") == run_key
+            and isinstance(record.get("influence"), float | int)
+        ):
+            done[str(record["sample_id"])] = float(record["influence"])
+    return done
+
+
+def render_generation(candidate: Candidate) -> str:
+    """What the teacher produced for this sample, as the teacher is asked to write it."""
+    metadata = candidate.row.get("metadata") or {}
+    raw = metadata.get("teacher_output")
+    if isinstance(raw, str) and raw.strip():
+        return raw
+    return f"Question: {candidate.question}\nAnswer: {candidate.answer}"
+
+
+def preference_pairs(
+    candidates: Sequence[Candidate], prompts: dict[str, str], settings: InfluenceSettings
+) -> list[dict[str, Any]]:
+    """Chosen/rejected pairs per teacher prompt: most helpful (influence above the bar) against least
+    helpful (at or below it), up to `pairs_per_prompt` per prompt, in a fixed order."""
+    groups: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        if candidate.influence is not None:
+            groups.setdefault(candidate.group, []).append(candidate)
+    pairs = []
+    for group in sorted(groups):
+        ranked = sorted(groups[group], key=lambda c: (-float(c.influence or 0.0), c.sample_id))
+        good = [c for c in ranked if float(c.influence or 0.0) > settings.min_influence]
+        bad = [c for c in reversed(ranked) if float(c.influence or 0.0) <= settings.min_influence]
+        for chosen, rejected in list(zip(good, bad, strict=False))[: settings.pairs_per_prompt]:
+            metadata = chosen.row.get("metadata") or {}
+            prompt = metadata.get("teacher_prompt")
+            prompt_text = (
+                prompt if isinstance(prompt, str) and prompt.strip() else prompts.get(chosen.leaf, chosen.leaf)
+            )
+            pairs.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt_text}],
+                    "chosen": [{"role": "assistant", "content": render_generation(chosen)}],
+                    "rejected": [{"role": "assistant", "content": render_generation(rejected)}],
+                    "metadata": {
+                        "leaf": chosen.leaf,
+                        "group": group,
+                        "chosen_sample_id": chosen.sample_id,
+                        "rejected_sample_id": rejected.sample_id,
+                        "chosen_influence": chosen.influence,
+                        "rejected_influence": rejected.influence,
+                    },
+                }
+            )
+    return pairs

@@ -1,0 +1,161 @@
+"""The two training datasets (the LAB recipe's phases) and the replay buffer.
+
+Phase 1 is knowledge, ordered short answers first (a curriculum: facts before explanations).
+Phase 2 is skills plus a replay buffer so the student does not forget phase 1: a share of the
+phase-1 rows, optionally rows from a pinned external JSONL file, shuffled with the seed. Phase-1
+replay is raised until knowledge makes up at least `min_knowledge_share` of phase 2. When that needs
+more rows than phase 1 has, rows are repeated only if `allow_repeats` is set; every repeated row is
+marked (`metadata.repeat`) and counted, never hidden.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labtax.curate.samples import Candidate
+from labtax.curate.settings import MixSettings
+from labtax.curate.text import words
+from labtax.errors import UsageError
+
+
+@dataclass
+class MixResult:
+    phase1: list[dict[str, Any]]
+    phase2: list[dict[str, Any]]
+    counts: dict[str, int | float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def output_row(candidate: Candidate, **extra: Any) -> dict[str, Any]:
+    """The sample as written to a phase file: its row, with `sample_id` (and replay marks) in metadata."""
+    row = copy.deepcopy(candidate.row)
+    metadata: dict[str, Any] = row["metadata"] if isinstance(row.get("metadata"), dict) else {}
+    metadata = {**metadata, "sample_id": candidate.sample_id, **extra}
+    return {"messages": row["messages"], "metadata": metadata}
+
+
+def phase1_order(knowledge: Sequence[Candidate]) -> list[Candidate]:
+    """Short answers before long ones (words, then characters); the sample id breaks ties."""
+    return sorted(knowledge, key=lambda c: (len(words(c.answer)), len(c.answer), c.sample_id))
+
+
+def read_replay_file(path: Path, expected_sha256: str, actual_sha256: str) -> list[dict[str, Any]]:
+    """The pinned external replay rows; a hash mismatch means the file changed under the pin."""
+    if actual_sha256 != expected_sha256.lower():
+        raise UsageError(
+            f"[mix] replay_file {path} has sha256 {actual_sha256}, but replay_file_sha256 pins {expected_sha256}; "
+            "restore the pinned file or update the pin on purpose"
+        )
+    rows = []
+    with path.open("r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{number}: not JSON ({exc.msg}); the replay file must be JSONL") from None
+            if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+                raise UsageError(f"{path}:{number}: each replay row needs a 'messages' list (chat format)")
+            rows.append(row)
+    return rows
+
+
+def build_phases(
+    knowledge: Sequence[Candidate],
+    skills: Sequence[Candidate],
+    external: Sequence[dict[str, Any]],
+    settings: MixSettings,
+    seed: int,
+    external_name: str = "",
+) -> MixResult:
+    rng = random.Random(seed)
+    phase1_candidates = phase1_order(knowledge)
+    phase1 = [output_row(c) for c in phase1_candidates]
+
+    external_rows = _external_sample(external, settings.replay_file_rows, rng, external_name)
+    skill_rows = [output_row(c) for c in sorted(skills, key=lambda c: (c.leaf, c.line, c.sample_id))]
+    base_share = round(settings.replay_share * len(phase1))
+    others = len(skill_rows) + len(external_rows)
+    # knowledge / (knowledge + others) >= share  <=>  knowledge >= share * others / (1 - share)
+    needed_for_share = math.ceil(settings.min_knowledge_share * others / (1.0 - settings.min_knowledge_share) - 1e-9)
+    wanted = max(base_share, needed_for_share) if phase1 else 0
+    replay, repeated = _replay_rows(phase1_candidates, wanted, settings.allow_repeats, rng)
+
+    notes = []
+    if wanted > len(phase1) and not settings.allow_repeats:
+        notes.append(
+            f"phase-2 knowledge share below min_knowledge_share: {len(replay)} replay rows, {wanted} needed "
+            "(phase 1 is too small and allow_repeats is off)"
+        )
+    if repeated:
+        notes.append(f"{repeated} phase-1 rows were repeated in phase 2 to reach min_knowledge_share")
+    if not phase1 and needed_for_share:
+        notes.append("no knowledge samples: phase 2 has no knowledge replay")
+
+    phase2 = skill_rows + replay + external_rows
+    rng.shuffle(phase2)
+    knowledge_rows = len(replay)
+    counts: dict[str, int | float] = {
+        "phase1_rows": len(phase1),
+        "phase2_rows": len(phase2),
+        "phase2_skill_rows": len(skill_rows),
+        "phase2_replay_phase1_rows": knowledge_rows,
+        "phase2_replay_phase1_unique_rows": knowledge_rows - repeated,
+        "phase2_replay_phase1_repeated_rows": repeated,
+        "phase2_replay_external_rows": len(external_rows),
+        "phase2_replay_from_share": base_share if phase1 else 0,
+        "phase2_replay_for_min_share": needed_for_share if phase1 else 0,
+        "phase2_knowledge_share": round(knowledge_rows / len(phase2), 6) if phase2 else 0.0,
+    }
+    return MixResult(phase1, phase2, counts, notes)
+
+
+def _replay_rows(
+    phase1: Sequence[Candidate], wanted: int, allow_repeats: bool, rng: random.Random
+) -> tuple[list[dict[str, Any]], int]:
+    """`wanted` phase-1 rows without replacement; further passes (marked `repeat`: 1, 2, ...) only if allowed."""
+    if not phase1 or wanted <= 0:
+        return [], 0
+    rows: list[dict[str, Any]] = []
+    repeat = 0
+    while len(rows) < wanted:
+        order = list(phase1)
+        rng.shuffle(order)
+        take = order[: wanted - len(rows)]
+        extra: dict[str, Any] = {"replay": "phase1"}
+        if repeat:
+            extra["repeat"] = repeat
+        rows.extend(output_row(c, **extra) for c in take)
+        repeat += 1
+        if not allow_repeats:
+            break
+    unique = min(len(phase1), len(rows))
+    return rows, len(rows) - unique
+
+
+def _external_sample(
+    rows: Sequence[dict[str, Any]], limit: int | None, rng: random.Random, name: str
+) -> list[dict[str, Any]]:
+    """Up to `limit` external rows, sampled without replacement (kept in file order), marked as replay."""
+    indices = list(range(len(rows)))
+    if limit is not None and limit < len(rows):
+        indices = sorted(rng.sample(indices, limit))
+    out = []
+    for index in indices:
+        row = copy.deepcopy(rows[index])
+        metadata: dict[str, Any] = row["metadata"] if isinstance(row.get("metadata"), dict) else {}
+        out.append(
+            {
+                "messages": row["messages"],
+                "metadata": {**metadata, "replay": "external", "source": name, "source_row": index + 1},
+            }
+        )
+    return out

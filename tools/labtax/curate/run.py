@@ -1,0 +1,449 @@
+"""`run_curation`: generated samples in, the two phase datasets and curation.json out.
+
+Order of the steps, and why:
+  read GEN → filters → decontamination → exact dedup → near-dup dedup → diversity selection
+  → influence (optional) → mixing → write.
+Decontamination comes before dedup so that dedup keeps a clean representative of each cluster;
+selection comes after dedup so that a leaf's budget is not spent on copies; influence, the expensive
+step, sees only what survived everything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labtax.curate.dedup import (
+    Decontaminator,
+    HeldOutQuestion,
+    default_workers,
+    exact_key,
+    find_exact_duplicates,
+    find_near_duplicates,
+)
+from labtax.curate.filters import build_filters, first_failure
+from labtax.curate.mix import build_phases, read_replay_file
+from labtax.curate.report import Ledger
+from labtax.curate.samples import Candidate, GenerationIndex, file_sha256, read_generation, read_samples
+from labtax.curate.select import select_diverse
+from labtax.curate.settings import CurationConfig, check_config
+from labtax.errors import UsageError
+from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
+
+CURATION_FORMAT = "labtax-curation/1"
+PHASE1_FILE = "phase1_knowledge.jsonl"
+PHASE2_FILE = "phase2_skills.jsonl"
+REPORT_FILE = "curation.json"
+PAIRS_FILE = "preference_pairs.jsonl"
+JOURNAL_FILE = "influence_journal.jsonl"
+
+
+@dataclass
+class CurationResult:
+    output_dir: Path
+    files: dict[str, Path]
+    totals: dict[str, int]
+    mix: dict[str, int | float]
+    notes: list[str] = field(default_factory=list)
+    influence_seconds_per_candidate: float | None = None
+
+
+def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -> CurationResult:
+    """Curate `config.samples_dir` into `config.output_dir`. `leaves` are the current taxonomy's leaves
+    (loaded from `config.taxonomy_root` when not given): they say which samples are current and which
+    questions are held out."""
+    check_config(config)
+    if leaves is None:
+        leaves = _load_taxonomy(config.taxonomy_root)
+    index = read_generation(config.samples_dir)
+    current = {leaf.path: leaf for leaf in leaves}
+    _check_fresh(index, current)
+    external: list[dict[str, Any]] = []
+    external_sha = ""
+    if config.mix.replay_file is not None:
+        external_sha = file_sha256(Path(config.mix.replay_file))
+        external = read_replay_file(Path(config.mix.replay_file), str(config.mix.replay_file_sha256), external_sha)
+
+    ledger = Ledger(config.examples_per_reason)
+    notes: list[str] = []
+    pool, inputs, targets = _read_pool(config, index, current, ledger, notes)
+    totals = {"read": len(pool) + sum(c.malformed for c in ledger.leaves.values())}
+
+    pool = _apply_filters(config, pool, ledger)
+    pool = _decontaminate(config, pool, leaves, ledger)
+    pool = _deduplicate(config, pool, ledger)
+    pool = _select(config, pool, targets, ledger)
+    influence_info: dict[str, Any] = {"enabled": False}
+    pairs: list[dict[str, Any]] = []
+    seconds_per_candidate = None
+    if config.influence.enabled:
+        pool, pairs, influence_info, seconds_per_candidate = _influence(config, pool, leaves, ledger)
+
+    knowledge = [c for c in pool if c.kind == LeafKind.KNOWLEDGE]
+    skills = [c for c in pool if c.kind != LeafKind.KNOWLEDGE]
+    replay_name = Path(config.mix.replay_file).name if config.mix.replay_file else ""
+    mixed = build_phases(knowledge, skills, external, config.mix, config.seed, replay_name)
+    notes.extend(mixed.notes)
+
+    for candidate in pool:
+        ledger.leaf(candidate.leaf).kept += 1
+    for row in mixed.phase1:
+        ledger.leaf(row["metadata"].get("leaf", "")).phase1 += 1
+    for row in mixed.phase2:
+        if row["metadata"].get("replay") != "external":
+            ledger.leaf(row["metadata"].get("leaf", "")).phase2 += 1
+
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    files = {"phase1": config.output_dir / PHASE1_FILE, "phase2": config.output_dir / PHASE2_FILE}
+    outputs = {
+        PHASE1_FILE: _write_jsonl(files["phase1"], mixed.phase1),
+        PHASE2_FILE: _write_jsonl(files["phase2"], mixed.phase2),
+    }
+    if config.influence.enabled:
+        files["preference_pairs"] = config.output_dir / PAIRS_FILE
+        outputs[PAIRS_FILE] = _write_jsonl(files["preference_pairs"], pairs)
+
+    totals.update(
+        {
+            "malformed": sum(c.malformed for c in ledger.leaves.values()),
+            **{f"dropped_{stage.replace('-', '_')}": ledger.stage_total(stage) for stage in STAGES},
+            "kept": len(pool),
+            "knowledge_kept": len(knowledge),
+            "skills_kept": len(skills),
+        }
+    )
+    if replay_name:
+        inputs[f"replay:{replay_name}"] = external_sha
+    report = {
+        "format": CURATION_FORMAT,
+        "seed": config.seed,
+        "teacher": index.teacher,
+        "settings": _settings_json(config),
+        "inputs": inputs,
+        "outputs": outputs,
+        "totals": totals,
+        "drops": ledger.drops_json(),
+        "mix": mixed.counts,
+        "influence": influence_info,
+        "leaves": {
+            leaf: ledger.leaf(leaf).as_json() | _leaf_info(index, leaf, current, targets)
+            for leaf in sorted(ledger.leaves)
+        },
+        "notes": notes,
+    }
+    files["report"] = config.output_dir / REPORT_FILE
+    _write_bytes(
+        files["report"], (json.dumps(report, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+    )
+    return CurationResult(config.output_dir, files, totals, mixed.counts, notes, seconds_per_candidate)
+
+
+STAGES = ("filter", "decontamination", "exact-duplicate", "near-duplicate", "selection", "influence")
+
+
+def _load_taxonomy(root: Path | None) -> list[Leaf]:
+    from labtax.config import load_config
+    from labtax.validate import load_leaves
+
+    config = load_config(taxonomy=root)
+    result = load_leaves(config)
+    if not result.leaves:
+        raise UsageError(
+            f"no taxonomy leaves found under {config.taxonomy_root}; curation needs the taxonomy for its held-out "
+            "seeds: pass --root"
+        )
+    return result.leaves
+
+
+def _check_fresh(index: GenerationIndex, current: dict[str, Leaf]) -> None:
+    """Samples generated from an older version of a leaf must not be trained on as if they were current."""
+    stale = [
+        entry.leaf
+        for entry in index.leaves
+        if entry.leaf in current and entry.leaf_hash != current[entry.leaf].leaf_hash
+    ]
+    if stale:
+        listed = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        raise UsageError(
+            f"the samples of {len(stale)} leaves were generated from an older version of the leaf ({listed}); "
+            "run `labtax generate` for the current taxonomy first"
+        )
+
+
+def _read_pool(
+    config: CurationConfig, index: GenerationIndex, current: dict[str, Leaf], ledger: Ledger, notes: list[str]
+) -> tuple[list[Candidate], dict[str, str], dict[str, int]]:
+    inputs = {"generation.json": index.index_sha256}
+    targets: dict[str, int] = {}
+    pool: list[Candidate] = []
+    generated = {entry.leaf for entry in index.leaves}
+    for entry in index.leaves:
+        if entry.leaf not in current:
+            notes.append(
+                f"{entry.leaf}: not a leaf of the current taxonomy (deleted, or invalid); its samples are skipped"
+            )
+            continue
+        leaf = current[entry.leaf]
+        if entry.status not in ("generated", "cached"):
+            notes.append(f"{entry.leaf}: generation status is {entry.status!r}; using the samples that exist")
+        candidates, malformed = read_samples(config.samples_dir, entry)
+        if entry.samples and (config.samples_dir / entry.samples).is_file():
+            inputs[entry.samples] = file_sha256(config.samples_dir / entry.samples)
+        counts = ledger.leaf(entry.leaf)
+        counts.read = len(candidates) + len(malformed)
+        counts.malformed = len(malformed)
+        for bad in malformed:
+            ledger.drop("malformed", "malformed", bad.leaf, bad.line, detail=bad.reason, text=bad.text)
+        for candidate in candidates:
+            candidate.kind = str(leaf.kind)
+        pool.extend(candidates)
+        targets[entry.leaf] = config.select.max_per_leaf or entry.target
+    for path in sorted(set(current) - generated):
+        notes.append(f"{path}: no generated samples (not in generation.json); run `labtax generate`")
+        ledger.leaf(path)
+    return pool, inputs, targets
+
+
+def _apply_filters(config: CurationConfig, pool: list[Candidate], ledger: Ledger) -> list[Candidate]:
+    filters = build_filters(config.filters)
+    kept = []
+    for candidate in pool:
+        failure = first_failure(filters, candidate)
+        if failure is None:
+            kept.append(candidate)
+        else:
+            name, verdict = failure
+            ledger.drop(
+                "filter",
+                f"{name}:{verdict.reason}",
+                candidate.leaf,
+                candidate.line,
+                candidate=candidate,
+                detail=verdict.detail,
+            )
+    return kept
+
+
+def _decontaminate(
+    config: CurationConfig, pool: list[Candidate], leaves: Sequence[Leaf], ledger: Ledger
+) -> list[Candidate]:
+    held_out = [
+        HeldOutQuestion(leaf.path, pair.question)
+        for leaf in sorted(leaves, key=lambda leaf: leaf.path)
+        for _, pair in heldout_pairs(leaf)
+    ]
+    if not held_out or not pool:
+        return pool
+    d = config.dedup
+    checker = Decontaminator(
+        held_out,
+        ngram=d.decontamination_ngram,
+        num_perm=d.num_perm,
+        threshold=d.decontamination_threshold,
+        min_words=d.decontamination_min_words,
+    )
+    hits = {hit.index: hit for hit in checker.check([c.question for c in pool], [c.user_text for c in pool])}
+    kept = []
+    for index, candidate in enumerate(pool):
+        hit = hits.get(index)
+        if hit is None:
+            kept.append(candidate)
+        else:
+            detail = f"{hit.how} ({hit.similarity:.2f}) held-out question of {hit.leaf}: {hit.question}"
+            ledger.drop("decontamination", hit.how, candidate.leaf, candidate.line, candidate=candidate, detail=detail)
+    return kept
+
+
+def _deduplicate(config: CurationConfig, pool: list[Candidate], ledger: Ledger) -> list[Candidate]:
+    exact = {d.index: d for d in find_exact_duplicates([exact_key(c.question, c.answer) for c in pool])}
+    unique = []
+    for index, candidate in enumerate(pool):
+        if index in exact:
+            first = pool[exact[index].kept]
+            ledger.drop(
+                "exact-duplicate",
+                "exact",
+                candidate.leaf,
+                candidate.line,
+                candidate=candidate,
+                detail=f"same as {first.leaf}:{first.line}",
+            )
+        else:
+            unique.append(candidate)
+    d = config.dedup
+    near = {
+        dup.index: dup
+        for dup in find_near_duplicates(
+            [f"{c.question}\n{c.answer}" for c in unique],
+            ngram=d.ngram,
+            num_perm=d.num_perm,
+            threshold=d.near_duplicate_threshold,
+            workers=default_workers(),
+        )
+    }
+    kept = []
+    for index, candidate in enumerate(unique):
+        if index in near:
+            first = unique[near[index].kept]
+            detail = f"Jaccard≈{near[index].similarity:.2f} with {first.leaf}:{first.line}"
+            ledger.drop("near-duplicate", "near", candidate.leaf, candidate.line, candidate=candidate, detail=detail)
+        else:
+            kept.append(candidate)
+    return kept
+
+
+def _select(config: CurationConfig, pool: list[Candidate], targets: dict[str, int], ledger: Ledger) -> list[Candidate]:
+    by_leaf: dict[str, list[Candidate]] = {}
+    for candidate in pool:
+        by_leaf.setdefault(candidate.leaf, []).append(candidate)
+    kept = []
+    s = config.select
+    for leaf in sorted(by_leaf):
+        samples = by_leaf[leaf]
+        target = targets.get(leaf, 0)
+        if target <= 0 or len(samples) <= target:
+            kept.extend(samples)
+            continue
+        chosen = set(
+            select_diverse(
+                [f"{c.question}\n{c.answer}" for c in samples],
+                target,
+                ngram_max=s.ngram_max,
+                features=s.features,
+                embedding_model=s.embedding_model,
+            )
+        )
+        for position, candidate in enumerate(samples):
+            if position in chosen:
+                kept.append(candidate)
+            else:
+                ledger.drop(
+                    "selection",
+                    "not-selected",
+                    leaf,
+                    candidate.line,
+                    candidate=candidate,
+                    detail=f"leaf target {target}",
+                )
+    return kept
+
+
+def _reference_set(leaves: Sequence[Leaf], size: int, seed: int) -> list[Any]:
+    from labtax.curate.influence import ReferenceExample
+
+    examples = []
+    for leaf in sorted(leaves, key=lambda leaf: leaf.path):
+        for context, pair in heldout_pairs(leaf):
+            question = f"{context}\n\n{pair.question}" if context else pair.question
+            examples.append(
+                ReferenceExample(
+                    leaf.path, ({"role": "user", "content": question}, {"role": "assistant", "content": pair.answer})
+                )
+            )
+    if len(examples) > size:
+        chosen = sorted(random.Random(seed).sample(range(len(examples)), size))
+        examples = [examples[i] for i in chosen]
+    return examples
+
+
+def teacher_prompt(leaf: Leaf) -> str:
+    """The prompt a preference pair is attached to when generation did not record the teacher's own."""
+    seeds = training_seeds(leaf)
+    example = seeds[0].qna[0] if seeds and seeds[0].qna else None
+    task = leaf.task_description or leaf.document_outline or leaf.name
+    lines = [f"Write one new question and its answer for the taxonomy leaf {leaf.name}.", f"Task: {task}"]
+    if example is not None:
+        lines.append(f"Example:\nQuestion: {example.question}\nAnswer: {example.answer}")
+    lines.append("Reply as:\nQuestion: ...\nAnswer: ...")
+    return "\n".join(lines)
+
+
+def _influence(
+    config: CurationConfig, pool: list[Candidate], leaves: Sequence[Leaf], ledger: Ledger
+) -> tuple[list[Candidate], list[dict[str, Any]], dict[str, Any], float | None]:
+    from labtax.curate.influence import preference_pairs, score_candidates
+
+    settings = config.influence
+    reference = _reference_set(leaves, settings.reference_size, config.seed)
+    if not reference:
+        raise UsageError("--influence needs held-out seeds as its reference set, and the taxonomy has none")
+    order = list(range(len(pool)))
+    if settings.max_candidates is not None and settings.max_candidates < len(pool):
+        order = sorted(random.Random(config.seed).sample(order, settings.max_candidates))
+    scored_ids = {pool[i].sample_id for i in order}
+    run = score_candidates([pool[i] for i in order], reference, settings, config.seed, config.output_dir / JOURNAL_FILE)
+    kept = []
+    for candidate in pool:
+        if candidate.sample_id not in scored_ids:
+            kept.append(candidate)  # not scored (max_candidates): kept as the other stages left it
+            continue
+        candidate.influence = run.scores[candidate.sample_id]
+        if candidate.influence > settings.min_influence:
+            kept.append(candidate)
+        else:
+            detail = f"influence {candidate.influence:.3g} <= {settings.min_influence}"
+            ledger.drop("influence", "not-helpful", candidate.leaf, candidate.line, candidate=candidate, detail=detail)
+    prompts = {leaf.path: teacher_prompt(leaf) for leaf in leaves}
+    pairs = preference_pairs(pool, prompts, settings)
+    info = {
+        "enabled": True,
+        "reference_examples": len(reference),
+        "reference_loss": run.reference_loss,
+        "candidates_scored": len(order),
+        "candidates_unscored": len(pool) - len(order),
+        "kept": sum(1 for c in pool if c.sample_id in scored_ids and (c.influence or 0.0) > settings.min_influence),
+        "preference_pairs": len(pairs),
+        "trainable_parameters": run.parameters,
+    }
+    return kept, pairs, info, run.seconds_per_candidate
+
+
+def _leaf_info(index: GenerationIndex, leaf: str, current: dict[str, Leaf], targets: dict[str, int]) -> dict[str, Any]:
+    entry = next((e for e in index.leaves if e.leaf == leaf), None)
+    return {
+        "kind": str(current[leaf].kind) if leaf in current else (entry.kind if entry else ""),
+        "status": entry.status if entry else "not-generated",
+        "target": targets.get(leaf, 0),
+    }
+
+
+def _settings_json(config: CurationConfig) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    out: dict[str, Any] = {}
+    for section in ("filters", "dedup", "select", "mix", "influence"):
+        out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(config, section)).items()}
+    return out
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+    data = "".join(lines).encode("utf-8")
+    _write_bytes(path, data)
+    import hashlib
+
+    return {"rows": len(lines), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomically: a reader sees the old file or the new one, never half of one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

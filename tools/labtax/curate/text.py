@@ -1,0 +1,45 @@
+"""Text normalisation shared by the curation steps: one definition of "the same text" for filters,
+exact dedup, near-duplicate shingles and decontamination."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_NON_WORD = re.compile(r"[^\w\s]+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """Case, Unicode form, punctuation and runs of whitespace don't make two texts different."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACE.sub(" ", _NON_WORD.sub(" ", folded)).strip()
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated tokens of the raw text: what the length bounds count."""
+    return text.split()
+
+
+def shingles(text: str, size: int) -> set[str]:
+    """Word n-grams of the normalised text; a text shorter than `size` words is one shingle.
+
+    Word shingles (not characters) so that two answers about the same topic but worded differently
+    stay apart, while a copy with a few words edited still shares most of its shingles.
+    """
+    tokens = normalise(text).split()
+    if len(tokens) <= size:
+        return {" ".join(tokens)} if tokens else set()
+    return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
+
+
+def jaccard(first: set[str], second: set[str]) -> float:
+    if not first and not second:
+        return 1.0
+    return len(first & second) / len(first | second)
+
+
+def excerpt(text: str, limit: int = 160) -> str:
+    """A one-line excerpt for reports."""
+    flat = _SPACE.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
