@@ -18,7 +18,7 @@ from test_validate_support import ATTRIBUTION, Project, knowledge_yaml, make_pro
 def project(tmp_path: Path) -> Project:
     project = make_project(tmp_path / "project")
     project.leaf("compositional_skills/good", skill_yaml())
-    project.leaf("compositional_skills/few", skill_yaml(count=3).replace("created_by: tester", "created_by: tester "))
+    project.leaf("compositional_skills/few", skill_yaml(count=3, version=2))
     return project
 
 
@@ -26,8 +26,9 @@ def test_text_format_and_exit_code_1(project: Project) -> None:
     result = run_cli(project.root, "validate")
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        "taxonomy/compositional_skills/few/qna.yaml:2:19: warning [trailing-space] trailing whitespace at the end "
-        "of the line; remove it",
+        "taxonomy/compositional_skills/few/qna.yaml:1:10: warning [deprecated-version] qna.yaml version 2 is "
+        "deprecated; set 'version: 3' at the top (version 3 needs at least 5 seed examples and a non-empty "
+        "task_description)",
         "taxonomy/compositional_skills/few/qna.yaml:5:3: error [too-few-items] 'seed_examples' has 3 seed "
         "examples; at least 5 are needed",
     ]
@@ -43,8 +44,9 @@ def test_github_annotations(project: Project) -> None:
     result = run_cli(project.root, "validate", "--format", "github")
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        "::warning file=taxonomy/compositional_skills/few/qna.yaml,line=2,col=19,title=trailing-space::"
-        "trailing whitespace at the end of the line; remove it",
+        "::warning file=taxonomy/compositional_skills/few/qna.yaml,line=1,col=10,title=deprecated-version::"
+        "qna.yaml version 2 is deprecated; set 'version: 3' at the top (version 3 needs at least 5 seed "
+        "examples and a non-empty task_description) [.version]",
         "::error file=taxonomy/compositional_skills/few/qna.yaml,line=5,col=3,title=too-few-items::"
         "'seed_examples' has 3 seed examples; at least 5 are needed [.seed_examples]",
     ]
@@ -75,9 +77,9 @@ def test_clean_run_exits_0_and_json_is_an_empty_list(project: Project) -> None:
 
 
 def test_warnings_alone_exit_0(project: Project) -> None:
-    project.leaf("compositional_skills/few", skill_yaml().replace("created_by: tester", "created_by: tester "))
+    project.leaf("compositional_skills/few", skill_yaml(version=2))
     result = run_cli(project.root, "validate")
-    assert result.returncode == 0 and "warning [trailing-space]" in result.stdout
+    assert result.returncode == 0 and "warning [deprecated-version]" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -114,13 +116,19 @@ def test_in_process_main_returns_exit_codes(project: Project, monkeypatch: pytes
 
 
 def test_severity_overrides(tmp_path: Path) -> None:
-    toml = '[tool.labtax.severity]\ntrailing-space = "error"\ntoo-few-items = "warning"\nattribution-missing = "off"\n'
+    toml = (
+        '[tool.labtax.severity]\ntrailing-space = "warning"\ndeprecated-version = "error"\n'
+        'attribution-missing = "off"\n'
+    )
     project = make_project(tmp_path / "p", extra_toml=toml)
-    project.leaf("compositional_skills/few", skill_yaml(3).replace("created_by: tester", "created_by: tester "), None)
+    project.leaf(
+        "compositional_skills/v2", skill_yaml(version=2).replace("created_by: tester", "created_by: tester "), None
+    )
     result = run_cli(project.root, "validate", "-f", "json")
     records = [(r["rule"], r["severity"]) for r in json.loads(result.stdout)]
-    assert records == [("trailing-space", "error"), ("too-few-items", "warning")]
+    assert records == [("deprecated-version", "error"), ("trailing-space", "warning")]
     assert result.returncode == 1
+    project.leaf("compositional_skills/few", skill_yaml(3), None)
     (project.root / "pyproject.toml").write_text(
         '[tool.labtax]\n[tool.labtax.severity]\ntrailing-space = "off"\ntoo-few-items = "warning"\n'
         'attribution-missing = "off"\n'

@@ -58,13 +58,24 @@ def test_tab_inside_a_value(project: Project) -> None:
     assert (tab.file, tab.line, tab.column, tab.severity) == (file, 3, 26, Severity.ERROR)
 
 
-def test_trailing_space_is_a_warning(project: Project) -> None:
+def test_trailing_space_is_an_error_as_in_instructlab(project: Project) -> None:
     file = project.leaf("compositional_skills/a", skill_yaml().replace("created_by: tester", "created_by: tester   "))
     result = project.validate()
     assert [(d.file, d.line, d.column, d.rule, d.severity) for d in result.diagnostics] == [
-        (file, 2, 19, "trailing-space", Severity.WARNING)
+        (file, 2, 19, "trailing-space", Severity.ERROR)
     ]
-    assert result.errors == 0
+    assert result.diagnostics[0].message == "trailing whitespace at the end of the line; remove it"
+
+
+def test_line_endings_and_final_newline(project: Project) -> None:
+    crlf = project.leaf("compositional_skills/crlf", skill_yaml().replace("\n", "\r\n"))
+    no_newline = project.leaf("compositional_skills/no_newline", skill_yaml().rstrip("\n"))
+    assert project.findings() == [(crlf, 1, 11, "line-endings"), (no_newline, 14, 29, "final-newline")]
+    messages = [d.message for d in project.validate().diagnostics]
+    assert messages == [
+        "Windows line endings (CRLF); save the file with Unix line endings (LF)",
+        "the file does not end with a newline; add one",
+    ]
 
 
 def test_duplicate_key_is_an_error_naming_the_first(project: Project) -> None:

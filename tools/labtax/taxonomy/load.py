@@ -8,13 +8,14 @@ anchors/aliases that expand past a node budget (alias bombs), and recursive alia
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from labtax.errors import Diagnostic, Severity
+from labtax.errors import Diagnostic
 
 # libyaml's parser is an order of magnitude faster than the pure-Python one; marks are the same.
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
@@ -283,25 +284,46 @@ def _pos_tuple(mark: yaml.Mark) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
+_TRAILING_SPACE = re.compile(r"[ \t]+(?=\r?\n|\Z)")
+
+
 def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
-    """Tabs and trailing spaces, line by line (yamllint's checks, done in-process)."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        tab = line.find("\t")
-        if tab >= 0:
-            yield Diagnostic(
-                file,
-                number,
-                tab + 1,
-                rule="tab",
-                message="tab character; use spaces (YAML forbids tabs in indentation)",
-            )
-        stripped = line.rstrip(" \t")
-        if len(stripped) != len(line):
-            yield Diagnostic(
-                file,
-                number,
-                len(stripped) + 1,
-                rule="trailing-space",
-                message="trailing whitespace at the end of the line; remove it",
-                severity=Severity.WARNING,
-            )
+    """Tabs, trailing spaces, line endings and the final newline: the checks InstructLab runs yamllint
+    for (its errors under the `relaxed` configuration), done in-process. Only offending lines are visited."""
+    if "\t" in text:
+        for number, line in enumerate(text.splitlines(), start=1):
+            tab = line.find("\t")
+            if tab >= 0:
+                yield Diagnostic(
+                    file,
+                    number,
+                    tab + 1,
+                    rule="tab",
+                    message="tab character; use spaces (YAML forbids tabs in indentation)",
+                )
+    for match in _TRAILING_SPACE.finditer(text):
+        line, column = _line_column(text, match.start())
+        yield Diagnostic(
+            file, line, column, rule="trailing-space", message="trailing whitespace at the end of the line; remove it"
+        )
+    carriage_return = text.find("\r")
+    if carriage_return >= 0:
+        line, column = _line_column(text, carriage_return)
+        yield Diagnostic(
+            file,
+            line,
+            column,
+            rule="line-endings",
+            message="Windows line endings (CRLF); save the file with Unix line endings (LF)",
+        )
+    if text and not text.endswith("\n"):
+        line, column = _line_column(text, len(text))
+        yield Diagnostic(
+            file, line, column, rule="final-newline", message="the file does not end with a newline; add one"
+        )
+
+
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
