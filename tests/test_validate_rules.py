@@ -71,7 +71,9 @@ def test_line_endings_and_final_newline(project: Project) -> None:
     crlf = project.leaf("compositional_skills/crlf", skill_yaml().replace("\n", "\r\n"))
     no_newline = project.leaf("compositional_skills/no_newline", skill_yaml().rstrip("\n"))
     assert project.findings() == [(crlf, 1, 11, "line-endings"), (no_newline, 14, 29, "final-newline")]
-    messages = [d.message for d in project.validate().diagnostics]
+    diagnostics = project.validate().diagnostics
+    assert [d.severity for d in diagnostics] == [Severity.WARNING, Severity.ERROR]
+    messages = [d.message for d in diagnostics]
     assert messages == [
         "Windows line endings (CRLF); save the file with Unix line endings (LF)",
         "the file does not end with a newline; add one",

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from labtax.errors import Diagnostic
+from labtax.errors import Diagnostic, Severity
 
 # libyaml's parser is an order of magnitude faster than the pure-Python one; marks are the same.
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
@@ -315,6 +315,8 @@ def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
             column,
             rule="line-endings",
             message="Windows line endings (CRLF); save the file with Unix line endings (LF)",
+            # A warning: InstructLab reads the file with universal newlines and accepts it.
+            severity=Severity.WARNING,
         )
     if text and not text.endswith("\n"):
         line, column = _line_column(text, len(text))
