@@ -53,10 +53,13 @@ def test_eval_json_scores_every_leaf_for_model_and_baseline(first_eval: Path) ->
     assert f"| {TIDES} | knowledge | 5 |" in markdown and "**overall**" in markdown
 
 
-def test_gate_passes_against_an_equal_release(tiny_model_dir: Path, taxonomy: Path, first_eval: Path, tmp_path: Path) -> None:
+def test_gate_passes_against_an_equal_release(
+    tiny_model_dir: Path, taxonomy: Path, first_eval: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "eval.json"
     code = main(["evaluate", "--model", str(tiny_model_dir), "--baseline", str(tiny_model_dir), "--root", str(taxonomy),
-                 "--output", str(output), "--previous", str(first_eval), "--max-new-tokens", "6", "--quiet"])  # fmt: skip
+                 "--output", str(output), "--previous", str(first_eval), "--max-new-tokens", "6",
+                 "--quiet"])  # fmt: skip
     assert code == 0
     gate = json.loads(output.read_text(encoding="utf-8"))["gate"]
     assert gate["status"] == "pass" and gate["compared_leaves"] == 2 and gate["failures"] == []
@@ -65,7 +68,8 @@ def test_gate_passes_against_an_equal_release(tiny_model_dir: Path, taxonomy: Pa
 def test_gate_fails_on_a_regression(
     tiny_model_dir: Path, taxonomy: Path, first_eval: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The previous release did much better on the tides leaf; its haiku pairs changed since, so that leaf is not compared.
+    # The previous release did much better on the tides leaf; its haiku pairs changed since,
+    # so that leaf is not compared.
     previous = json.loads(first_eval.read_text(encoding="utf-8"))
     for leaf in previous["leaves"]:
         if leaf["leaf"] == TIDES:
@@ -88,14 +92,26 @@ def test_gate_fails_on_a_regression(
     assert "## Regression gate: fail" in output.with_suffix(".md").read_text(encoding="utf-8")
 
     # Thresholds are configurable: loose enough, the same comparison passes.
-    loose = ["--max-loss-increase", "2", "--max-leaf-loss-increase", "2", "--max-exact-match-drop", "1", "--max-f1-drop", "1"]
+    loose = [
+        "--max-loss-increase",
+        "2",
+        "--max-leaf-loss-increase",
+        "2",
+        "--max-exact-match-drop",
+        "1",
+        "--max-f1-drop",
+        "1",
+    ]
     assert main(["evaluate", "--model", str(tiny_model_dir), "--baseline", str(tiny_model_dir), "--root", str(taxonomy),
-                 "--output", str(output), "--previous", str(better), "--max-new-tokens", "6", "--quiet", *loose]) == 0  # fmt: skip
+                 "--output", str(output), "--previous", str(better), "--max-new-tokens", "6", "--quiet",
+                 *loose]) == 0  # fmt: skip
 
 
-def test_bad_previous_file_is_a_usage_error_before_models_load(taxonomy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_previous_file_is_a_usage_error_before_models_load(
+    taxonomy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bogus = tmp_path / "eval.json"
-    bogus.write_text("{\"format\": \"something-else\"}", encoding="utf-8")
+    bogus.write_text('{"format": "something-else"}', encoding="utf-8")
     code = main(["evaluate", "--model", "/nonexistent", "--baseline", "/nonexistent", "--root", str(taxonomy),
                  "--previous", str(bogus), "--output", str(tmp_path / "out.json")])  # fmt: skip
     assert code == 2

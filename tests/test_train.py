@@ -36,9 +36,21 @@ def sample(question: str, answer: str, leaf: str) -> str:
 def write_phase_data(directory: Path) -> Path:
     """Curated data in the architecture's Sample format, as `labtax curate` writes it."""
     directory.mkdir(parents=True, exist_ok=True)
-    knowledge = [sample(f"How often do tides rise? ({i})", "Tides rise and fall twice a day.", "knowledge/science/tides/qna.yaml") for i in range(12)]
+    knowledge = [
+        sample(
+            f"How often do tides rise? ({i})", "Tides rise and fall twice a day.", "knowledge/science/tides/qna.yaml"
+        )
+        for i in range(12)
+    ]
     knowledge.append(sample("Tell me everything. " * 60, "No.", LONG_LEAF))
-    skills = [sample(f"Write a haiku about git ({i}).", "Git stores content as blobs and trees.", "compositional_skills/haiku/qna.yaml") for i in range(12)]
+    skills = [
+        sample(
+            f"Write a haiku about git ({i}).",
+            "Git stores content as blobs and trees.",
+            "compositional_skills/haiku/qna.yaml",
+        )
+        for i in range(12)
+    ]
     (directory / "phase1_knowledge.jsonl").write_text("\n".join(knowledge) + "\n", encoding="utf-8")
     (directory / "phase2_skills.jsonl").write_text("\n".join(skills) + "\n", encoding="utf-8")
     return directory
@@ -87,7 +99,10 @@ def test_two_phases_lower_the_loss_and_save_a_loadable_model(full_run: Path) -> 
     model = AutoModelForCausalLM.from_pretrained(full_run / "final")
     tokenizer = AutoTokenizer.from_pretrained(full_run / "final")
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "How often do tides rise?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        [{"role": "user", "content": "How often do tides rise?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     with torch.no_grad():
         generated = model.generate(**prompt, max_new_tokens=8, do_sample=False)
@@ -116,8 +131,38 @@ def test_resumed_run_continues_exactly(tiny_model_dir: Path, phase_data: Path, f
     assert continued.keys() == reference.keys()
     for key, loss in reference.items():
         assert continued[key] == pytest.approx(loss, abs=1e-6), key
-    final, expected = load_file(output / "final" / "model.safetensors"), load_file(full_run / "final" / "model.safetensors")
+    final, expected = (
+        load_file(output / "final" / "model.safetensors"),
+        load_file(full_run / "final" / "model.safetensors"),
+    )
     assert all(bool((final[name] - tensor).abs().max() <= 1e-6) for name, tensor in expected.items())
+
+
+def test_two_processes_train_like_one_process_with_accumulation(
+    tiny_model_dir: Path, phase_data: Path, full_run: Path, tmp_path: Path
+) -> None:
+    """The multi-GPU code path, run on CPU: torchrun starts 2 processes (DDP over gloo) with half the
+    accumulation; every step sees the same samples, so the losses match the single-process run."""
+    import subprocess
+    import sys
+
+    output = tmp_path / "ddp"
+    overrides = {**FAST, "gradient_accumulation_steps": 1}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "labtax.cli", "train",
+               "--base-model", str(tiny_model_dir), "--data", str(phase_data), "--output", str(output), "--quiet",
+               *[arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=240, check=False)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.strip() == str(output / "final")  # printed once, by the main process
+    record = json.loads((output / "training.json").read_text(encoding="utf-8"))
+    assert record["environment"]["processes"] == 2
+    reference = {(r["phase"], r["step"]): r for r in metric_lines(full_run)}
+    assert len(metric_lines(output)) == len(reference)
+    for line in metric_lines(output):
+        expected = reference[(line["phase"], line["step"])]
+        assert line["loss"] == pytest.approx(expected["loss"], abs=1e-6)
+        assert line["input_tokens"] == expected["input_tokens"]
 
 
 def test_resume_refuses_different_settings(tiny_model_dir: Path, phase_data: Path, full_run: Path) -> None:
@@ -125,8 +170,12 @@ def test_resume_refuses_different_settings(tiny_model_dir: Path, phase_data: Pat
         train(tiny_model_dir, phase_data, full_run, resume=True, learning_rate=1e-4)
 
 
-def test_incompatible_options_are_refused_before_any_model_loads(phase_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hyper = load_hyperparameters(None, {"micro_batch_tokens": 64, "max_length": 128, "precision": "bf16", "phase1.epochs": 0})
+def test_incompatible_options_are_refused_before_any_model_loads(
+    phase_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hyper = load_hyperparameters(
+        None, {"micro_batch_tokens": 64, "max_length": 128, "precision": "bf16", "phase1.epochs": 0}
+    )
     config = TrainConfig("/nonexistent/model", phase_data, tmp_path / "out", hyper)
     with pytest.raises(UsageError) as raised:
         run_training(config)
@@ -138,7 +187,9 @@ def test_incompatible_options_are_refused_before_any_model_loads(phase_data: Pat
         check_config(config, cuda_available=False)
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    lora = TrainConfig("/nonexistent/model", phase_data, tmp_path / "out", load_hyperparameters(None, {"method": "lora"}))
+    lora = TrainConfig(
+        "/nonexistent/model", phase_data, tmp_path / "out", load_hyperparameters(None, {"method": "lora"})
+    )
     with pytest.raises(UsageError, match="method=lora cannot be combined with FSDP"):
         run_training(lora)
     with pytest.raises(UsageError, match="did you mean learning_rate"):
@@ -148,7 +199,7 @@ def test_incompatible_options_are_refused_before_any_model_loads(phase_data: Pat
     with pytest.raises(UsageError, match="no training data"):
         run_training(TrainConfig("/nonexistent/model", tmp_path, tmp_path / "out", load_hyperparameters()))
     assert parse_override("lr_scheduler=linear") == ("lr_scheduler", "linear")
-    assert parse_override("lora_target_modules=[\"q_proj\"]") == ("lora_target_modules", ["q_proj"])
+    assert parse_override('lora_target_modules=["q_proj"]') == ("lora_target_modules", ["q_proj"])
 
 
 def test_overlength_error_policy_names_the_leaf(tiny_model_dir: Path, phase_data: Path, tmp_path: Path) -> None:
@@ -156,13 +207,19 @@ def test_overlength_error_policy_names_the_leaf(tiny_model_dir: Path, phase_data
         train(tiny_model_dir, phase_data, tmp_path / "out", overlength="error")
 
 
-def test_cli_lora_run_merges_the_adapter(tiny_model_dir: Path, phase_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_lora_run_merges_the_adapter(
+    tiny_model_dir: Path, phase_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     output = tmp_path / "lora"
-    overrides = [f"{key}={value}" for key, value in {**FAST, "method": "lora", "phase1.max_steps": 2, "phase2.max_steps": 1}.items()]
-    code = main(["train", "--base-model", str(tiny_model_dir), "--data", str(phase_data), "--output", str(output), "--quiet",
+    overrides = [
+        f"{key}={value}"
+        for key, value in {**FAST, "method": "lora", "phase1.max_steps": 2, "phase2.max_steps": 1}.items()
+    ]
+    code = main(["train", "--base-model", str(tiny_model_dir), "--data", str(phase_data), "--output", str(output),
+                 "--quiet",
                  *[arg for item in overrides for arg in ("--set", item)]])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -19,9 +19,15 @@ def command(
     root: RootOption = None,
     previous: Annotated[
         Path | None,
-        typer.Option("--previous", help="The previous release's eval.json: the regression gate compares against it.", show_default=False),
+        typer.Option(
+            "--previous",
+            help="The previous release's eval.json: the regression gate compares against it.",
+            show_default=False,
+        ),
     ] = None,
-    output: Annotated[Path, typer.Option("--output", help="Where to write eval.json (eval.md is written next to it).")] = Path("eval.json"),
+    output: Annotated[
+        Path, typer.Option("--output", help="Where to write eval.json (eval.md is written next to it).")
+    ] = Path("eval.json"),
     max_loss_increase: Annotated[
         float, typer.Option("--max-loss-increase", help="Gate: allowed relative rise of the overall held-out loss.")
     ] = _DEFAULTS[0],
@@ -29,10 +35,15 @@ def command(
         float, typer.Option("--max-leaf-loss-increase", help="Gate: allowed relative rise of one leaf's held-out loss.")
     ] = _DEFAULTS[1],
     max_exact_match_drop: Annotated[
-        float, typer.Option("--max-exact-match-drop", help="Gate: allowed absolute drop of the knowledge exact-match rate.")
+        float,
+        typer.Option("--max-exact-match-drop", help="Gate: allowed absolute drop of the knowledge exact-match rate."),
     ] = _DEFAULTS[2],
-    max_f1_drop: Annotated[float, typer.Option("--max-f1-drop", help="Gate: allowed absolute drop of the knowledge token F1.")] = _DEFAULTS[3],
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest generated answer, in tokens.", min=1)] = 64,
+    max_f1_drop: Annotated[
+        float, typer.Option("--max-f1-drop", help="Gate: allowed absolute drop of the knowledge token F1.")
+    ] = _DEFAULTS[3],
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Longest generated answer, in tokens.", min=1)
+    ] = 64,
     quiet: QuietOption = False,
 ) -> int:
     """Score the model and the baseline on every leaf's held-out seed examples; gate against --previous.
@@ -48,10 +59,15 @@ def command(
     )  # fmt: skip
     result = run_evaluation(config)
     if not quiet:
+
         def show(value: float | None) -> str:
             return "–" if value is None else f"{value:.4f}"
 
-        echo(f"{len(result.leaves)} leaves: held-out loss {show(result.baseline.loss)} (baseline) -> {show(result.model.loss)} (model)", err=True)
+        echo(
+            f"{len(result.leaves)} leaves: held-out loss {show(result.baseline.loss)} (baseline)"
+            f" -> {show(result.model.loss)} (model)",
+            err=True,
+        )
         echo(f"wrote {result.eval_json} and {result.eval_md}", err=True)
     if result.gate.status == "fail":
         echo(f"error: regression gate failed against {result.gate.previous}:", err=True)
@@ -60,5 +76,7 @@ def command(
         echo("fix the regression, or loosen the thresholds (--max-loss-increase, ...) if it is intended", err=True)
         return 1
     if not quiet:
-        echo(f"regression gate: {result.gate.status}" + (f" ({result.gate.note})" if result.gate.note else ""), err=True)
+        echo(
+            f"regression gate: {result.gate.status}" + (f" ({result.gate.note})" if result.gate.note else ""), err=True
+        )
     return 0

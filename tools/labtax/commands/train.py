@@ -12,18 +12,43 @@ from labtax.cli_utils import QuietOption, echo, entry
 
 @entry
 def command(
-    base_model: Annotated[str, typer.Option("--base-model", help="Model to start from: a local directory or a Hugging Face Hub id.")],
-    data: Annotated[Path, typer.Option("--data", help="Directory with phase1_knowledge.jsonl and/or phase2_skills.jsonl (labtax curate --output).")],
-    output: Annotated[Path, typer.Option("--output", help="Run directory: final/ (the model), phase1/, checkpoints/, training.json, metrics.jsonl.")],
+    base_model: Annotated[
+        str, typer.Option("--base-model", help="Model to start from: a local directory or a Hugging Face Hub id.")
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="Directory with phase1_knowledge.jsonl and/or phase2_skills.jsonl (labtax curate --output)."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", help="Run directory: final/ (the model), phase1/, checkpoints/, training.json, metrics.jsonl."
+        ),
+    ],
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="TOML file overriding any of the defaults (labtax/train/default_config.toml).", show_default=False),
+        typer.Option(
+            "--config",
+            help="TOML file overriding any of the defaults (labtax/train/default_config.toml).",
+            show_default=False,
+        ),
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override one option, TOML value: --set learning_rate=1e-5 --set phase1.epochs=2 (repeatable).", show_default=False),
+        typer.Option(
+            "--set",
+            help="Override one option, TOML value: --set learning_rate=1e-5 --set phase1.epochs=2 (repeatable).",
+            show_default=False,
+        ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint (same settings and data).")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run in --output from its last checkpoint (same settings and data)."
+        ),
+    ] = False,
     quiet: QuietOption = False,
 ) -> int:
     """Fine-tune a model in two phases (LAB): knowledge first, then skills with replay, from phase 1's weights.
@@ -35,17 +60,31 @@ def command(
     from labtax.train.recipe import run_training
 
     hyper = load_hyperparameters(config_file, dict(parse_override(item) for item in overrides or []))
-    config = TrainConfig(base_model=base_model, data_dir=data, output_dir=output, hyper=hyper, resume=resume, progress=not quiet)
+    config = TrainConfig(
+        base_model=base_model, data_dir=data, output_dir=output, hyper=hyper, resume=resume, progress=not quiet
+    )
     result = run_training(config)
+    if not result.main_process:
+        return 0 if result.completed else 1
     for phase in result.phases:
         if not quiet:
             losses = (
-                f", loss {phase.first_loss:.4f} -> {phase.last_loss:.4f}" if phase.first_loss is not None and phase.last_loss is not None else ""
+                f", loss {phase.first_loss:.4f} -> {phase.last_loss:.4f}"
+                if phase.first_loss is not None and phase.last_loss is not None
+                else ""
             )
-            echo(f"phase {phase.phase}: {phase.status}, {phase.steps_done}/{phase.steps} steps, {phase.samples} samples{losses}", err=True)
+            echo(
+                f"phase {phase.phase}: {phase.status}, {phase.steps_done}/{phase.steps} steps,"
+                f" {phase.samples} samples{losses}",
+                err=True,
+            )
         for leaf, report in phase.overlength.items():
             action = {"skip": "skipped", "truncate": "truncated"}.get(phase.overlength_policy, phase.overlength_policy)
-            echo(f"warning: {leaf}: {report['count']} samples over max_length ({action}; longest {report['longest']} tokens)", err=True)
+            echo(
+                f"warning: {leaf}: {report['count']} samples over max_length"
+                f" ({action}; longest {report['longest']} tokens)",
+                err=True,
+            )
     if not result.completed:
         echo(f"stopped early; continue with: labtax train ... --output {output} --resume", err=True)
         return 1

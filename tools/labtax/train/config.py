@@ -178,7 +178,10 @@ def _build(values: dict[str, Any]) -> Hyperparameters:
         if spec.name in ("phase1", "phase2"):
             table = values[spec.name]
             fields[spec.name] = PhaseSettings(
-                **{p.name: _typed(f"{spec.name}.{p.name}", table[p.name], p.type) for p in dataclasses.fields(PhaseSettings)}
+                **{
+                    p.name: _typed(f"{spec.name}.{p.name}", table[p.name], p.type)
+                    for p in dataclasses.fields(PhaseSettings)
+                }
             )
         else:
             fields[spec.name] = _typed(spec.name, values[spec.name], spec.type)
@@ -223,7 +226,7 @@ def check_config(config: TrainConfig, *, cuda_available: bool | None = None) -> 
     if h.method == "lora":
         need(h.lora_rank >= 1 and h.lora_alpha >= 1, "method=lora needs lora_rank >= 1 and lora_alpha >= 1")
         need(0 <= h.lora_dropout < 1, "lora_dropout must be in [0, 1)")
-        need(bool(h.lora_target_modules), "method=lora needs lora_target_modules (e.g. [\"all-linear\"])")
+        need(bool(h.lora_target_modules), 'method=lora needs lora_target_modules (e.g. ["all-linear"])')
         # Merging an adapter needs the full weights in one place; FSDP shards them (docs/training.md).
         need(
             os.environ.get("ACCELERATE_USE_FSDP", "").lower() not in ("1", "true"),
@@ -244,7 +247,9 @@ def check_config(config: TrainConfig, *, cuda_available: bool | None = None) -> 
         )
     if config.resume:
         if not (config.output_dir / "training.json").is_file():
-            problems.append(f"--resume: {config.output_dir} holds no training run to resume; drop --resume to start one")
+            problems.append(
+                f"--resume: {config.output_dir} holds no training run to resume; drop --resume to start one"
+            )
     elif config.output_dir.exists() and any(config.output_dir.iterdir()):
         problems.append(
             f"{config.output_dir} already holds files; pass --resume to continue that run, or choose an empty --output"

@@ -82,20 +82,25 @@ def read_sample_rows(path: Path) -> list[dict[str, Any]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise LabtaxError(f"{path}: cannot read the training data ({exc.strerror}); run `labtax curate` first") from None
+        raise LabtaxError(
+            f"{path}: cannot read the training data ({exc.strerror}); run `labtax curate` first"
+        ) from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise LabtaxError(f"{path}:{number}: not valid JSON ({exc.msg}); regenerate it with `labtax curate`") from None
+            raise LabtaxError(
+                f"{path}:{number}: not valid JSON ({exc.msg}); regenerate it with `labtax curate`"
+            ) from None
         messages = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
         ):
             raise LabtaxError(
-                f"{path}:{number}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}; "
+                f'{path}:{number}: expected {{"messages": [{{"role": ..., "content": ...}}, ...]}}; '
                 "regenerate it with `labtax curate`"
             )
         rows.append(row)
@@ -111,7 +116,9 @@ def leaf_of(row: dict[str, Any]) -> str:
 # --- encoding --------------------------------------------------------------------------------------
 
 
-def render_with_assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+def render_with_assistant_spans(
+    tokenizer: Any, messages: Sequence[dict[str, str]]
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of what each assistant turn adds.
 
     An assistant span starts after the generation prompt (`<|im_start|>assistant\\n` in ChatML) and
@@ -182,10 +189,12 @@ def encode_rows(
             continue
         dataset.samples.append(sample)
     if overlength == "error" and dataset.overlength:
-        worst = ", ".join(f"{leaf} ({o.count}, longest {o.longest} tokens)" for leaf, o in sorted(dataset.overlength.items()))
+        worst = ", ".join(
+            f"{leaf} ({o.count}, longest {o.longest} tokens)" for leaf, o in sorted(dataset.overlength.items())
+        )
         raise LabtaxError(
             f"{source or 'training data'}: samples longer than max_length={max_length} tokens: {worst}; "
-            "raise max_length or set overlength = \"skip\" or \"truncate\""
+            'raise max_length or set overlength = "skip" or "truncate"'
         )
     return dataset
 
@@ -193,7 +202,9 @@ def encode_rows(
 # --- batching --------------------------------------------------------------------------------------
 
 
-def plan_micro_batches(lengths: Sequence[int], *, seed: int, epoch: int, token_budget: int, packing: bool) -> list[list[int]]:
+def plan_micro_batches(
+    lengths: Sequence[int], *, seed: int, epoch: int, token_budget: int, packing: bool
+) -> list[list[int]]:
     """Sample indices of each micro-batch of one epoch, in training order.
 
     The order is a seeded shuffle (a pure function of seed and epoch, so a resumed run rebuilds the
@@ -228,7 +239,8 @@ def collate(samples: Sequence[EncodedSample], *, packing: bool, pad_token_id: in
 
     Packed: one row, `position_ids` restart at 0 at every sample and no attention mask is passed;
     transformers (>= 4.54) then derives a block-diagonal causal mask from the position ids for the
-    eager and SDPA kernels, and calls the variable-length kernel for FlashAttention-2.
+    eager and SDPA kernels, and calls the variable-length kernel for FlashAttention-2. It does so only
+    when no KV cache is built, so the forward pass must get `use_cache=False` (the recipe's does).
     """
     import torch
 

@@ -99,7 +99,13 @@ class Scores:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Scores:
-        return cls(int(raw["tokens"]), float(raw["nll_sum"]), int(raw["answers"]), int(raw["exact_matches"]), float(raw["f1_sum"]))
+        return cls(
+            int(raw["tokens"]),
+            float(raw["nll_sum"]),
+            int(raw["answers"]),
+            int(raw["exact_matches"]),
+            float(raw["f1_sum"]),
+        )
 
 
 @dataclass
@@ -203,7 +209,15 @@ def score_leaf(scorer: ModelScorer, leaf: Leaf, max_new_tokens: int) -> tuple[Sc
             scores.answers += 1
             scores.exact_matches += int(match)
             scores.f1_sum += f1
-            answers.append({"question": pair.question, "reference": pair.answer, "answer": generated, "exact_match": match, "f1": f1})
+            answers.append(
+                {
+                    "question": pair.question,
+                    "reference": pair.answer,
+                    "answer": generated,
+                    "exact_match": match,
+                    "f1": f1,
+                }
+            )
     return scores, answers
 
 
@@ -233,7 +247,7 @@ class ModelScorer:
         cuda = torch.cuda.is_available()
         try:
             tokenizer = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.bfloat16 if cuda else torch.float32)
+            model: Any = AutoModelForCausalLM.from_pretrained(name, dtype=torch.bfloat16 if cuda else torch.float32)
         except (OSError, ValueError) as exc:
             raise LabtaxError(f"cannot load the model {name!r} ({exc}); pass a model directory or Hub id") from None
         if not getattr(tokenizer, "chat_template", None):
@@ -261,7 +275,9 @@ class ModelScorer:
     def generate(self, prompt: list[dict[str, str]], max_new_tokens: int) -> str:
         import torch
 
-        inputs = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        inputs = self.tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         inputs = {key: value.to(self.model.device) for key, value in inputs.items()}
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.no_grad():
@@ -312,11 +328,15 @@ def read_previous(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UsageError(f"--previous {path}: cannot read it ({exc.strerror}); pass the previous release's eval.json") from None
+        raise UsageError(
+            f"--previous {path}: cannot read it ({exc.strerror}); pass the previous release's eval.json"
+        ) from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"--previous {path}: not JSON ({exc.msg}); pass the previous release's eval.json") from None
     if not isinstance(record, dict) or record.get("format") != EVAL_FORMAT:
-        raise UsageError(f"--previous {path}: not a labtax eval.json ({EVAL_FORMAT}); pass the previous release's eval.json")
+        raise UsageError(
+            f"--previous {path}: not a labtax eval.json ({EVAL_FORMAT}); pass the previous release's eval.json"
+        )
     return record
 
 
@@ -325,7 +345,11 @@ def apply_gate(evaluations: list[LeafEvaluation], previous: dict[str, Any] | Non
         return GateVerdict("skipped", None, note="no --previous eval.json: nothing to compare against")
     source = str(config.previous)
     earlier = {leaf["leaf"]: leaf for leaf in previous.get("leaves", []) if isinstance(leaf, dict)}
-    pairs = [(e, earlier[e.leaf]) for e in evaluations if e.leaf in earlier and earlier[e.leaf].get("heldout_hash") == e.heldout_hash]
+    pairs = [
+        (e, earlier[e.leaf])
+        for e in evaluations
+        if e.leaf in earlier and earlier[e.leaf].get("heldout_hash") == e.heldout_hash
+    ]
     if not pairs:
         return GateVerdict("skipped", source, note="no leaf with unchanged held-out pairs in both evaluations")
     t = config.thresholds
@@ -343,13 +367,20 @@ def apply_gate(evaluations: list[LeafEvaluation], previous: dict[str, Any] | Non
             )
     rise = relative_rise(now_total.loss, then_total.loss)
     if rise is not None and rise > t.max_loss_increase:
-        failures.insert(0, f"overall held-out loss rose {rise:.1%} ({then_total.loss:.4f} -> {now_total.loss:.4f}), more than the allowed {t.max_loss_increase:.1%}")
-    for label, now, then, allowed in (
+        failures.insert(
+            0,
+            f"overall held-out loss rose {rise:.1%} ({then_total.loss:.4f} -> {now_total.loss:.4f}),"
+            f" more than the allowed {t.max_loss_increase:.1%}",
+        )
+    for label, now_rate, then_rate, allowed in (
         ("exact match", now_total.exact_match, then_total.exact_match, t.max_exact_match_drop),
         ("token F1", now_total.f1, then_total.f1, t.max_f1_drop),
     ):
-        if now is not None and then is not None and then - now > allowed:
-            failures.append(f"knowledge {label} fell {then - now:.3f} ({then:.3f} -> {now:.3f}), more than the allowed {allowed:.3f}")
+        if now_rate is not None and then_rate is not None and then_rate - now_rate > allowed:
+            failures.append(
+                f"knowledge {label} fell {then_rate - now_rate:.3f} ({then_rate:.3f} -> {now_rate:.3f}),"
+                f" more than the allowed {allowed:.3f}"
+            )
     return GateVerdict("fail" if failures else "pass", source, len(pairs), failures)
 
 
@@ -399,7 +430,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Baseline: `{report['baseline']}`. Held-out seed examples per leaf (docs/heldout.md); loss and perplexity "
         "of the reference answers; knowledge leaves also answer greedily, scored by exact match and token F1.",
         "",
-        "| leaf | kind | pairs | loss (base → model) | perplexity (base → model) | exact match (base → model) | F1 (base → model) |",
+        "| leaf | kind | pairs | loss (base → model) | perplexity (base → model) "
+        "| exact match (base → model) | F1 (base → model) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     rows = [(leaf["leaf"], leaf["kind"], leaf["pairs"], leaf["baseline"], leaf["model"]) for leaf in report["leaves"]]
@@ -409,12 +441,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {kind} | {pairs} | {number(base['loss'])} → {number(model['loss'])} "
             f"| {number(base['perplexity'], 2)} → {number(model['perplexity'], 2)} "
-            f"| {number(base['exact_match'])} → {number(model['exact_match'])} | {number(base['f1'])} → {number(model['f1'])} |"
+            f"| {number(base['exact_match'])} → {number(model['exact_match'])} "
+            f"| {number(base['f1'])} → {number(model['f1'])} |"
         )
     gate = report["gate"]
     lines += ["", f"## Regression gate: {gate['status']}", ""]
     if gate["previous"]:
-        lines.append(f"Compared with `{gate['previous']}` on {gate['compared_leaves']} leaves with unchanged held-out pairs.")
+        lines.append(
+            f"Compared with `{gate['previous']}` on {gate['compared_leaves']} leaves with unchanged held-out pairs."
+        )
     if gate["note"]:
         lines.append(gate["note"].capitalize() + ".")
     lines += [f"- {failure}" for failure in gate["failures"]]

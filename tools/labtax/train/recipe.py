@@ -82,6 +82,7 @@ class TrainResult:
     final_model: Path | None
     phases: list[PhaseResult]
     training_json: Path
+    main_process: bool = True  # False on the other ranks of a multi-process run: they stay quiet
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     check_config(config)  # before any model loads
     state = RunState(config, open_record(config))
     accelerator = make_accelerator(config.hyper)
+    accelerator.wait_for_everyone()  # every process has checked the (still empty) output before it is written
     write_record(state, accelerator, status="running")  # from here on, --resume finds the run
     tokenizer = load_tokenizer(config.base_model)
     start_from = config.base_model
@@ -150,7 +152,14 @@ def run_training(config: TrainConfig) -> TrainResult:
         state.record["phases"][str(number)] = asdict(result)
         write_record(state, accelerator, status="halted" if result.status == "halted" else "running")
         if result.status == "halted":
-            return TrainResult(config.output_dir, False, None, results, config.output_dir / "training.json")
+            return TrainResult(
+                config.output_dir,
+                False,
+                None,
+                results,
+                config.output_dir / "training.json",
+                accelerator.is_main_process,
+            )
         if result.model_dir:
             start_from = str(config.output_dir / result.model_dir)
     if all(r.status == "skipped" for r in results):
@@ -160,7 +169,9 @@ def run_training(config: TrainConfig) -> TrainResult:
         copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
     accelerator.wait_for_everyone()
     write_record(state, accelerator, status="done")
-    return TrainResult(config.output_dir, True, final, results, config.output_dir / "training.json")
+    return TrainResult(
+        config.output_dir, True, final, results, config.output_dir / "training.json", accelerator.is_main_process
+    )
 
 
 def encode_phase(config: TrainConfig, tokenizer: Any, number: int) -> EncodedDataset:
@@ -235,7 +246,9 @@ def train_phase(
     for index in range(start, len(steps)):
         step = steps[index]
         learning_rate = scheduler.get_last_lr()[0]  # the rate this step uses
-        loss, grad_norm, input_tokens = train_step(model, optimizer, scheduler, accelerator, dataset, step, packing, pad_id, h)
+        loss, grad_norm, input_tokens = train_step(
+            model, optimizer, scheduler, accelerator, dataset, step, packing, pad_id, h
+        )
         result.steps_done = index + 1
         result.trained_tokens += step.trained_tokens
         result.input_tokens += input_tokens
@@ -284,7 +297,7 @@ def train_step(
     pad_id: int,
     h: Hyperparameters,
 ) -> tuple[float, float | None, int]:
-    """One optimizer step. Returns (mean loss per trained token, gradient norm, tokens this process read).
+    """One optimizer step. Returns (mean loss per trained token, gradient norm, tokens read by all processes).
 
     Each micro-batch contributes sum(token losses) / (trained tokens of the whole step), so the step's
     loss is the mean over its trained tokens whatever the packing, padding or accumulation. The factor
@@ -301,7 +314,10 @@ def train_step(
     model.train()
     for round_index in range(rounds):
         indices, weight = (mine[round_index], 1.0) if round_index < len(mine) else (step.micro_batches[0], 0.0)
-        batch = {k: v.to(accelerator.device) for k, v in collate([dataset.samples[i] for i in indices], packing=packing, pad_token_id=pad_id).items()}
+        batch = {
+            k: v.to(accelerator.device)
+            for k, v in collate([dataset.samples[i] for i in indices], packing=packing, pad_token_id=pad_id).items()
+        }
         synchronise = round_index == rounds - 1
         with nullcontext() if synchronise else accelerator.no_sync(model):
             token_loss = summed_token_loss(model, batch)
@@ -314,8 +330,10 @@ def train_step(
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    total = accelerator.reduce(loss_sum, reduction="sum")
-    return float(total) / step.trained_tokens, grad_norm, input_tokens
+    totals = accelerator.reduce(
+        torch.stack([loss_sum, torch.tensor(float(input_tokens), device=loss_sum.device)]), "sum"
+    )
+    return float(totals[0]) / step.trained_tokens, grad_norm, int(totals[1])
 
 
 def summed_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -341,9 +359,11 @@ def make_accelerator(h: Hyperparameters) -> Accelerator:
     import torch
     from accelerate import Accelerator
 
-    bf16 = h.precision == "bf16" or (h.precision == "auto" and torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    bf16 = h.precision == "bf16" or (h.precision == "auto" and cuda)
     # step_scheduler_with_optimizer=False: our scheduler counts optimizer steps, not steps x processes.
-    return Accelerator(mixed_precision="bf16" if bf16 else "no", step_scheduler_with_optimizer=False)
+    # cpu=True without a GPU: that is what lets torchrun/accelerate launch run several CPU processes (gloo).
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", step_scheduler_with_optimizer=False, cpu=not cuda)
 
 
 def load_tokenizer(base_model: str) -> Any:
@@ -352,9 +372,13 @@ def load_tokenizer(base_model: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
     except (OSError, ValueError) as exc:
-        raise LabtaxError(f"cannot load the tokenizer of {base_model!r} ({exc}); pass a model directory or Hub id") from None
+        raise LabtaxError(
+            f"cannot load the tokenizer of {base_model!r} ({exc}); pass a model directory or Hub id"
+        ) from None
     if not getattr(tokenizer, "chat_template", None):
-        raise UsageError(f"{base_model} has no chat template; use an instruct/chat model or add a chat_template to its tokenizer")
+        raise UsageError(
+            f"{base_model} has no chat template; use an instruct/chat model or add a chat_template to its tokenizer"
+        )
     return tokenizer
 
 
@@ -364,7 +388,7 @@ def load_model(start_from: str, h: Hyperparameters) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(start_from, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(start_from, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise LabtaxError(f"cannot load the model {start_from!r} ({exc}); pass a model directory or Hub id") from None
     model.config.use_cache = False
@@ -375,7 +399,11 @@ def load_model(start_from: str, h: Hyperparameters) -> Any:
 
         targets: str | list[str] = "all-linear" if h.lora_target_modules == ["all-linear"] else h.lora_target_modules
         lora = LoraConfig(
-            task_type="CAUSAL_LM", r=h.lora_rank, lora_alpha=h.lora_alpha, lora_dropout=h.lora_dropout, target_modules=targets
+            task_type="CAUSAL_LM",
+            r=h.lora_rank,
+            lora_alpha=h.lora_alpha,
+            lora_dropout=h.lora_dropout,
+            target_modules=targets,
         )
         if h.gradient_checkpointing:
             model.enable_input_require_grads()
@@ -396,7 +424,9 @@ def plan_steps(dataset: EncodedDataset, h: Hyperparameters, number: int, world: 
     per_step = h.accumulation_of(number) * world
     steps: list[StepPlan] = []
     for epoch in range(h.phase(number).epochs):
-        micro = plan_micro_batches(lengths, seed=h.seed + number, epoch=epoch, token_budget=h.micro_batch_tokens, packing=packing)
+        micro = plan_micro_batches(
+            lengths, seed=h.seed + number, epoch=epoch, token_budget=h.micro_batch_tokens, packing=packing
+        )
         for start in range(0, len(micro), per_step):
             group = micro[start : start + per_step]
             tokens = sum(dataset.samples[i].trained_tokens for batch in group for i in batch)
@@ -452,8 +482,10 @@ def latest_checkpoint(directory: Path, number: int) -> Path | None:
     return found[-1] if found else None
 
 
-def save_model(model: Any, tokenizer: Any, accelerator: Accelerator, target: Path, h: Hyperparameters, number: int) -> None:
-    """A Hugging Face model directory (weights + tokenizer), LoRA merged, written to a temporary directory then renamed."""
+def save_model(
+    model: Any, tokenizer: Any, accelerator: Accelerator, target: Path, h: Hyperparameters, number: int
+) -> None:
+    """A Hugging Face model directory (weights, tokenizer; LoRA merged), written aside then renamed into place."""
     partial = target.with_name(f".{target.name}.partial")
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
@@ -534,6 +566,8 @@ def open_record(config: TrainConfig) -> dict[str, Any]:
     ]
     if previous.get("base_model") != config.base_model:
         differences.append("base_model")
+    if previous.get("environment", {}).get("processes") != record["environment"]["processes"]:
+        differences.append("number of processes (the step plan depends on it)")
     differences += [name for name in data if previous["data"].get(name, {}).get("sha256") != data[name]["sha256"]]
     if differences:
         raise UsageError(
