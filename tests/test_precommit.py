@@ -1,0 +1,196 @@
+"""The pre-commit hooks, run for real: `git commit` in temporary repositories with `pre-commit install`,
+this repository's `.pre-commit-config.yaml`, and `.pre-commit-hooks.yaml` used as an external repository
+(pre-commit clones it and pip-installs labtax into its own environment, once per test session)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT, git
+from labtax.taxonomy.discover import looks_like_leaf_file
+from test_validate_support import ATTRIBUTION, make_project, skill_yaml
+
+HOOK_MANIFEST = REPO_ROOT / ".pre-commit-hooks.yaml"
+OWN_CONFIG = REPO_ROOT / ".pre-commit-config.yaml"
+BAD_LINE = "taxonomy/compositional_skills/bad/qna.yaml:5:3: error [too-few-items] 'seed_examples' has 3 seed examples"
+
+
+@pytest.fixture(scope="session")
+def shared_pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One PRE_COMMIT_HOME for the session: hook environments are built once (pip installs are slow)."""
+    configured = os.environ.get("LABTAX_TEST_PRE_COMMIT_HOME")
+    return Path(configured) if configured else tmp_path_factory.mktemp("pre-commit-home")
+
+
+@pytest.fixture
+def hook_env(shared_pre_commit_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PRE_COMMIT_HOME", str(shared_pre_commit_home))
+    # `language: system` hooks find `labtax` on PATH, as in a developer's activated environment.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("PRE_COMMIT", raising=False)
+    return shared_pre_commit_home
+
+
+def pre_commit(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pre_commit", *args], cwd=cwd, capture_output=True, text=True, timeout=900, check=False
+    )
+
+
+def commit(cwd: Path, message: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "commit", "-m", message], cwd=cwd, capture_output=True, text=True, timeout=900, check=False
+    )
+
+
+def own_hook(hook_id: str) -> dict[str, object]:
+    config = yaml.safe_load(OWN_CONFIG.read_text(encoding="utf-8"))
+    hooks = [hook for repo in config["repos"] for hook in repo["hooks"]]
+    [hook] = [hook for hook in hooks if hook["id"] == hook_id]
+    return hook
+
+
+def taxonomy_repo(root: Path, config: dict[str, object]) -> Path:
+    project = make_project(root)
+    project.leaf("compositional_skills/good", skill_yaml())
+    (root / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    git(root, "init", "-q")
+    return root
+
+
+def test_hook_files_pattern_matches_the_look_alikes() -> None:
+    [hook] = yaml.safe_load(HOOK_MANIFEST.read_text(encoding="utf-8"))
+    assert (hook["id"], hook["entry"], hook["language"]) == ("labtax-validate", "labtax validate", "python")
+    pattern = re.compile(hook["files"])
+    assert own_hook("labtax-validate")["files"] == hook["files"]
+    names = ["qna.yaml", "qna.yml", "QNA.yaml", "Qna.YAML", "qna.yaml.txt", "qna_v2.yaml", "qna", "attribution.txt"]
+    for name in names:
+        assert pattern.search(f"taxonomy/knowledge/x/{name}"), name
+        assert name in {"qna.yaml", "attribution.txt"} or looks_like_leaf_file(name), name
+    for name in ["README.md", "my_qna_notes.md", "questions.yaml", "qnaire.txt"]:
+        assert not pattern.search(f"taxonomy/knowledge/x/{name}"), name
+        assert not looks_like_leaf_file(name), name
+
+
+def test_commit_with_a_bad_leaf_is_refused(tmp_path: Path, hook_env: Path) -> None:
+    repo = taxonomy_repo(
+        tmp_path / "taxonomy-repo", {"repos": [{"repo": "local", "hooks": [own_hook("labtax-validate")]}]}
+    )
+    installed = pre_commit(repo, "install")
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    git(repo, "add", "-A")
+    good = commit(repo, "a good leaf")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert re.search(r"labtax validate\.+Passed", good.stdout + good.stderr)
+
+    (repo / "taxonomy/compositional_skills/bad").mkdir()
+    (repo / "taxonomy/compositional_skills/bad/qna.yaml").write_text(skill_yaml(3))
+    (repo / "taxonomy/compositional_skills/bad/attribution.txt").write_text(ATTRIBUTION)
+    git(repo, "add", "-A")
+    bad = commit(repo, "a bad leaf")
+    output = bad.stdout + bad.stderr
+    assert bad.returncode != 0
+    assert re.search(r"labtax validate\.+Failed", output)
+    assert BAD_LINE in output
+    assert "Traceback" not in output
+    assert git(repo, "rev-list", "--count", "HEAD").strip() == "1"
+
+    # A misnamed leaf is refused too, not skipped.
+    (repo / "taxonomy/compositional_skills/bad/qna.yaml").rename(repo / "taxonomy/compositional_skills/bad/qna.yml")
+    (repo / "taxonomy/compositional_skills/bad/qna.yml").write_text(skill_yaml())
+    git(repo, "add", "-A")
+    misnamed = commit(repo, "misnamed")
+    assert misnamed.returncode != 0
+    assert "taxonomy/compositional_skills/bad/qna.yml:1:1: error [file-name]" in misnamed.stdout + misnamed.stderr
+
+    (repo / "taxonomy/compositional_skills/bad/qna.yml").rename(repo / "taxonomy/compositional_skills/bad/qna.yaml")
+    git(repo, "add", "-A")
+    fixed = commit(repo, "fixed")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+
+
+def test_own_config_hygiene_hooks(tmp_path: Path, hook_env: Path) -> None:
+    """This repository's .pre-commit-config.yaml, as is: the hygiene hooks install (from PyPI) and work."""
+    repo = taxonomy_repo(tmp_path / "repo", {})
+    shutil.copy(OWN_CONFIG, repo / ".pre-commit-config.yaml")
+    (repo / "notes.txt").write_text("trailing   \nno final newline")
+    git(repo, "add", "-A")
+    first = pre_commit(repo, "run")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert re.search(r"trim trailing whitespace\.+Failed", first.stdout)
+    assert re.search(r"fix end of files\.+Failed", first.stdout)
+    assert re.search(r"labtax validate\.+Passed", first.stdout)
+    assert (repo / "notes.txt").read_text() == "trailing\nno final newline\n"
+    git(repo, "add", "-A")
+    second = pre_commit(repo, "run")
+    assert second.returncode == 0, second.stdout + second.stderr
+
+
+def _hooks_repository(destination: Path) -> str:
+    """A git repository holding this project's installable sources and hook manifest, as a user's
+    `repo:` URL would give pre-commit; returns its commit."""
+    destination.mkdir()
+    for name in ("pyproject.toml", "README.md", ".pre-commit-hooks.yaml"):
+        shutil.copy(REPO_ROOT / name, destination / name)
+    shutil.copytree(REPO_ROOT / "schema", destination / "schema")
+    shutil.copytree(
+        REPO_ROOT / "tools" / "labtax", destination / "tools" / "labtax", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    git(destination, "init", "-q")
+    git(destination, "add", "-A")
+    git(destination, "commit", "-qm", "hooks")
+    return git(destination, "rev-parse", "HEAD").strip()
+
+
+def test_exported_hook_as_an_external_repository(tmp_path: Path, hook_env: Path) -> None:
+    hooks_repo = tmp_path / "labtax-hooks"
+    rev = _hooks_repository(hooks_repo)
+    config = {"repos": [{"repo": str(hooks_repo), "rev": rev, "hooks": [{"id": "labtax-validate"}]}]}
+    repo = taxonomy_repo(tmp_path / "taxonomy-repo", config)
+    (repo / "taxonomy/compositional_skills/bad").mkdir()
+    (repo / "taxonomy/compositional_skills/bad/qna.yaml").write_text(skill_yaml(3))
+    (repo / "taxonomy/compositional_skills/bad/attribution.txt").write_text(ATTRIBUTION)
+    git(repo, "add", "-A")
+    # The hook runs from pre-commit's own environment: take our venv off PATH to prove it.
+    env = dict(
+        os.environ,
+        PATH=os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(Path(sys.executable).parent)),
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "pre_commit", "run", "--all-files"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert BAD_LINE in bad.stdout
+    (repo / "taxonomy/compositional_skills/bad/qna.yaml").write_text(skill_yaml())
+    good = subprocess.run(
+        [sys.executable, "-m", "pre_commit", "run", "--all-files"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert good.returncode == 0, good.stdout + good.stderr
+    # The hook's environment has labtax and none of the training stack.
+    [site_packages] = [
+        path
+        for path in hook_env.glob("repo*/py_env-*/lib/python*/site-packages")
+        if list(path.glob("labtax-*.dist-info"))
+    ]
+    assert not (site_packages / "torch").exists()
+    assert not (site_packages / "transformers").exists()
