@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Hyperparameters:
     lora_dropout: float
     lora_target_modules: list[str]
     gradient_checkpointing: bool
+    attn_implementation: str
     checkpoint_every: int
     keep_checkpoints: int
     log_every: int
@@ -215,6 +217,12 @@ def check_config(config: TrainConfig, *, cuda_available: bool | None = None) -> 
     need(h.max_grad_norm >= 0, "max_grad_norm must be 0 (off) or positive")
     need(h.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
     need(h.method in METHODS, f"method must be one of {', '.join(METHODS)}")
+    need(bool(h.attn_implementation.strip()), "attn_implementation must name a kernel, e.g. sdpa")
+    if h.attn_implementation == "flash_attention_2":
+        need(
+            importlib.util.find_spec("flash_attn") is not None,
+            "attn_implementation=flash_attention_2 needs the flash-attn package (pip install flash-attn); or use sdpa",
+        )
     need(h.checkpoint_every >= 0 and h.keep_checkpoints >= 1, "checkpoint_every must be >= 0 and keep_checkpoints >= 1")
     need(h.log_every >= 1 and h.halt_after_steps >= 0, "log_every must be >= 1 and halt_after_steps >= 0")
     for number in (1, 2):

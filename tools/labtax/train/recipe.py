@@ -216,6 +216,7 @@ def train_phase(
         betas=(h.adam_beta1, h.adam_beta2),
         eps=h.adam_epsilon,
         weight_decay=h.weight_decay,
+        fused=True if torch.cuda.is_available() else None,  # one kernel for the whole update on GPU
     )
     scheduler = get_scheduler(
         {"constant": "constant_with_warmup"}.get(h.lr_scheduler, h.lr_scheduler),
@@ -388,8 +389,10 @@ def load_model(start_from: str, h: Hyperparameters) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(start_from, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            start_from, dtype=torch.float32, attn_implementation=h.attn_implementation
+        )
+    except (OSError, ValueError, ImportError) as exc:
         raise LabtaxError(f"cannot load the model {start_from!r} ({exc}); pass a model directory or Hub id") from None
     model.config.use_cache = False
     if h.gradient_checkpointing:
