@@ -22,6 +22,7 @@ from typing import Any
 
 from labtax.curate.samples import Candidate
 from labtax.curate.settings import InfluenceSettings
+from labtax.errors import UsageError
 
 JOURNAL_FORMAT = "labtax-influence/1"
 
@@ -64,15 +65,66 @@ def student_fingerprint(student: Path) -> str:
 
 
 def encode_exchange(tokenizer: Any, messages: Sequence[dict[str, str]], max_tokens: int) -> tuple[list[int], list[int]]:
-    """Token ids and labels for a chat exchange; only the final assistant turn is learned (-100 elsewhere)."""
+    """Token ids and labels for a chat exchange; only the final assistant turn is learned (-100 elsewhere).
+
+    Too long for `max_tokens`: the start of the prompt is cut (a long grounding context), so the
+    answer, which is what the loss measures, is kept whole when it fits.
+    """
     full = tokenizer.apply_chat_template(list(messages), tokenize=False)
     prompt = tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False, add_generation_prompt=True)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if full.startswith(prompt) else []
-    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    # Keep the start of the answer when truncating: it is what the step learns from.
-    full_ids = full_ids[:max_tokens]
-    labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
-    return full_ids, labels
+    if not full.startswith(prompt):  # a template that rewrites earlier turns: learn the whole text
+        prompt = ""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"] if prompt else []
+    answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False, verbose=False)["input_ids"]
+    if len(answer_ids) >= max_tokens:
+        return answer_ids[:max_tokens], answer_ids[:max_tokens]
+    prompt_ids = (
+        prompt_ids[len(prompt_ids) + len(answer_ids) - max_tokens :]
+        if len(prompt_ids) + len(answer_ids) > max_tokens
+        else prompt_ids
+    )
+    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+
+
+def _reference_batches(
+    encoded: Sequence[tuple[list[int], list[int]]], pad_id: int, device: Any, size: int = 8
+) -> list[Any]:
+    """Right-padded batches of similar lengths (fewer padded positions), as (ids, labels, mask) tensors."""
+    import torch
+
+    ordered = sorted(
+        (pair for pair in encoded if any(label != -100 for label in pair[1][1:])), key=lambda pair: len(pair[0])
+    )
+    batches = []
+    for start in range(0, len(ordered), size):
+        chunk = ordered[start : start + size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (row_ids, row_labels) in enumerate(chunk):
+            ids[row, : len(row_ids)] = torch.tensor(row_ids)
+            labels[row, : len(row_labels)] = torch.tensor(row_labels)
+            mask[row, : len(row_ids)] = 1
+        batches.append((ids.to(device), labels.to(device), mask.to(device)))
+    return batches
+
+
+def _mean_example_loss(model: Any, batches: Sequence[Any]) -> float:
+    """The mean over examples of each example's mean token loss (long answers don't outweigh short ones)."""
+    import torch
+    import torch.nn.functional as F
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids, labels, mask in batches:
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            target = labels[:, 1:]
+            losses = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+            valid = (target != -100).float()
+            total += float(((losses * valid).sum(1) / valid.sum(1)).sum())
+            count += ids.shape[0]
+    return total / count
 
 
 def score_candidates(
@@ -97,16 +149,19 @@ def score_candidates(
     saved = [p.detach().clone() for p in parameters]
 
     encoded_reference = [encode_exchange(tokenizer, r.messages, settings.max_tokens) for r in reference]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batches = _reference_batches(encoded_reference, pad_id or 0, device)
+    if not batches:
+        raise UsageError("the influence reference set has no answer tokens; raise [influence] max_tokens")
     reference_key = hashlib.sha256(json.dumps([r.messages for r in reference], sort_keys=True).encode()).hexdigest()
     run_key = hashlib.sha256(
-        f"{JOURNAL_FORMAT}\0{student_fingerprint(student)}\0{reference_key}\0{settings.learning_rate!r}\0{settings.max_tokens}\0{seed}".encode()
+        f"{JOURNAL_FORMAT}\0{student_fingerprint(student)}\0{reference_key}\0{settings.learning_rate!r}\0"
+        f"{settings.max_tokens}\0{seed}".encode()
     ).hexdigest()
     done = _read_journal(journal_path, run_key)
 
     def reference_loss() -> float:
-        with torch.no_grad():
-            losses = [_loss(model, ids, labels, device).item() for ids, labels in encoded_reference]
-        return sum(losses) / len(losses)
+        return _mean_example_loss(model, batches)
 
     before = reference_loss()
     scores: dict[str, float] = {}
