@@ -123,7 +123,7 @@ def default_answer(stage: str, body: dict[str, Any], serial: int) -> dict[str, A
         return {"response": f"A careful answer to: {instruction}"}
     if stage == "pair_judge":
         response = _section(prompt, "Response")
-        score = 1 + _digest(response) % 3  # 1, 2 or 3: about a third are dropped
+        score = (1, 2, 3, 3)[_digest(response) % 4]  # about a quarter are dropped
         return {"score": score, "explanation": f"rated {score}"}
     if stage == "knowledge_qa":
         passage = _section(prompt, "Passage")

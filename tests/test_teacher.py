@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai_server import running_server
 
 from labtax.errors import UsageError
 from labtax.sdg.prompts import load_prompt
@@ -27,6 +26,7 @@ from labtax.sdg.teacher import (
     parse_answer,
     validator_for,
 )
+from openai_server import running_server
 
 
 def request(key: str = "k", max_tokens: int = 256, prompt: str = "freeform_instructions") -> TeacherRequest:
@@ -137,7 +137,9 @@ def test_answers_wrapped_in_prose_are_rescued_and_counted() -> None:
 
 def test_prompt_plus_max_tokens_never_exceed_the_context() -> None:
     with running_server(max_model_len=400) as server:
-        (fits, too_long), teacher = ask(settings(server.url), request("a", max_tokens=1000), request("b", max_tokens=5000))
+        (fits, too_long), teacher = ask(
+            settings(server.url), request("a", max_tokens=1000), request("b", max_tokens=5000)
+        )
         sent = [body["max_tokens"] for body in server.state.bodies]
     assert teacher.context_length == 400 and teacher.context_source == "server"
     prompt = teacher.count_tokens(request().messages)
@@ -184,12 +186,16 @@ def test_concurrency_is_bounded() -> None:
 
 def test_parse_answer_strict_then_fallback() -> None:
     validator = validator_for(load_prompt("pair_judge").schema)
-    assert parse_answer('{"score": 2, "explanation": "ok"}', validator) == ({"score": 2, "explanation": "ok"}, False, "")
+    assert parse_answer('{"score": 2, "explanation": "ok"}', validator) == (
+        {"score": 2, "explanation": "ok"},
+        False,
+        "",
+    )
     text = 'Here you go: {"score": 3, "explanation": "fine"} bye'
     assert parse_answer(text, validator) == ({"score": 3, "explanation": "fine"}, True, "")
     fenced = 'noise {"a": 1}\n```json\n{"score": 1, "explanation": "bad"}\n```'
     assert parse_answer(fenced, validator)[0] == {"score": 1, "explanation": "bad"}
-    data, rescued, problem = parse_answer('{"score": 7, "explanation": "x"}', validator)
+    data, _, problem = parse_answer('{"score": 7, "explanation": "x"}', validator)
     assert data is None and "score" in problem
     assert parse_answer("no json here", validator)[2] == "the answer is not JSON"
 
@@ -200,8 +206,12 @@ def test_local_teacher_answers_every_request_and_records_gibberish_as_failures(t
             template = load_prompt("instruction_judge")
             requests = [
                 TeacherRequest(
-                    f"k{i}", template.name, template.render(task_description="haiku", instruction=f"Write {i}."),
-                    template.schema, 16, 0.0,
+                    f"k{i}",
+                    template.name,
+                    template.render(task_description="haiku", instruction=f"Write {i}."),
+                    template.schema,
+                    16,
+                    0.0,
                 )
                 for i in range(6)
             ]
@@ -215,5 +225,5 @@ def test_local_teacher_answers_every_request_and_records_gibberish_as_failures(t
 
 
 def test_local_teacher_rejects_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="config.json"):
+    with pytest.raises(UsageError, match=r"config\.json"):
         LocalTeacher(LocalSettings(tmp_path))

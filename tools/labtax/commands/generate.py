@@ -53,6 +53,12 @@ def command(
             show_default=False,
         ),
     ] = None,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Completion tokens per generation request (judges get 256).")
+    ] = 1024,
+    budget_factor: Annotated[
+        float, typer.Option("--budget-factor", help="Request budget per leaf, as a multiple of its target.")
+    ] = 10.0,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request before it is retried.")] = 120.0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan (leaves, expected requests) and send nothing.")
@@ -85,7 +91,7 @@ def command(
         from labtax.gitdiff import changed_leaves
 
         selected = frozenset(change.path for change in changed_leaves(config, base).changes if change.drives_generation)
-    params = GenerationParams(target=target)
+    params = GenerationParams(target=target, max_tokens=max_tokens, budget_factor=budget_factor)
     spec = TeacherSpec(
         teacher_model, teacher_url, concurrency=concurrency, timeout_s=timeout, context_length=teacher_context
     )
@@ -189,8 +195,9 @@ def render_summary(result: GenerationResult) -> str:
     lines += [
         "",
         f"{summary['leaves_run']} of {summary['leaves_total']} leaves run in {summary['seconds']:.1f} s: "
-        f"{summary['sent']} requests sent ({summary['http_requests']} HTTP, retries included), {summary['replayed']} "
-        f"replayed from the journal, {summary['failed']} failed, {summary['rescued']} rescued by the fallback parser; "
+        f"{summary['sent']} requests sent ({summary['http_requests']} teacher calls, retries included), "
+        f"{summary['replayed']} replayed from the journal, {summary['failed']} failed, "
+        f"{summary['rescued']} rescued by the fallback parser; "
         f"{summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion tokens",
         f"index: {result.index_path}   run summary: {result.summary_path}",
     ]

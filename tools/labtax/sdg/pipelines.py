@@ -55,7 +55,7 @@ class GenerationParams:
     judge_temperature: float = 0.0
     max_tokens: int = 1024
     judge_max_tokens: int = 256
-    budget_factor: float = 8.0  # request budget per leaf = budget_factor × target
+    budget_factor: float = 10.0  # request budget per leaf = budget_factor × target
     instructions_per_request: int = 5
     contexts_per_request: int = 3
     questions_per_context: int = 3
@@ -240,6 +240,11 @@ class LeafRun:
     @property
     def needed(self) -> int:
         return max(0, self.target - len(self.samples))
+
+    def affordable(self, wanted: int, cost: int) -> int:
+        """How many of `wanted` first-stage requests the budget can carry through every later stage
+        (each costs `cost` requests in all); at least one while any budget is left."""
+        return min(wanted, max(1, self.remaining // cost))
 
     def reserve(self, count: int) -> int:
         """Claim up to `count` requests from the budget, in order (so a resumed run claims the same)."""
@@ -496,7 +501,8 @@ async def run_freeform(run: LeafRun) -> None:
         run.rounds += 1
         rate = _keep_rate(len(run.samples), tried, NOMINAL_INSTRUCTION_KEEP * NOMINAL_PAIR_KEEP)
         wanted = math.ceil(run.needed / rate)
-        count = run.reserve(math.ceil(wanted / run.params.instructions_per_request))
+        per_request = run.params.instructions_per_request
+        count = run.reserve(run.affordable(math.ceil(wanted / per_request), 1 + 3 * per_request))
         requests = [
             run.build_request(
                 generate,
@@ -562,7 +568,9 @@ async def run_grounded(run: LeafRun) -> None:
         rate = _keep_rate(len(run.samples), tried, NOMINAL_PAIR_KEEP)
         questions_wanted = math.ceil(run.needed / rate)
         contexts_wanted = math.ceil(questions_wanted / run.params.questions_per_context)
-        count = run.reserve(math.ceil(contexts_wanted / run.params.contexts_per_request))
+        per_request = run.params.contexts_per_request
+        cost = 1 + per_request * (1 + 2 * run.params.questions_per_context)
+        count = run.reserve(run.affordable(math.ceil(contexts_wanted / per_request), cost))
         requests = [
             run.build_request(
                 make_contexts,
@@ -637,7 +645,9 @@ async def run_knowledge(run: LeafRun, chunks: Sequence[Chunk]) -> None:
         run.rounds += 1
         rate = _keep_rate(len(run.samples), tried, NOMINAL_KNOWLEDGE_KEEP)
         wanted = math.ceil(run.needed / rate)
-        count = run.reserve(math.ceil(wanted / run.params.pairs_per_chunk))
+        count = run.reserve(
+            run.affordable(math.ceil(wanted / run.params.pairs_per_chunk), 1 + run.params.pairs_per_chunk)
+        )
         picked = [chunks[(cursor + j) % len(chunks)] for j in range(count)]
         cursor += count
         requests = [

@@ -68,6 +68,7 @@ class TeacherSpec:
     context_length: int | None = None
     batch_size: int = 8
     backoff_base_s: float = 0.5
+    max_retries: int = 6
 
     @property
     def is_local(self) -> bool:
@@ -96,6 +97,7 @@ class TeacherSpec:
             timeout_s=self.timeout_s,
             context_length=self.context_length,
             backoff_base_s=self.backoff_base_s,
+            max_retries=self.max_retries,
         )
 
     def open(self) -> AbstractAsyncContextManager[Any]:
@@ -234,12 +236,16 @@ def chunker_spans(spec: TeacherSpec) -> tuple[str, Spans]:
 
 def prepare_chunks(leaf: Leaf, project_root: Path, params: GenerationParams, spans: Spans) -> list[Chunk]:
     """The leaf's document chunks; a clear error when the documents cannot be had or hold no text."""
-    from labtax.documents import read_documents
+    from labtax.documents import DocumentError, read_documents
 
     if leaf.document is None:
         raise LabtaxError(f"{leaf.path}: a knowledge leaf needs a document reference; run labtax validate")
+    try:
+        documents = read_documents(project_root, leaf.document)
+    except DocumentError as exc:
+        raise LabtaxError(f"{leaf.path}: {exc}") from None
     texts = []
-    for document in read_documents(project_root, leaf.document):
+    for document in documents:
         try:
             texts.append((document.path, document.data.decode("utf-8")))
         except UnicodeDecodeError:

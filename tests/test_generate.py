@@ -1,0 +1,297 @@
+"""`labtax generate` end to end: a real git project, the fake teacher on 127.0.0.1, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, git
+from labtax.cli import main
+from openai_server import running_server
+
+LEAVES = (
+    "compositional_skills/writing/freeform/haiku",
+    "compositional_skills/extraction/json/invoice_fields",
+    "foundational_skills/reasoning/unit_conversion",
+    "knowledge/science/oceanography/ocean_tides",
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small labtax project (three kinds of leaves, one local document) committed to git."""
+    root = tmp_path / "project"
+    for leaf in LEAVES:
+        shutil.copytree(REPO_ROOT / "taxonomy" / leaf, root / "taxonomy" / leaf)
+    shutil.copytree(REPO_ROOT / "documents" / "ocean_tides", root / "documents" / "ocean_tides")
+    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "taxonomy")
+    monkeypatch.chdir(root)
+    return root
+
+
+def generate(url: str, out: Path, *extra: str) -> int:
+    return main(
+        ["generate", "--output", str(out), "--teacher-url", url, "--teacher-model", "fake-teacher", "--quiet", *extra]
+    )
+
+
+def index(out: Path) -> dict[str, dict]:
+    data = json.loads((out / "generation.json").read_text())
+    assert data["format"] == "labtax-generation/1" and data["teacher"] == "fake-teacher"
+    return {entry["leaf"]: entry for entry in data["leaves"]}
+
+
+def samples(out: Path, entry: dict) -> list[dict]:
+    return [json.loads(line) for line in (out / entry["samples"]).read_text().splitlines()]
+
+
+def test_generate_then_rerun_sends_zero_requests(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = project / "gen"
+    with running_server() as server:
+        assert generate(server.url, out, "--target", "6") == 0
+        first = server.chat_requests
+        entries = index(out)
+        assert {e["status"] for e in entries.values()} == {"generated"}
+        assert {e["kind"] for e in entries.values()} == {"knowledge", "freeform_skill", "grounded_skill"}
+        for entry in entries.values():
+            assert entry["kept"] == entry["target"] == 6
+            rows = samples(out, entry)
+            assert len(rows) == 6
+            assert all(r["metadata"]["leaf_hash"] == entry["leaf_hash"] for r in rows)
+            assert set(rows[0]["metadata"]) == {"leaf", "leaf_hash", "pipeline", "prompt_version", "teacher", "scores"}
+            assert not (out / "leaves" / entry["cache_key"] / "journal.jsonl").exists()
+        assert first > 0 and server.state.stages["knowledge_qa"] > 0 and server.state.stages["grounded_contexts"] > 0
+        capsys.readouterr()
+
+        assert generate(server.url, out, "--target", "6") == 0
+        assert server.chat_requests == first  # nothing changed: zero requests
+        assert {e["status"] for e in index(out).values()} == {"cached"}
+        runs = sorted((out / "runs").glob("*.json"))
+        assert len(runs) == 2 and json.loads(runs[-1].read_text())["sent"] == 0
+
+        # Editing one leaf regenerates that leaf only.
+        leaf = project / "taxonomy" / LEAVES[0] / "qna.yaml"
+        leaf.write_text(
+            leaf.read_text().replace("Write a haiku about autumn rain.", "Write a haiku about spring rain.")
+        )
+        assert generate(server.url, out, "--target", "6") == 0
+        statuses = {path: e["status"] for path, e in index(out).items()}
+        assert statuses[f"{LEAVES[0]}/qna.yaml"] == "generated"
+        assert sorted(statuses.values()).count("cached") == 3
+        assert set(server.state.stages) >= {"freeform_instructions"}
+
+
+def test_dry_run_prints_the_plan_and_sends_nothing(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = project / "gen"
+    with running_server() as server:
+        assert (
+            main(
+                [
+                    "generate",
+                    "-o",
+                    str(out),
+                    "--teacher-url",
+                    server.url,
+                    "--teacher-model",
+                    "fake-teacher",
+                    "--dry-run",
+                ]
+            )
+            == 0
+        )
+        printed = capsys.readouterr().out
+        assert server.chat_requests == 0
+        assert not (out / "generation.json").exists()
+        assert "4 leaves to generate" in printed and "nothing was sent" in printed
+        assert "generate knowledge" in printed and "taxonomy" not in printed.split("\n")[0]
+        assert generate(server.url, out, "--target", "3") == 0
+        capsys.readouterr()
+        main(
+            [
+                "generate",
+                "-o",
+                str(out),
+                "--teacher-url",
+                server.url,
+                "--teacher-model",
+                "fake-teacher",
+                "--target",
+                "3",
+                "--dry-run",
+            ]
+        )
+        assert "0 leaves to generate" in capsys.readouterr().out
+
+
+def test_base_limits_generation_to_changed_leaves(project: Path) -> None:
+    out = project / "gen"
+    git(project, "checkout", "-q", "-b", "topic")
+    leaf = project / "taxonomy" / LEAVES[2] / "qna.yaml"
+    leaf.write_text(leaf.read_text().replace("Convert quantities", "Convert physical quantities", 1))
+    git(project, "commit", "-q", "-am", "change one leaf")
+    with running_server() as server:
+        assert generate(server.url, out, "--target", "3", "--base", "main") == 0
+        statuses = {path: e["status"] for path, e in index(out).items()}
+    assert statuses.pop(f"{LEAVES[2]}/qna.yaml") == "generated"
+    assert set(statuses.values()) == {"missing"}
+
+
+def test_bad_configuration_fails_before_any_request(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = project / "gen"
+    with running_server() as server:
+        assert generate(server.url, out, "--target", "0") == 2
+        assert "--target must be at least 1" in capsys.readouterr().err
+        assert main(["generate", "-o", str(out), "--teacher-model", "fake-teacher"]) == 2
+        assert "--teacher-url is needed" in capsys.readouterr().err
+        assert main(["generate", "-o", str(out), "--teacher-url", "localhost", "--teacher-model", "m"]) == 2
+        assert "not an http(s) URL" in capsys.readouterr().err
+        assert generate(server.url, out, "--all", "--base", "main") == 2
+        # A knowledge document that no longer matches its pin: an error naming the leaf, nothing sent.
+        (project / "documents" / "ocean_tides" / "extra.md").write_text("new text\n")
+        assert generate(server.url, out) != 0
+        err = capsys.readouterr().err
+        assert "ocean_tides/qna.yaml: the documents in 'documents/ocean_tides' are not the pinned" in err
+        assert server.chat_requests == 0
+    (project / "documents" / "ocean_tides" / "extra.md").unlink()
+    assert generate("http://127.0.0.1:9/v1", out) == 2
+    assert "cannot reach the teacher" in capsys.readouterr().err
+
+
+def test_a_leaf_short_of_its_target_is_reported(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = project / "gen"
+    with running_server(fault_rates={"malformed": 1.0}) as server:
+        code = generate(server.url, out, "--target", "2")
+        err = capsys.readouterr().err
+        sent = server.chat_requests
+    assert code == 1
+    entries = index(out)
+    assert {e["status"] for e in entries.values()} == {"incomplete"}
+    for path in entries:
+        assert f"warning: {path}: 0 of 2 samples" in err
+    key = entries[f"{LEAVES[0]}/qna.yaml"]["cache_key"]
+    summary = json.loads((out / "leaves" / key / "summary.json").read_text())
+    assert summary["failed"] > 0 and summary["failures"][0]["kind"] == "parse"
+    rejected = [json.loads(line) for line in (out / "leaves" / key / "rejected.jsonl").read_text().splitlines()]
+    assert rejected and all(r["reason"].startswith("teacher-failure: parse") for r in rejected)
+    # Parse failures were paid for: a rerun replays them instead of asking again.
+    with running_server() as server:
+        assert generate(server.url, out, "--target", "2") == 1
+        assert server.chat_requests == 0
+    assert sent > 0
+
+
+def test_transport_failures_are_asked_again_by_the_next_run(project: Path) -> None:
+    from labtax.config import load_config
+    from labtax.sdg.pipelines import GenerationParams
+    from labtax.sdg.run import TeacherSpec
+    from labtax.sdg.run import generate as generate_leaves
+    from labtax.validate import load_leaves
+
+    out = project / "gen"
+    leaves = load_leaves(load_config()).leaves
+    params = GenerationParams(target=2)
+    with running_server(fault_rates={"500": 1.0}) as server:
+        spec = TeacherSpec("fake-teacher", server.url, backoff_base_s=0.001, max_retries=1)
+        result = generate_leaves(leaves, spec, out, params=params, project_root=project)
+        assert len(result.incomplete) == len(LEAVES)
+    with running_server() as server:
+        spec = TeacherSpec("fake-teacher", server.url)
+        result = generate_leaves(leaves, spec, out, params=params, project_root=project)
+        assert server.chat_requests > 0 and not result.incomplete
+    assert {e["status"] for e in index(out).values()} == {"generated"}
+
+
+def test_local_teacher_runs_the_pipelines_offline(
+    project: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = project / "gen"
+    for leaf in LEAVES[1:3]:  # one skill and one knowledge leaf are enough here: CPU generation is slow
+        shutil.rmtree(project / "taxonomy" / leaf)
+    code = main(
+        [
+            "generate",
+            "-o",
+            str(out),
+            "--teacher-model",
+            str(tiny_model_dir),
+            "--target",
+            "1",
+            "--max-tokens",
+            "24",
+            "--quiet",
+        ]
+    )
+    assert code == 1  # a random tiny model writes no valid JSON: every leaf is reported short
+    entries = index_any(out)
+    assert {e["status"] for e in entries} == {"incomplete"}
+    for entry in entries:
+        summary = json.loads((out / "leaves" / entry["cache_key"] / "summary.json").read_text())
+        assert summary["sent"] > 0 and summary["failed"] == summary["sent"]
+        assert {f["kind"] for f in summary["failures"]} <= {"parse", "truncated", "too_long"}
+        assert summary["teacher"].startswith("local:")
+
+
+def index_any(out: Path) -> list[dict]:
+    return json.loads((out / "generation.json").read_text())["leaves"]
+
+
+def test_kill_9_then_resume_repeats_no_request_and_duplicates_no_sample(project: Path) -> None:
+    reference, out = project / "reference", project / "gen"
+    with running_server() as server:
+        assert generate(server.url, reference, "--target", "8") == 0
+        total = server.chat_requests
+    with running_server(latency_s=0.02) as server:
+        command = [
+            sys.executable,
+            "-m",
+            "labtax.cli",
+            "generate",
+            "-o",
+            str(out),
+            "--teacher-url",
+            server.url,
+            "--teacher-model",
+            "fake-teacher",
+            "--target",
+            "8",
+            "--concurrency",
+            "2",
+            "--quiet",
+        ]
+        child = subprocess.Popen(command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            journals = sum(p.read_bytes().count(b"\n") for p in out.glob("leaves/*/journal.jsonl"))
+            if journals >= total // 3:
+                break
+            time.sleep(0.02)
+        assert child.poll() is None, "the run finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        answered = sum(p.read_bytes().count(b"\n") for p in out.glob("leaves/*/journal.jsonl"))
+        finished = [json.loads(p.read_text()) for p in out.glob("leaves/*/summary.json")]
+        answered += sum(s["sent"] for s in finished)
+        assert 0 < answered < total
+        before = server.chat_requests
+
+        assert generate(server.url, out, "--target", "8") == 0
+        resumed = server.chat_requests - before
+    assert resumed == total - answered  # completed requests were replayed, not sent again
+    got, want = index(out), index(reference)
+    assert got.keys() == want.keys()
+    for path, entry in got.items():
+        assert entry["status"] in ("generated", "cached") and entry["cache_key"] == want[path]["cache_key"]
+        rows = samples(out, entry)
+        assert rows == samples(reference, want[path])  # same samples, none twice
+        assert len({json.dumps(r["messages"]) for r in rows}) == len(rows)
