@@ -49,6 +49,17 @@ def run_git(args: Sequence[str], cwd: Path, *, check: bool = True, input_bytes: 
     return result.stdout
 
 
+def run_git_concurrently(commands: Sequence[Sequence[str]], cwd: Path) -> list[bytes]:
+    """Run independent git commands at the same time (each its own process); their stdouts, in order.
+
+    Two walks of a large working tree (changed files, untracked files) overlap instead of adding up.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(commands))) as pool:
+        return list(pool.map(lambda args: run_git(args, cwd), commands))
+
+
 def zsplit(output: bytes) -> list[str]:
     """Split `-z` output into paths (decoded as UTF-8, undecodable bytes kept via surrogateescape)."""
     return [part.decode("utf-8", "surrogateescape") for part in output.split(b"\0") if part]

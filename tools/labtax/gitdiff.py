@@ -26,7 +26,7 @@ from typing import Any
 
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
-from labtax.git import GitError, git_toplevel, run_git, zsplit
+from labtax.git import GitError, git_toplevel, run_git, run_git_concurrently, zsplit
 from labtax.taxonomy.discover import discover
 from labtax.taxonomy.leaf import (
     ATTRIBUTION_FILE,
@@ -259,60 +259,62 @@ def _merge_base(toplevel: Path, head: str, base_commit: str, base_name: str) -> 
 
 
 @dataclass(frozen=True)
-class _FileChange:
-    status: str  # git's letter: A, M, D, R, T, U...
-    path: str  # toplevel-relative; the new path for a rename
-    old_path: str | None  # the old path of a rename
-
-
-def _working_tree_changes(toplevel: Path, merge_base: str) -> list[_FileChange]:
-    """Tracked changes (committed, staged and unstaged) since the merge-base, and untracked files."""
-    out = run_git(
-        [
-            "diff",
-            "-z",
-            "--name-status",
-            "-M",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--ignore-submodules",
-            merge_base,
-            "--",
-        ],
-        toplevel,
-    )
-    fields = zsplit(out)
-    changes: list[_FileChange] = []
-    index = 0
-    while index < len(fields):
-        status = fields[index][:1]
-        if status in ("R", "C"):
-            old, new = fields[index + 1], fields[index + 2]
-            changes.append(_FileChange(status, new, old))
-            index += 3
-        else:
-            changes.append(_FileChange(status, fields[index + 1], None))
-            index += 2
-    untracked = zsplit(run_git(["ls-files", "-z", "--others", "--exclude-standard"], toplevel))
-    changes.extend(_FileChange("?", path, None) for path in untracked)
-    return changes
-
-
-@dataclass(frozen=True)
 class _TreeEntry:
     mode: str
     oid: str
 
 
+_ABSENT = "0" * 40
+
+
+@dataclass(frozen=True)
+class _FileChange:
+    status: str  # git's letter: A, M, D, R, T, U..., or ? for an untracked file
+    path: str  # toplevel-relative; the new path for a rename
+    old_path: str | None  # the old path of a rename
+    old: _TreeEntry | None  # the blob at the merge-base (of old_path for a rename); None when absent there
+
+
+def _working_tree_changes(toplevel: Path, merge_base: str) -> list[_FileChange]:
+    """Tracked changes (committed, staged and unstaged) since the merge-base, and untracked files.
+
+    `git diff --raw <merge-base>` compares the merge-base with the working tree and names the old
+    blob of every changed file, so the old side needs no tree listing. Untracked files come from
+    `ls-files --others`; the two walks run at the same time.
+    """
+    diff_args = ["diff", "--raw", "-z", "--no-abbrev", "-M", "--no-ext-diff", "--no-textconv", "--ignore-submodules"]
+    diff_out, untracked_out = run_git_concurrently(
+        [[*diff_args, merge_base, "--"], ["ls-files", "-z", "--others", "--exclude-standard"]], toplevel
+    )
+    fields = zsplit(diff_out)
+    changes: list[_FileChange] = []
+    index = 0
+    while index < len(fields):
+        old_mode, _new_mode, old_oid, _new_oid, status = fields[index].lstrip(":").split(" ")
+        old = _TreeEntry(old_mode, old_oid) if old_oid != _ABSENT and old_mode != "000000" else None
+        letter = status[:1]
+        if letter in ("R", "C"):
+            changes.append(_FileChange(letter, fields[index + 2], fields[index + 1], old))
+            index += 3
+        else:
+            changes.append(_FileChange(letter, fields[index + 1], None, old))
+            index += 2
+    changes.extend(_FileChange("?", path, None, None) for path in zsplit(untracked_out))
+    return changes
+
+
 def _list_tree(toplevel: Path, commit: str, pathspecs: list[str]) -> dict[str, _TreeEntry]:
-    """Blobs under `pathspecs` (all if empty) at `commit`, by toplevel-relative path."""
-    args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", commit, "--", *pathspecs]
+    """Blobs under `pathspecs` (literal paths; all if empty) at `commit`, by toplevel-relative path."""
     entries: dict[str, _TreeEntry] = {}
-    for record in zsplit(run_git(args, toplevel)):
-        meta, _, path = record.partition("\t")
-        mode, kind, oid = meta.split(" ")
-        if kind == "blob":
-            entries[path] = _TreeEntry(mode, oid)
+    # Chunks keep the command line far below the system's argument limit.
+    chunks = [pathspecs[i : i + 1000] for i in range(0, len(pathspecs), 1000)] or [[]]
+    for chunk in chunks:
+        args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", commit, "--", *chunk]
+        for record in zsplit(run_git(args, toplevel)):
+            meta, _, path = record.partition("\t")
+            mode, kind, oid = meta.split(" ")
+            if kind == "blob":
+                entries[path] = _TreeEntry(mode, oid)
     return entries
 
 
@@ -540,10 +542,6 @@ def _project_prefix(config: Config, toplevel: Path) -> str | None:
 
 def _leaf_changes(config: Config, toplevel: Path, prefix: str, merge_base: str) -> list[LeafChange]:
     file_changes = _working_tree_changes(toplevel, merge_base)
-    removed = {c.path for c in file_changes if c.status == "D"} | {
-        c.old_path for c in file_changes if c.status == "R" and c.old_path is not None
-    }
-    present = {c.path for c in file_changes if c.status != "D"}
     candidates: set[str] = set()
     other_paths: list[str] = []
     for change in file_changes:
@@ -560,7 +558,7 @@ def _leaf_changes(config: Config, toplevel: Path, prefix: str, merge_base: str) 
         candidates |= _leaves_using_documents(toplevel, prefix, project_prefix, other_paths)
     if not candidates:
         return []
-    old_tree = _list_tree(toplevel, merge_base, [prefix] if prefix else [])
+    old_tree, removed, present = _merge_base_side(toplevel, merge_base, file_changes, candidates)
     old_files = sorted(p for p in candidates if p in old_tree)
     new_files = sorted(p for p in candidates if p in present or (p in old_tree and p not in removed))
     old_leaves = _old_leaves(toplevel, merge_base, prefix, project_prefix, old_tree, old_files)
@@ -568,6 +566,37 @@ def _leaf_changes(config: Config, toplevel: Path, prefix: str, merge_base: str) 
     git_renames = {c.old_path: c.path for c in file_changes if c.status == "R" and c.old_path is not None}
     changed_files = {c.path for c in file_changes} | {c.old_path for c in file_changes if c.old_path is not None}
     return _pair(prefix, old_leaves, new_leaves, git_renames, changed_files)
+
+
+def _merge_base_side(
+    toplevel: Path, merge_base: str, file_changes: list[_FileChange], candidates: set[str]
+) -> tuple[dict[str, _TreeEntry], set[str], set[str]]:
+    """The merge-base blobs of the candidates' files, and which paths were removed or are present now.
+
+    Changed files name their old blob in the diff; only unchanged files of a changed leaf (the
+    qna.yaml beside an edited attribution.txt, say) are looked up, with one `ls-tree` on exactly them.
+    """
+    old_tree: dict[str, _TreeEntry] = {}
+    absent: set[str] = set()
+    removed: set[str] = set()
+    present: set[str] = set()
+    for change in file_changes:
+        old_path = change.old_path or change.path
+        if change.old is not None:
+            old_tree[old_path] = change.old
+        elif change.status != "?" or change.path not in old_tree:
+            absent.add(old_path)
+        if change.status == "D":
+            removed.add(change.path)
+        else:
+            present.add(change.path)
+        if change.status == "R" and change.old_path is not None:
+            removed.add(change.old_path)
+    wanted = {p for leaf in candidates for p in (leaf, posixpath.join(posixpath.dirname(leaf), ATTRIBUTION_FILE))}
+    unknown = sorted(p for p in wanted if p not in old_tree and p not in absent)
+    if unknown:
+        old_tree.update(_list_tree(toplevel, merge_base, unknown))
+    return old_tree, removed, present
 
 
 def _pair(
