@@ -280,9 +280,10 @@ def test_comment_script_treats_the_artifact_as_untrusted(tmp_path: Path) -> None
     calls = run_comment_script(tmp_path, "8", f"{REPORT_MARKER}\nx", "other-sha", [])  # names another PR's number
     assert ["pulls.get", 8] in calls and not any(c[0] in ("create", "update") for c in calls)
 
-    calls = run_comment_script(tmp_path, "9", "no marker " + "x" * 70_000, "abc", [])
+    calls = run_comment_script(tmp_path, "9", "no marker, @everyone " + "x" * 70_000, "abc", [])
     [create] = [c for c in calls if c[0] == "create"]
     assert create[2].startswith(REPORT_MARKER) and len(create[2]) < 65_536 and "truncated" in create[2]
+    assert "@everyone" not in create[2] and "@\u200beveryone" in create[2]
 
 
 @pytest.fixture(autouse=True)
