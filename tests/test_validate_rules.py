@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from labtax.errors import Severity
 from labtax.taxonomy.load import YamlDocument, load_yaml_text
@@ -448,3 +449,24 @@ def test_attribution_licence_allow_list(project: Project, licence: str, hint: st
 def test_allowed_licences(project: Project, licence: str) -> None:
     project.leaf("compositional_skills/a", skill_yaml(), attribution=ATTRIBUTION.replace("CC-BY-4.0", licence))
     assert project.findings() == []
+
+
+def test_fast_schema_check_agrees_with_jsonschema() -> None:
+    # Valid leaves take the compiled fastjsonschema path only; it must never accept what jsonschema rejects.
+    from labtax.validate.schema import _validator, is_valid_fast, schema_name_for
+    from test_validate_instructlab import SAME_VERDICT, STRICTER
+
+    documents = [yaml.safe_load(text) for _, _, text, *_ in [*SAME_VERDICT, *STRICTER] if text.strip()]
+    documents += [yaml.safe_load(skill_yaml(count)) for count in range(7)]
+    documents += [{"version": 3, "created_by": True, "task_description": 1.5, "seed_examples": [None, [], {}]}]
+    checked = 0
+    for content in documents:
+        if not isinstance(content, dict) or content.get("version", 1) not in (1, 2, 3):
+            continue
+        for branch in ("knowledge", "compositional_skills"):
+            name = schema_name_for(branch, content)
+            version = content.get("version", 1)
+            expected = not list(_validator(version, name).iter_errors(content))
+            assert is_valid_fast(content, version, name) == expected, (content, name)
+            checked += 1
+    assert checked > 60

@@ -11,7 +11,7 @@ import datetime
 import difflib
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,30 @@ def load_schema(version: int, name: str) -> dict[str, Any]:
 
 @functools.cache
 def _validator(version: int, name: str) -> Any:
-    # Imported here: jsonschema costs ~40 ms to import and a clean-or-broken-YAML run may not need it.
+    # Imported here: jsonschema costs ~40 ms to import, and only an invalid leaf needs it.
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(load_schema(version, name))
+
+
+@functools.cache
+def _fast_check(version: int, name: str) -> Callable[[Any], Any]:
+    """A yes/no validator compiled to Python code (fastjsonschema): ~6x faster than jsonschema on a
+    valid leaf, and most leaves are valid. jsonschema then explains the rejected ones error by error."""
+    import fastjsonschema
+
+    schema = {key: value for key, value in load_schema(version, name).items() if key != "$schema"}
+    return fastjsonschema.compile(schema)  # type: ignore[no-any-return]
+
+
+def is_valid_fast(content: Any, version: int, name: str) -> bool:
+    import fastjsonschema
+
+    try:
+        _fast_check(version, name)(content)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
 
 
 def schema_name_for(branch: str | None, content: Mapping[str, Any]) -> str:
@@ -64,6 +84,8 @@ def validate_schema(doc: YamlDocument, file: str, branch: str | None, version: i
             )
         ]
     diagnostics: list[Diagnostic] = []
+    if is_valid_fast(doc.value, version, name):
+        return diagnostics
     for error in _validator(version, name).iter_errors(doc.value):
         diagnostics.extend(_translate(error, doc, file))
     return sorted(set(diagnostics))
