@@ -71,6 +71,12 @@ def command(
             "--curate-config", help="Curation settings file (TOML), as for labtax curate.", show_default=False
         ),
     ] = None,
+    eval_max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--eval-max-new-tokens", help="Tokens generated per held-out answer in evaluation.", show_default=False
+        ),
+    ] = None,
     train_config: Annotated[
         Path | None,
         typer.Option(
@@ -143,6 +149,7 @@ def command(
         teacher_model=teacher_model,
         generation_target=generation_target,
         curate_config=curate_config,
+        eval_max_new_tokens=eval_max_new_tokens,
         train_config=train_config,
         train_overrides=_parse_overrides(overrides or []),
         previous_manifest=previous_manifest,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +74,7 @@ class ReleaseOptions:
     teacher_model: str | None = None
     generation_target: int | None = None
     curate_config: Path | None = None
+    eval_max_new_tokens: int | None = None
     train_config: Path | None = None
     train_overrides: dict[str, Any] = field(default_factory=dict)
     previous_manifest: Path | None = None
@@ -94,6 +96,7 @@ class ReleaseResult:
     push_plans: list[Any] = field(default_factory=list)  # hub.PushPlan
     pushed: list[Any] = field(default_factory=list)  # hub.PushResult
     messages: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
 
 # --- git ----------------------------------------------------------------------------------------------
@@ -115,13 +118,11 @@ def resolve_commit(top: Path, ref: str) -> str | None:
         return None
 
 
-def previous_release_tag(top: Path, version: str) -> str | None:
-    """The highest release tag below `version` that is an ancestor of HEAD (the sorted tag list)."""
+def previous_release_tags(top: Path, version: str) -> list[str]:
+    """Release tags below `version` that are ancestors of HEAD, newest first (the sorted tag list)."""
     listed = run_git(["tag", "--list", "v*", "--merged", "HEAD"], top).decode().split()
-    earlier = [
-        tag for tag in listed if tag != version and version_key(tag) < version_key(version) and version_key(tag)[0] >= 0
-    ]
-    return max(earlier, key=version_key) if earlier else None
+    earlier = [tag for tag in listed if version_key(tag)[0] >= 0 and version_key(tag) < version_key(version)]
+    return sorted(earlier, key=version_key, reverse=True)
 
 
 def taxonomy_is_dirty(top: Path, config: Config) -> bool:
@@ -145,24 +146,23 @@ def release_inputs(options: ReleaseOptions, leaf_hashes: dict[str, str], stage_s
     )
 
 
-def find_previous_manifest(options: ReleaseOptions, previous_tag: str | None) -> ReleaseManifest | None:
-    """The previous release's manifest: given explicitly, kept in the release history, or on the Hub."""
+def find_previous_manifest(options: ReleaseOptions, earlier_tags: list[str]) -> ReleaseManifest | None:
+    """The newest earlier release that has a manifest (a tag whose release changed nothing has none).
+
+    A real release reads it from the Hub, the trusted record of what was released (a release
+    directory restored from a cache is not); a dry run reads the local release history, offline.
+    """
     if options.previous_manifest is not None:
         return read_manifest(options.previous_manifest)
-    if previous_tag is None:
-        return None
-    local = options.output / "history" / previous_tag / MANIFEST_FILE
-    if local.is_file():
-        manifest = read_manifest(local)
-        # A dry run's manifest was never pushed: a real release does not build on it.
-        if options.dry_run or (manifest.hub is not None and manifest.hub.revision):
-            return manifest
-    if options.hub_repo:
-        from labtax.release.stages import download_manifest
+    for tag in earlier_tags:
+        history = options.output / "history" / tag
+        if not options.dry_run and options.hub_repo:
+            from labtax.release.stages import download_release_files
 
-        path = download_manifest(options.hub_repo, previous_tag, options.output / "history" / previous_tag)
-        if path is not None:
-            return read_manifest(path)
+            if download_release_files(options.hub_repo, tag, history):
+                return read_manifest(history / MANIFEST_FILE)
+        elif (history / MANIFEST_FILE).is_file():
+            return read_manifest(history / MANIFEST_FILE)
     return None
 
 
@@ -196,13 +196,12 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
 
     leaves = stages.load_release_leaves(config)
     leaf_hashes = {leaf.path: leaf.leaf_hash for leaf in leaves}
-    previous_tag = previous_release_tag(top, version)
-    previous = find_previous_manifest(options, previous_tag)
+    earlier_tags = previous_release_tags(top, version)
+    previous = find_previous_manifest(options, earlier_tags)
     inputs = release_inputs(options, leaf_hashes, stage_settings)
     changes = compare_leaves(previous.leaf_hashes if previous else {}, leaf_hashes)
-    result = ReleaseResult(
-        version, previous_tag, "dry-run" if options.dry_run else "released", options.output, changes=changes
-    )
+    status = "dry-run" if options.dry_run else "released"
+    result = ReleaseResult(version, previous.version if previous else None, status, options.output, changes=changes)
     options.output.mkdir(parents=True, exist_ok=True)
     (options.output / SKIPPED_MARKER).unlink(missing_ok=True)
 
@@ -216,16 +215,22 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
         write_text_atomic(options.output / "notes.md", f"Nothing changed since {previous.version}.\n")
         write_text_atomic(options.output / SKIPPED_MARKER, f"{previous.version}\n")
         return result
-    if previous is None and previous_tag is not None:
-        result.messages.append(
-            f"no release.json found for the previous release {previous_tag}: every leaf counts as new"
-        )
+    if previous is None and earlier_tags:
+        result.messages.append(f"no release.json found for {', '.join(earlier_tags)}: every leaf counts as new")
 
+    clock = time.monotonic()
     generation = stages.generate(config, options, leaves, options.output / "generation", previous)
     result.teacher_requests = generation.teacher_requests
-    data = stages.curate(config, options, options.output / "generation", options.output / "data")
-    training = stages.train(options, options.output / "data", options.output / "train")
+    result.seconds["generate"], clock = time.monotonic() - clock, time.monotonic()
+    if generation.discarded:
+        result.messages.append(
+            f"{len(generation.discarded)} cached generation results no release vouched for were regenerated"
+        )
+    data = stages.curate(config, options, leaves, options.output / "generation", options.output / "data")
+    result.seconds["curate"], clock = time.monotonic() - clock, time.monotonic()
+    training = stages.train(options, options.output / "data", options.output / "train" / inputs[:16])
     result.trained = training.trained
+    result.seconds["train"], clock = time.monotonic() - clock, time.monotonic()
     previous_eval = options.output / "history" / previous.version / "eval.json" if previous else None
     evaluation = stages.evaluate(
         config,
@@ -234,6 +239,7 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
         options.output,
         previous_eval if previous_eval and previous_eval.is_file() else None,
     )
+    result.seconds["evaluate"] = time.monotonic() - clock
 
     manifest = ReleaseManifest(
         version=version,

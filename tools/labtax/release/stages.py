@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,18 +76,22 @@ def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:
     return {"train": hyper.as_dict(), "teacher_url": options.teacher_url}
 
 
-def download_manifest(repo_id: str, tag: str, target_dir: Path) -> Path | None:
-    """The release.json the Hub holds at `tag`, or None when it cannot be had (offline, no such tag)."""
+def download_release_files(repo_id: str, tag: str, target_dir: Path) -> bool:
+    """Fetch release.json (and eval.json) as the Hub holds them at `tag`; False when they cannot be had."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    token = os.environ.get("HF_TOKEN") or None
     try:
-        downloaded = hf_hub_download(repo_id, "release.json", revision=tag, token=os.environ.get("HF_TOKEN") or None)
+        fetched = {
+            name: hf_hub_download(repo_id, name, revision=tag, token=token) for name in ("release.json", "eval.json")
+        }
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
-        return None
+        return False
     target_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(downloaded, target_dir / "release.json")
-    return target_dir / "release.json"
+    for name, path in fetched.items():
+        shutil.copyfile(path, target_dir / name)
+    return True
 
 
 # --- generation ---------------------------------------------------------------------------------------
@@ -185,17 +189,14 @@ def curation_config(config: Config, options: ReleaseOptions, generation_dir: Pat
     )
 
 
-def curate(config: Config, options: ReleaseOptions, generation_dir: Path, data_dir: Path) -> CurationOutcome:
-    """Curate the generated samples into the two phase files (`labtax.curate`)."""
-    import importlib
+def curate(
+    config: Config, options: ReleaseOptions, leaves: list[Leaf], generation_dir: Path, data_dir: Path
+) -> CurationOutcome:
+    """Curate the generated samples into the two phase files (`labtax.curate.run.run_curation`)."""
+    from labtax.curate.run import run_curation
 
-    try:
-        module = importlib.import_module("labtax.curate.run")
-    except ImportError:
-        raise LabtaxError("the curation stage (labtax.curate.run) is not available in this installation") from None
-    run_curation = getattr(module, "curate", None) or module.run_curation
-    run_curation(curation_config(config, options, generation_dir, data_dir))
-    files = sorted(p for p in data_dir.iterdir() if p.is_file() and p.suffix in {".jsonl", ".json"})
+    result = run_curation(curation_config(config, options, generation_dir, data_dir), leaves)
+    files = sorted(path for path in result.files.values() if path.is_file())
     return CurationOutcome(data_dir, hash_data_files(data_dir.parent, files))
 
 
@@ -203,9 +204,18 @@ def curate(config: Config, options: ReleaseOptions, generation_dir: Path, data_d
 
 
 def train(options: ReleaseOptions, data_dir: Path, run_dir: Path) -> TrainingOutcome:
-    """Two-phase training, resumed when an earlier run of this release stopped midway."""
+    """Two-phase training, resumed when an earlier run of this release stopped midway.
+
+    `run_dir` is named after the release's inputs, so only a run of the same inputs is resumed; runs
+    of other inputs (earlier releases) are removed, a model directory is large.
+    """
     from labtax.train.config import TrainConfig, load_hyperparameters
     from labtax.train.recipe import run_training
+
+    if run_dir.parent.is_dir():
+        for other in run_dir.parent.iterdir():
+            if other != run_dir and other.is_dir():
+                shutil.rmtree(other)
 
     hyper = load_hyperparameters(options.train_config, options.train_overrides)
     resume = (run_dir / "training.json").exists()
@@ -228,15 +238,16 @@ def evaluate(
     """Score the model and the base model on the held-out seeds; gate against the previous release."""
     from labtax.train.evaluate import EvalConfig, run_evaluation
 
-    run_evaluation(
-        EvalConfig(
-            model=str(model_dir),
-            baseline=options.base_model,
-            output=output / "eval.json",
-            taxonomy_root=config.taxonomy_root,
-            previous=previous_eval,
-        )
+    eval_config = EvalConfig(
+        model=str(model_dir),
+        baseline=options.base_model,
+        output=output / "eval.json",
+        taxonomy_root=config.taxonomy_root,
+        previous=previous_eval,
     )
+    if options.eval_max_new_tokens:
+        eval_config = replace(eval_config, max_new_tokens=options.eval_max_new_tokens)
+    run_evaluation(eval_config)
     return read_evaluation(output / "eval.json")
 
 

@@ -1,0 +1,139 @@
+"""`labtax release --dry-run` end to end on the shipped taxonomy: a stand-in teacher on 127.0.0.1,
+a tiny base model built offline, real generation, curation, two-phase training and evaluation on CPU.
+
+One scenario, because each step builds on the last: the first release builds everything; the next
+version with nothing changed sends no teacher request and trains nothing; a changed leaf
+regenerates only that leaf, and a model worse than the previous release stops at the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, git
+from labtax.cli import main
+from openai_server import RunningServer, running_server
+
+# A handful of optimizer steps: this proves the pipeline, not the model.
+TINY_TRAINING = [
+    *("--set", "max_length=512", "--set", "micro_batch_tokens=2048", "--set", "gradient_accumulation_steps=1"),
+    *("--set", "warmup_steps=0", "--set", "phase1.max_steps=1", "--set", "phase2.max_steps=1"),
+]
+CHANGED_LEAF = "compositional_skills/writing/freeform/haiku/qna.yaml"
+
+
+@pytest.fixture
+def taxonomy_repo(tmp_path: Path) -> Path:
+    """A git repository holding a copy of the shipped taxonomy, its documents and its configuration."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("taxonomy", "documents"):
+        shutil.copytree(REPO_ROOT / name, repo / name)
+    shutil.copy2(REPO_ROOT / "pyproject.toml", repo / "pyproject.toml")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "taxonomy")
+    git(repo, "tag", "v1.0.0")
+    return repo
+
+
+def release(
+    repo: Path, output: Path, version: str, teacher: RunningServer, base_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    monkeypatch.chdir(repo)
+    return main(
+        [
+            *("release", version, "--dry-run", "--output", str(output), "--repo", "org/student"),
+            *("--base-model", str(base_model), "--teacher-url", teacher.url, "--teacher-model", "fake-teacher"),
+            *("--target", "2", "--eval-max-new-tokens", "2", "--source-url", "https://github.com/org/taxonomy"),
+            *TINY_TRAINING,
+        ]
+    )
+
+
+def test_release_dry_run_then_nothing_changed_then_a_gate_failure(
+    taxonomy_repo: Path,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    output = tmp_path / "release"
+    leaf_count = len(list((taxonomy_repo / "taxonomy").rglob("qna.yaml")))
+    with running_server() as teacher:
+        # 1. The first release builds everything and shows what it would push.
+        assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch) == 0
+        first = capsys.readouterr()
+        first_requests = teacher.chat_requests
+        assert first_requests > 0
+        manifest = json.loads((output / "release.json").read_text())
+        assert manifest["version"] == "v1.0.0" and manifest["previous_version"] is None
+        assert manifest["taxonomy_commit"] == git(taxonomy_repo, "rev-parse", "HEAD").strip()
+        assert len(manifest["leaves"]) == leaf_count and all(
+            len(leaf["leaf_hash"]) == 64 for leaf in manifest["leaves"]
+        )
+        assert {item["path"] for item in manifest["data_files"]} >= {
+            "data/phase1_knowledge.jsonl",
+            "data/phase2_skills.jsonl",
+            "data/curation.json",
+        }
+        assert manifest["teacher"] == "fake-teacher" and manifest["base_model"] == str(tiny_model_dir)
+        assert manifest["hyperparameters"]["phase1"]["max_steps"] == 1
+        assert (
+            manifest["evaluation"]["gate"]["status"] == "skipped"
+            and "heldout_loss" in manifest["evaluation"]["overall"]
+        )
+        assert manifest["hub"] == {
+            "repo_id": "org/student",
+            "tag": "v1.0.0",
+            "revision": None,
+            "dataset_repo_id": None,
+            "dataset_revision": None,
+            "url": None,
+        }
+        assert len(manifest["generation"]) == leaf_count
+
+        pushed = sorted(
+            p.relative_to(output / "hub" / "model").as_posix() for p in (output / "hub" / "model").rglob("*")
+        )
+        assert {"README.md", "release.json", "eval.json", "config.json", "model.safetensors", "tokenizer.json"} <= set(
+            pushed
+        )
+        assert "would push:" in first.out and "repository org/student:" in first.out and "tag v1.0.0" in first.out
+        card = (output / "hub" / "model" / "README.md").read_text()
+        assert "model-index" in card and "## Leaves added and changed (first release: every leaf is new)" in card
+        link = f"https://github.com/org/taxonomy/blob/{manifest['taxonomy_commit']}/taxonomy/{CHANGED_LEAF}"
+        assert link in card
+        assert (output / "history" / "v1.0.0" / "release.json").is_file() and (output / "notes.md").is_file()
+
+        # 2. Nothing changed: no teacher request, no training, nothing to push.
+        git(taxonomy_repo, "tag", "v1.0.1")
+        runs = {p: p.stat().st_mtime_ns for p in (output / "train").rglob("training.json")}
+        assert release(taxonomy_repo, output, "v1.0.1", teacher, tiny_model_dir, monkeypatch) == 0
+        unchanged = capsys.readouterr()
+        assert teacher.chat_requests == first_requests
+        assert {p: p.stat().st_mtime_ns for p in (output / "train").rglob("training.json")} == runs
+        assert "nothing changed since v1.0.0" in unchanged.err and "would push" not in unchanged.out
+        assert (output / "skipped").read_text() == "v1.0.0\n"
+
+        # 3. One leaf changes and the model is worse than the previous release: stop at the gate.
+        leaf_file = taxonomy_repo / "taxonomy" / CHANGED_LEAF
+        leaf_file.write_text(leaf_file.read_text().replace("task_description: ", "task_description: Short poems. ", 1))
+        git(taxonomy_repo, "commit", "-q", "-am", "haiku: sharper description")
+        git(taxonomy_repo, "tag", "v1.1.0")
+        previous_eval = output / "history" / "v1.0.0" / "eval.json"
+        better = json.loads(previous_eval.read_text())
+        for leaf in better["leaves"]:  # the previous release's model was far better on every leaf
+            leaf["model"]["nll_sum"] = leaf["model"]["tokens"] * 0.5
+        previous_eval.write_text(json.dumps(better))
+        assert release(taxonomy_repo, output, "v1.1.0", teacher, tiny_model_dir, monkeypatch) == 1
+        gated = capsys.readouterr()
+        assert 0 < teacher.chat_requests - first_requests < first_requests / 4  # only the changed leaf
+        assert "error: the evaluation gate failed:" in gated.err and "held-out loss rose" in gated.err
+        assert "Nothing was pushed" in gated.err and "would push" not in gated.out
+        assert json.loads((output / "release.json").read_text())["changes"]["modified"] == [CHANGED_LEAF]
+        assert not (output / "history" / "v1.1.0").exists()
