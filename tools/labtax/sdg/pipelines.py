@@ -35,6 +35,8 @@ from labtax.sdg.teacher import Teacher, TeacherRequest, TeacherResult
 from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
 
 PIPELINE_VERSION = 1
+# instruction: 1 when the instruction judge kept it; pair: LAB's 1-3 rating; faithfulness 0/1, relevance and
+# question_quality 1-3 from the knowledge judge. -1 where the pipeline has no such judge.
 SCORE_KEYS = ("instruction", "pair", "faithfulness", "relevance", "question_quality")
 
 # Assumed keep rates, used to size the first round and to estimate a plan's requests; later
@@ -360,7 +362,7 @@ class LeafRun:
                     "pipeline": self.pipeline.name,
                     "prompt_version": self.pipeline.prompt_version,
                     "teacher": self.teacher.name,
-                    "scores": {key: scores.get(key) for key in SCORE_KEYS},
+                    "scores": {key: _score(scores.get(key)) for key in SCORE_KEYS},
                 },
             }
         )
@@ -401,6 +403,12 @@ class LeafRun:
             "stages": {name: stats.as_json() for name, stats in self.stats.items()},
             "failures": self.failures,
         }
+
+
+def _score(value: int | None) -> int:
+    """Every sample carries every score key, as an integer (-1: not scored by this pipeline), so that
+    all pipelines' files load together as one table (Arrow cannot merge a null column with an int one)."""
+    return -1 if value is None else int(value)
 
 
 def _keep_rate(kept: int, tried: int, nominal: float) -> float:
