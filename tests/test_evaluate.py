@@ -53,15 +53,31 @@ def test_eval_json_scores_every_leaf_for_model_and_baseline(first_eval: Path) ->
     assert f"| {TIDES} | knowledge | 5 |" in markdown and "**overall**" in markdown
 
 
-def test_gate_passes_against_an_equal_release(
-    tiny_model_dir: Path, taxonomy: Path, first_eval: Path, tmp_path: Path
+def test_gate_passes_against_an_equal_release_and_leaked_questions_are_reported(
+    tiny_model_dir: Path, taxonomy: Path, first_eval: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    leaked = next(
+        leaf for leaf in json.loads(first_eval.read_text(encoding="utf-8"))["leaves"] if leaf["leaf"] == TIDES
+    )
+    question = leaked["answers"][0]["question"]
+    data = tmp_path / "data"
+    data.mkdir()
+    row = {
+        "messages": [
+            {"role": "user", "content": f"Quick one: {question.upper()}"},
+            {"role": "assistant", "content": "x"},
+        ]
+    }
+    (data / "phase1_knowledge.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
     output = tmp_path / "eval.json"
     code = main(["evaluate", "--model", str(tiny_model_dir), "--baseline", str(tiny_model_dir), "--root", str(taxonomy),
                  "--output", str(output), "--previous", str(first_eval), "--max-new-tokens", "6",
-                 "--quiet"])  # fmt: skip
+                 "--data", str(data), "--quiet"])  # fmt: skip
     assert code == 0
-    gate = json.loads(output.read_text(encoding="utf-8"))["gate"]
+    assert f"warning: {TIDES}: held-out question found in the training data: {question}" in capsys.readouterr().err
+    report = json.loads(output.read_text(encoding="utf-8"))
+    assert {leaf["leaf"]: leaf["contaminated"] for leaf in report["leaves"]} == {TIDES: [question], HAIKU: []}
+    gate = report["gate"]
     assert gate["status"] == "pass" and gate["compared_leaves"] == 2 and gate["failures"] == []
 
 

@@ -44,6 +44,14 @@ def command(
     max_new_tokens: Annotated[
         int, typer.Option("--max-new-tokens", help="Longest generated answer, in tokens.", min=1)
     ] = 64,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="The training DATA directory: also check that no held-out question occurs in it.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> int:
     """Score the model and the baseline on every leaf's held-out seed examples; gate against --previous.
@@ -55,9 +63,12 @@ def command(
     thresholds = GateThresholds(max_loss_increase, max_leaf_loss_increase, max_exact_match_drop, max_f1_drop)
     config = EvalConfig(
         model=model, baseline=baseline, output=output, taxonomy_root=root, previous=previous,
-        thresholds=thresholds, max_new_tokens=max_new_tokens,
+        thresholds=thresholds, max_new_tokens=max_new_tokens, training_data=data,
     )  # fmt: skip
     result = run_evaluation(config)
+    for leaf in result.leaves:
+        for question in leaf.contaminated:
+            echo(f"warning: {leaf.leaf}: held-out question found in the training data: {question}", err=True)
     if not quiet:
 
         def show(value: float | None) -> str:

@@ -48,6 +48,7 @@ class EvalConfig:
     previous: Path | None = None
     thresholds: GateThresholds = GateThresholds()
     max_new_tokens: int = 64
+    training_data: Path | None = None  # DATA dir: count held-out questions found in its JSONL files
 
 
 @dataclass
@@ -118,6 +119,7 @@ class LeafEvaluation:
     model: Scores = field(default_factory=Scores)
     baseline: Scores = field(default_factory=Scores)
     answers: list[dict[str, Any]] = field(default_factory=list)
+    contaminated: list[str] = field(default_factory=list)  # held-out questions found in the training data
 
 
 @dataclass
@@ -157,6 +159,10 @@ def run_evaluation(config: EvalConfig) -> EvalResult:
         for leaf in sorted(leaves, key=lambda leaf: leaf.path)
     ]
     by_path = {leaf.path: leaf for leaf in leaves}
+    if config.training_data is not None:
+        found = contamination(leaves, config.training_data)
+        for evaluation in evaluations:
+            evaluation.contaminated = found.get(evaluation.leaf, [])
     for role in ("model", "baseline"):
         scorer = ModelScorer.load(config.model if role == "model" else config.baseline)
         for evaluation in evaluations:
@@ -186,6 +192,33 @@ def heldout_hash(leaf: Leaf) -> str:
     """Identity of a leaf's held-out pairs: the gate compares a leaf across releases only when it is equal."""
     payload = [[context, pair.question, pair.answer] for context, pair in heldout_pairs(leaf)]
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def contamination(leaves: list[Leaf], data_dir: Path) -> dict[str, list[str]]:
+    """Held-out questions that occur (normalised, as a substring) in a user turn of the training data.
+
+    Generation and curation already keep them out (docs/heldout.md); this is the independent check
+    that the numbers below measure unseen questions.
+    """
+    from labtax.train.data import read_sample_rows
+
+    files = sorted(data_dir.glob("*.jsonl")) if data_dir.is_dir() else []
+    if not files:
+        raise UsageError(f"--data {data_dir}: no .jsonl training files there; pass the DATA directory of labtax curate")
+    user_texts = [
+        normalise_answer(message["content"])
+        for file in files
+        for row in read_sample_rows(file)
+        for message in row["messages"]
+        if message["role"] == "user"
+    ]
+    found: dict[str, list[str]] = {}
+    for leaf in leaves:
+        for _, pair in heldout_pairs(leaf):
+            question = normalise_answer(pair.question)
+            if question and any(question in text for text in user_texts):
+                found.setdefault(leaf.path, []).append(pair.question)
+    return found
 
 
 def prompt_messages(leaf: Leaf, context: str | None, pair: QnaPair) -> list[dict[str, str]]:
@@ -402,6 +435,7 @@ def eval_record(
         "baseline": config.baseline,
         "split": "labtax.taxonomy.leaf.heldout_pairs (docs/heldout.md)",
         "generation": {"decoding": "greedy", "max_new_tokens": config.max_new_tokens},
+        "training_data": str(config.training_data) if config.training_data else None,
         "overall": {"model": model.as_json(), "baseline": baseline.as_json()},
         "leaves": [
             {
@@ -413,6 +447,7 @@ def eval_record(
                 "model": e.model.as_json(),
                 "baseline": e.baseline.as_json(),
                 "answers": e.answers,
+                "contaminated": e.contaminated,
             }
             for e in evaluations
         ],
