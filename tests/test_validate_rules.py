@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -470,3 +471,29 @@ def test_fast_schema_check_agrees_with_jsonschema() -> None:
             assert is_valid_fast(content, version, name) == expected, (content, name)
             checked += 1
     assert checked > 60
+
+
+ALL_RULES = (
+    "yaml-syntax yaml-too-complex duplicate-key tab trailing-space final-newline line-endings unknown-key "
+    "missing-key wrong-type too-few-items empty-value duplicate-item bad-version deprecated-version schema "
+    "file-name leaf-place symlink-outside unreadable file-too-large encoding empty-file not-a-mapping "
+    "context-too-long qna-too-long seed-too-long duplicate-question document-repo document-commit "
+    "document-check attribution-missing attribution-field attribution-license"
+).split()
+
+
+def test_every_rule_is_documented_and_every_documented_rule_exists() -> None:
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "rules.md").read_text(encoding="utf-8")
+    sources = "".join(
+        path.read_text(encoding="utf-8")
+        for path in [
+            *sorted((root / "tools/labtax/validate").glob("*.py")),
+            root / "tools/labtax/taxonomy/load.py",
+            root / "tools/labtax/taxonomy/discover.py",
+        ]
+    )
+    documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", docs, flags=re.MULTILINE))
+    assert documented == set(ALL_RULES)
+    for rule in ALL_RULES:
+        assert f'"{rule}"' in sources, rule
