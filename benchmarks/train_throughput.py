@@ -46,6 +46,7 @@ def main() -> int:
     )
     parser.add_argument("--batch", type=int, default=8, help="Trainer's per-device batch, in samples")
     parser.add_argument("--accumulation", type=int, default=2, help="gradient accumulation steps, both arms")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per arm, alternating; the median is reported")
     parser.add_argument(
         "--peak-tflops", type=float, default=None, help="GPU bf16 peak for MFU (default: by device name)"
     )
@@ -67,8 +68,9 @@ def compare(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="labtax-bench-") as temporary:
         workdir = Path(temporary)
         info = prepare(workdir, args)
-        results = {}
-        for arm in ("labtax", "trainer"):
+        runs: dict[str, list[dict[str, Any]]] = {"labtax": [], "trainer": []}
+        # Alternating arms, several times: a shared machine's load then falls on both alike.
+        for arm in [arm for _ in range(args.repeats) for arm in ("labtax", "trainer")]:
             command = [sys.executable, __file__, "--arm", arm, "--workdir", str(workdir),
                        "--samples", str(args.samples),
                        "--max-length", str(args.max_length), "--batch", str(args.batch),
@@ -79,11 +81,12 @@ def compare(args: argparse.Namespace) -> int:
             if done.returncode != 0:
                 sys.stderr.write(done.stderr[-4000:])
                 return 1
-            results[arm] = json.loads(done.stdout.strip().splitlines()[-1])
-    ours, theirs = results["labtax"], results["trainer"]
+            runs[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    ours, theirs = median_run(runs["labtax"]), median_run(runs["trainer"])
     print(f"device: {ours['device']}; model: {info['parameters'] / 1e6:.1f}M parameters; {info['samples']} samples, "
           f"{info['tokens']} tokens (mean {info['mean_length']:.0f}, max_length {args.max_length}); "
-          f"accumulation {args.accumulation}, Trainer batch {args.batch}")  # fmt: skip
+          f"accumulation {args.accumulation}, Trainer batch {args.batch}; "
+          f"median of {args.repeats} alternating runs per arm")  # fmt: skip
     print(f"{'':24}{'labtax recipe':>16}{'transformers Trainer':>24}{'ratio':>10}")
     rows = [("tokens/s", "tokens_per_s", "{:,.0f}"), ("peak memory (MiB)", "peak_mib", "{:,.0f}"),
             ("optimizer steps", "steps", "{:.0f}"), ("loop seconds", "seconds", "{:.2f}")]  # fmt: skip
@@ -93,6 +96,12 @@ def compare(args: argparse.Namespace) -> int:
         ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
         print(f"{label:24}{fmt.format(ours[key]):>16}{fmt.format(theirs[key]):>24}{ratio:>9.2f}x")
     return 0
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (its own seconds and memory, so each column is one real run)."""
+    ordered = sorted(runs, key=lambda run: run["tokens_per_s"])
+    return ordered[len(ordered) // 2]
 
 
 def prepare(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:

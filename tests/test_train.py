@@ -131,6 +131,12 @@ def test_resumed_run_continues_exactly(tiny_model_dir: Path, phase_data: Path, f
     assert continued.keys() == reference.keys()
     for key, loss in reference.items():
         assert continued[key] == pytest.approx(loss, abs=1e-6), key
+    halves, whole = (
+        json.loads((run / "training.json").read_text(encoding="utf-8"))["phases"] for run in (output, full_run)
+    )
+    for key in ("steps_done", "trained_tokens", "input_tokens", "first_loss", "last_loss"):
+        assert halves["1"][key] == pytest.approx(whole["1"][key], abs=1e-6), key
+    assert not list((output / "checkpoints").iterdir())  # finished phases drop their checkpoints
     final, expected = (
         load_file(output / "final" / "model.safetensors"),
         load_file(full_run / "final" / "model.safetensors"),

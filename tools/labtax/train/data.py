@@ -146,7 +146,7 @@ def encode_conversation(
     """Token ids and shifted targets for one conversation (no length limit applied)."""
     text, spans = render_with_assistant_spans(tokenizer, messages)
     # The template already holds every special token the model expects (BOS included where it has one).
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     input_ids: list[int] = list(encoding["input_ids"])
     if assistant_only_loss:
         trained = [any(start <= begin < end for start, end in spans) for begin, _ in encoding["offset_mapping"]]

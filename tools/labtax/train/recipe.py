@@ -232,7 +232,8 @@ def train_phase(
         start = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))["step"]
     if accelerator.is_main_process:
         truncate_metrics(state.metrics, number, start)  # lines past the checkpoint belong to a lost future
-    result.steps_done = start
+    accelerator.wait_for_everyone()
+    carry_over(result, state.metrics, number, steps[:start], dataset)
 
     # --- train ------------------------------------------------------------------------------------
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -280,11 +281,27 @@ def train_phase(
     if result.status == "done":
         save_model(model, tokenizer, accelerator, state.phase_dir(number), h, number)
         result.model_dir = PHASE_DIRS[number]
+        if accelerator.is_main_process:  # the model directory supersedes them; optimizer state is 2x the model
+            for old in list_checkpoints(state.checkpoints, number):
+                shutil.rmtree(old, ignore_errors=True)
 
     # --- cleanup ----------------------------------------------------------------------------------
     accelerator.free_memory()
     del model, optimizer, scheduler
     return result
+
+
+def carry_over(result: PhaseResult, metrics: Path, number: int, done: list[StepPlan], dataset: EncodedDataset) -> None:
+    """On resume, the phase's totals so far: steps and tokens from the plan, first and last loss from the log."""
+    result.steps_done = len(done)
+    result.trained_tokens = sum(step.trained_tokens for step in done)
+    result.input_tokens = sum(dataset.samples[i].length for step in done for batch in step.micro_batches for i in batch)
+    if not done or not metrics.is_file():
+        return
+    lines = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    earlier = [line for line in lines if line["phase"] == number]
+    result.first_loss = earlier[0]["loss"] if earlier else None
+    result.last_loss = earlier[-1]["loss"] if earlier else None
 
 
 def train_step(
