@@ -164,24 +164,28 @@ def test_concurrency_is_bounded() -> None:
 
         async def go() -> None:
             nonlocal active, peak
-            async with OpenAITeacher(settings(server.url, concurrency=3)) as teacher:
-                original = teacher._client.post
+            async with OpenAITeacher(settings(server.url, concurrency=6)) as teacher:
 
-                async def counting_post(*args: Any, **kwargs: Any) -> Any:
-                    nonlocal active, peak
-                    async with lock:
-                        active += 1
-                        peak = max(peak, active)
-                    try:
-                        return await original(*args, **kwargs)
-                    finally:
-                        active -= 1
+                def counting(original: Any) -> Any:
+                    async def counting_post(*args: Any, **kwargs: Any) -> Any:
+                        nonlocal active, peak
+                        async with lock:
+                            active += 1
+                            peak = max(peak, active)
+                        try:
+                            return await original(*args, **kwargs)
+                        finally:
+                            active -= 1
 
-                teacher._client.post = counting_post
-                await asyncio.gather(*(teacher.complete(request(str(i))) for i in range(12)))
+                    return counting_post
+
+                for client in teacher._clients:
+                    client.request = counting(client.request)
+                assert len(teacher._clients) == 2  # pools of at most POOL_SHARD connections
+                await asyncio.gather(*(teacher.complete(request(str(i))) for i in range(24)))
 
         asyncio.run(go())
-    assert peak == 3
+    assert peak == 6
 
 
 def test_parse_answer_strict_then_fallback() -> None:

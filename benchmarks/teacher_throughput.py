@@ -1,0 +1,94 @@
+"""Teacher client throughput against a loopback OpenAI-compatible server with a fixed latency.
+
+Reference: the ideal rate, concurrency / latency (32 / 50 ms = 640 requests/s). The client's own CPU
+time per request (process CPU of this process; the server runs in another process) says whether the
+client is the limit. Every request carries a real prompt and JSON Schema, and every answer is parsed
+and validated, as in a generation run.
+
+    python benchmarks/teacher_throughput.py [--requests 3000] [--concurrency 32] [--latency 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.openai_server", "--port", "0", "--latency", str(latency)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    match = re.search(r"(http://\S+)", line)
+    if not match:
+        server.kill()
+        raise SystemExit(f"the server did not start: {line!r}")
+    return server, match.group(1)
+
+
+async def run(url: str, requests: int, concurrency: int) -> tuple[float, float, int]:
+    from labtax.sdg.prompts import load_prompt
+    from labtax.sdg.teacher import OpenAITeacher, TeacherRequest, TeacherSettings
+
+    template = load_prompt("instruction_judge")
+    batch = [
+        TeacherRequest(
+            f"k{i}",
+            template.name,
+            template.render(task_description="Write a haiku.", instruction=f"Write a haiku about case {i}."),
+            template.schema,
+            256,
+            0.0,
+            i,
+        )
+        for i in range(requests)
+    ]
+    async with OpenAITeacher(TeacherSettings(url, "fake-teacher", concurrency=concurrency)) as teacher:
+        await asyncio.gather(*(teacher.complete(r) for r in batch[: concurrency * 2]))  # warm the connections
+        wall, cpu = time.perf_counter(), time.process_time()
+        results = await asyncio.gather(*(teacher.complete(r) for r in batch))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return wall, cpu, sum(1 for r in results if r.ok)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.05)
+    args = parser.parse_args()
+    server, url = start_server(args.latency)
+    try:
+        wall, cpu, ok = asyncio.run(run(url, args.requests, args.concurrency))
+    finally:
+        server.terminate()
+        server.wait()
+    ideal = args.concurrency / args.latency
+    rate = args.requests / wall
+    cpu_ms = 1000 * cpu / args.requests
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {ok}/{args.requests} answers valid")
+    print(f"{'':<28}{'labtax client':>14}{'ideal':>10}{'ratio':>8}")
+    print(f"{'requests/s':<28}{rate:>14.0f}{ideal:>10.0f}{rate / ideal:>8.2f}")
+    print(
+        f"{'client CPU ms per request':<28}{cpu_ms:>14.3f}{1000 / ideal * args.concurrency / args.concurrency:>10.3f}"
+        f"{cpu_ms / (1000 / ideal):>8.2f}"
+    )
+    print(f"(a client that keeps up with {ideal:.0f}/s may spend at most {1000 / ideal:.3f} ms of CPU per request)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
