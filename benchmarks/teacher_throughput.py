@@ -79,14 +79,16 @@ def main() -> int:
     ideal = args.concurrency / args.latency
     rate = args.requests / wall
     cpu_ms = 1000 * cpu / args.requests
+    one_core = 1000 / cpu_ms
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {ok}/{args.requests} answers valid")
-    print(f"{'':<28}{'labtax client':>14}{'ideal':>10}{'ratio':>8}")
-    print(f"{'requests/s':<28}{rate:>14.0f}{ideal:>10.0f}{rate / ideal:>8.2f}")
+    print(f"{'':<34}{'labtax':>10}{'reference':>11}{'ratio':>7}  reference")
     print(
-        f"{'client CPU ms per request':<28}{cpu_ms:>14.3f}{1000 / ideal * args.concurrency / args.concurrency:>10.3f}"
-        f"{cpu_ms / (1000 / ideal):>8.2f}"
+        f"{'requests/s':<34}{rate:>10.0f}{ideal:>11.0f}{rate / ideal:>7.2f}"
+        f"  ideal: {args.concurrency} / {args.latency * 1000:.0f} ms"
     )
-    print(f"(a client that keeps up with {ideal:.0f}/s may spend at most {1000 / ideal:.3f} ms of CPU per request)")
+    print(f"{'client CPU ms per request':<34}{cpu_ms:>10.3f}{1.0:>11.3f}{cpu_ms:>7.2f}  the issue's bound, 1 ms")
+    print(f"{'rate one core of this CPU allows':<34}{one_core:>10.0f}{ideal:>11.0f}{one_core / ideal:>7.2f}  ideal")
+    print(f"{'CPU cores the client got':<34}{cpu / wall:>10.2f}{1.0:>11.2f}{cpu / wall:>7.2f}  one whole core")
     return 0
 
 
