@@ -184,3 +184,25 @@ def test_files_named_like_leaves_but_not_leaves(tmp_path: Path) -> None:
         "'QNA.yaml' is not read as a leaf; rename it to 'qna.yaml'",
     ]
     assert "1 leaves checked: 2 errors" in result.stderr
+
+
+def test_names_that_are_not_utf8(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    project.leaf("compositional_skills/good", skill_yaml())
+    bad_dir = os.fsencode(project.root / "taxonomy/compositional_skills") + b"/caf\xe9"
+    os.makedirs(bad_dir)
+    with open(bad_dir + b"/qna.yaml", "w") as handle:
+        handle.write(skill_yaml())
+    # A strict stdout (not the surrogateescape of a C locale) must still print the diagnostics.
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    import subprocess
+    import sys
+
+    code = "import sys; from labtax.cli import main; sys.exit(main(sys.argv[1:]))"
+    for args in (["validate"], ["validate", "-f", "json"], ["validate", os.fsdecode(bad_dir + b"/qna.yaml")]):
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=project.root, env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 1, result.stderr
+        assert "not valid UTF-8; rename it" in result.stdout
+        assert "Traceback" not in result.stderr and "unexpected error" not in result.stderr

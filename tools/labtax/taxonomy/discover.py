@@ -29,9 +29,19 @@ class Discovery:
 def display_path(path: Path, config: Config) -> str:
     """A path as diagnostics show it: relative to the project root when inside it (GitHub needs that)."""
     try:
-        return path.absolute().relative_to(config.project_root).as_posix()
+        shown = path.absolute().relative_to(config.project_root).as_posix()
     except ValueError:
-        return path.absolute().as_posix()
+        shown = path.absolute().as_posix()
+    # A name that is not UTF-8 arrives with surrogates, which a strict stdout cannot print.
+    return shown.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _is_utf8_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def taxonomy_relative(path: Path, config: Config) -> PurePosixPath | None:
@@ -90,6 +100,9 @@ def _problem(path: Path, config: Config, rule: str, message: str) -> tuple[None,
 
 
 def _scan(path: Path, config: Config, explicit: bool) -> Iterator[tuple[Path | None, Diagnostic | None]]:
+    if not _is_utf8_name(str(path)):
+        yield _problem(path, config, "file-name", "this path is not valid UTF-8; rename it")
+        return
     if path.is_symlink() and is_outside_project(path, config):
         yield _problem(
             path, config, "symlink-outside", "this symlink points outside the repository; copy the content in instead"
@@ -124,6 +137,9 @@ def _walk(directory: Path, config: Config) -> Iterator[tuple[Path | None, Diagno
             child = base / name
             if name.startswith(".") or name in _SKIP_DIRS:
                 continue
+            if not _is_utf8_name(name):
+                yield _problem(child, config, "file-name", "this directory name is not valid UTF-8; rename it")
+                continue
             if child.is_symlink():
                 if is_outside_project(child, config):
                     yield from _scan(child, config, explicit=False)
@@ -134,7 +150,9 @@ def _walk(directory: Path, config: Config) -> Iterator[tuple[Path | None, Diagno
             keep.append(name)
         dirnames[:] = keep
         for name in sorted(filenames):
-            if name == LEAF_FILE or looks_like_leaf_file(name):
+            if not _is_utf8_name(name):
+                yield _problem(base / name, config, "file-name", "this file name is not valid UTF-8; rename it")
+            elif name == LEAF_FILE or looks_like_leaf_file(name):
                 yield from _scan(base / name, config, explicit=False)
     yield from _unlistable(unreadable, directory, config)
 
