@@ -6,14 +6,18 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_NON_WORD = re.compile(r"[^\w\s]+")
+_WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
+
+
+def normalised_tokens(text: str) -> list[str]:
+    """The words of a text with case, Unicode form and punctuation folded away (one regex pass)."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 def normalise(text: str) -> str:
     """Case, Unicode form, punctuation and runs of whitespace don't make two texts different."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return _SPACE.sub(" ", _NON_WORD.sub(" ", folded)).strip()
+    return " ".join(normalised_tokens(text))
 
 
 def words(text: str) -> list[str]:
@@ -27,7 +31,7 @@ def shingles(text: str, size: int) -> set[str]:
     Word shingles (not characters) so that two answers about the same topic but worded differently
     stay apart, while a copy with a few words edited still shares most of its shingles.
     """
-    tokens = normalise(text).split()
+    tokens = normalised_tokens(text)
     if len(tokens) <= size:
         return {" ".join(tokens)} if tokens else set()
     return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
