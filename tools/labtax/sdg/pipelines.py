@@ -465,6 +465,7 @@ async def _respond_and_judge(run: LeafRun, round_slot: str, items: list[tuple[st
             continue
         assert answer.data is not None
         pairs.append((instruction, context, str(answer.data["response"]).strip()))
+        run.stats["response"].kept += 1
     judged = await run.ask_all(
         [
             run.build_request(
@@ -530,6 +531,7 @@ async def run_freeform(run: LeafRun) -> None:
                 text = str(text).strip()
                 if run.novel("freeform_instructions", text, {"instruction": text}):
                     candidates.append(text)
+                    run.stats["freeform_instructions"].kept += 1
         # Judge only what the budget can carry through responses and the pair judge (3 requests each).
         affordable = run.reserve(min(len(candidates), run.remaining // 3))
         for text in candidates[affordable:]:
