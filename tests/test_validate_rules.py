@@ -403,6 +403,30 @@ def test_short_local_pin_names_the_git_tree_id(project: Project) -> None:
     assert "git tree id of the directory" in bad.message
 
 
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("/etc/*", "is absolute"),
+        ("~/notes/*.md", "is absolute"),
+        ("../*.md", "climbs out of the documents with '..'"),
+        ("**/../../*", "climbs out of the documents with '..'"),
+    ],
+)
+def test_document_patterns_stay_inside_the_documents(project: Project, pattern: str, problem: str) -> None:
+    tree = project.documents()
+    file = project.leaf("knowledge/k", knowledge_yaml(tree).replace("'*.md'", f'"{pattern}"'))
+    [bad] = project.validate(check_documents=True).diagnostics  # and never resolved: no crash, no document-check
+    assert (bad.file, bad.line, bad.column, bad.rule) == (file, 9, 7, "document-pattern")
+    assert bad.message.startswith(f"pattern '{pattern}' {problem}")
+
+
+def test_unsafe_document_repo_is_never_resolved(project: Project) -> None:
+    # '/' with '**/*' would read the whole disk into the leaf hash if it were resolved.
+    project.leaf("knowledge/k", knowledge_yaml("a" * 40, repo="/").replace("'*.md'", '"**/*"'))
+    result = project.validate(check_documents=True)
+    assert [d.rule for d in result.diagnostics] == ["document-repo"]
+
+
 # --- attribution ----------------------------------------------------------------------------------
 
 
@@ -478,7 +502,7 @@ ALL_RULES = (
     "missing-key wrong-type too-few-items empty-value duplicate-item bad-version deprecated-version schema "
     "file-name leaf-place symlink-outside unreadable file-too-large encoding empty-file not-a-mapping "
     "context-too-long qna-too-long seed-too-long duplicate-question document-repo document-commit "
-    "document-check attribution-missing attribution-field attribution-license"
+    "document-check document-pattern attribution-missing attribution-field attribution-license"
 ).split()
 
 

@@ -33,7 +33,7 @@ from labtax.taxonomy.leaf import (
     parse_attribution,
 )
 from labtax.taxonomy.load import load_yaml_text, whitespace_diagnostics
-from labtax.validate.rules import LeafChecker, check_attribution
+from labtax.validate.rules import LeafChecker, check_attribution, document_is_usable
 from labtax.validate.schema import LATEST_VERSION, SUPPORTED_VERSIONS, validate_schema
 
 
@@ -212,7 +212,9 @@ def validate_leaf_file(
     display_dir = file.rsplit("/", 1)[0] if "/" in file else ""
     diagnostics.extend(check_attribution(leaf_dir, display_dir))
     document = document_ref(content.get("document")) if kind == "knowledge" else None
-    if check_documents and document is not None:
+    # An unsafe reference (absolute path, '..', absolute pattern) is reported by the rules and never resolved.
+    resolvable = document is not None and document_is_usable(document.repo, document.patterns)
+    if check_documents and document is not None and resolvable:
         from labtax.documents import check_document
 
         position = doc.position(("document",))
@@ -222,7 +224,9 @@ def validate_leaf_file(
             )
     attribution = _read_attribution(leaf_dir)
     digest = (
-        local_document_digest(config.project_root, document) if document is not None and document.is_local else None
+        local_document_digest(config.project_root, document)
+        if document is not None and document.is_local and resolvable
+        else None
     )
     leaf = leaf_from_content(leaf_path(path, config), branch, content, attribution, digest)
     return leaf, diagnostics

@@ -149,6 +149,11 @@ class LeafChecker:
                     f"document.repo '{repo}' is neither a git URL (https://...) nor a relative path inside "
                     "the repository",
                 )
+        patterns = document.get("patterns")
+        for index, pattern in enumerate(patterns if isinstance(patterns, list) else []):
+            problem = pattern_problem(pattern)
+            if problem:
+                yield self.at(("document", "patterns", index), "document-pattern", f"pattern '{pattern}' {problem}")
         commit = document.get("commit")
         if commit is None:
             yield self.at(
@@ -166,7 +171,29 @@ class LeafChecker:
 
 def _is_relative_path(repo: str) -> bool:
     path = Path(repo)
-    return not path.is_absolute() and ".." not in path.parts and not repo.startswith("~")
+    return not path.is_absolute() and ".." not in path.parts and not repo.startswith("~") and "\0" not in repo
+
+
+def pattern_problem(pattern: object) -> str | None:
+    """Why a document pattern cannot be used (None when it can): patterns select files inside the
+    documents, so they are relative and never climb out with '..'."""
+    if not isinstance(pattern, str) or not pattern.strip():
+        return None  # the schema reports wrong types and empty patterns
+    if "\0" in pattern:
+        return "contains a NUL character"
+    if pattern.startswith(("/", "~")) or Path(pattern).is_absolute():
+        return "is absolute; write it relative to the documents (for example *.md)"
+    if ".." in Path(pattern).parts:
+        return "climbs out of the documents with '..'"
+    return None
+
+
+def document_is_usable(repo: str, patterns: tuple[str, ...]) -> bool:
+    """Whether the reference is safe to resolve: a URL or a relative path, and usable patterns.
+    Resolving anything else could read files outside the repository (or walk the whole disk)."""
+    if not (_URL.match(repo) or _is_relative_path(repo)):
+        return False
+    return bool(patterns) and all(pattern.strip() and pattern_problem(pattern) is None for pattern in patterns)
 
 
 def check_attribution(leaf_dir: Path, display_dir: str) -> Iterator[Diagnostic]:
