@@ -399,3 +399,23 @@ def test_git_calls_do_not_depend_on_the_commit_count(repo: Path, tmp_path: Path)
     calls = log.read_text().splitlines()
     assert len(calls) <= 10, calls
     assert not any("--contains" in call or "rev-list" in call for call in calls)
+
+
+def test_instructlab_layout_with_the_taxonomy_at_the_repository_top(tmp_path: Path) -> None:
+    """`[tool.labtax] taxonomy = "."`: branches at the top, other top-level files are not leaves."""
+    root = tmp_path / "instructlab-style"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "."\n')
+    for name in ("alpha", "beta"):
+        directory = root / "compositional_skills" / "writing" / name
+        directory.mkdir(parents=True)
+        (directory / "qna.yaml").write_text(skill_text(name))
+    commit_all(root, "base")
+    (root / "compositional_skills/writing/alpha/qna.yaml").write_text(skill_text("alpha", " Edited."))
+    (root / "README.md").write_text("not a leaf\n")
+    (root / ".hidden" / "compositional_skills").mkdir(parents=True)
+    (root / ".hidden/compositional_skills/qna.yaml").write_text(skill_text("hidden"))
+
+    [change] = changed_leaves(load_config(start=root), "main").changes
+    assert (change.status, change.path) == ("modified", "compositional_skills/writing/alpha/qna.yaml")
