@@ -115,8 +115,12 @@ def test_dry_run_prints_the_plan_and_sends_nothing(project: Path, capsys: pytest
         assert not (out / "generation.json").exists()
         assert "4 leaves to generate" in printed and "nothing was sent" in printed
         assert "generate knowledge" in printed and "taxonomy" not in printed.split("\n")[0]
-        assert generate(server.url, out, "--target", "3") == 0
-        capsys.readouterr()
+        command = ["generate", "-o", str(out), "--teacher-url", server.url, "--teacher-model", "fake-teacher"]
+        assert main([*command, "--target", "3"]) == 0  # not quiet: bars on stderr, the summary on stdout
+        captured = capsys.readouterr()
+        assert "freeform_instructions" in captured.err and "req/s" in captured.err
+        assert "4 of 4 leaves run" in captured.out and "generated       3      3" in captured.out
+        assert "knowledge_judge" in captured.out  # the per-stage table
         main(
             [
                 "generate",
@@ -149,6 +153,9 @@ def test_base_limits_generation_to_changed_leaves(project: Path) -> None:
 
 def test_bad_configuration_fails_before_any_request(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = project / "gen"
+    (project / "a-file").write_text("")
+    assert generate("http://127.0.0.1:9/v1", project / "a-file") == 2
+    assert "is not a directory" in capsys.readouterr().err
     with running_server() as server:
         assert generate(server.url, out, "--target", "0") == 2
         assert "--target must be at least 1" in capsys.readouterr().err

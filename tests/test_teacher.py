@@ -231,3 +231,23 @@ def test_local_teacher_answers_every_request_and_records_gibberish_as_failures(t
 def test_local_teacher_rejects_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"config\.json"):
         LocalTeacher(LocalSettings(tmp_path))
+
+
+def test_the_fake_server_runs_as_a_script() -> None:
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from conftest import REPO_ROOT
+
+    command = [sys.executable, "-m", "tests.openai_server", "--port", "0", "--model", "m"]
+    server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split(" at ")[1].strip()
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as response:
+            assert json.load(response)["data"][0]["id"] == "m"
+    finally:
+        server.terminate()
+        server.wait()

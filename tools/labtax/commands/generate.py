@@ -80,6 +80,8 @@ def command(
 
     if base is not None and all_leaves:
         raise UsageError("--base and --all exclude each other: --base limits generation to changed leaves")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is not a directory; name a directory for the generation results")
     config = load_config(taxonomy=root)
     loaded = load_leaves(config)
     if loaded.errors:
