@@ -439,6 +439,20 @@ def test_attribution_missing(project: Project) -> None:
     )
 
 
+def test_attribution_unreadable(project: Project) -> None:
+    project.leaf("compositional_skills/a", skill_yaml(), attribution=None)
+    project.write("taxonomy/compositional_skills/a/attribution.txt", b"Title of work: caf\xe9\n")
+    project.leaf("compositional_skills/b", skill_yaml(), attribution=None)
+    with (project.root / "taxonomy/compositional_skills/b/attribution.txt").open("wb") as handle:
+        handle.truncate(10 * 1024 * 1024)
+    findings = project.validate().diagnostics
+    assert [(d.file.split("/")[2], d.rule) for d in findings] == [
+        ("a", "attribution-missing"),
+        ("b", "attribution-missing"),
+    ]
+    assert all("cannot be read as UTF-8 text of at most 64 KiB" in d.message for d in findings)
+
+
 def test_attribution_fields(project: Project) -> None:
     attribution = ATTRIBUTION.replace("Revision: n/a\n", "").replace("Creator names: Test Author", "Creator names:")
     project.leaf("compositional_skills/a", skill_yaml(), attribution=attribution)

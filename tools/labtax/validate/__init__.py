@@ -33,7 +33,7 @@ from labtax.taxonomy.leaf import (
     parse_attribution,
 )
 from labtax.taxonomy.load import load_yaml_text, whitespace_diagnostics
-from labtax.validate.rules import LeafChecker, check_attribution, document_is_usable
+from labtax.validate.rules import LeafChecker, check_attribution, document_is_usable, read_attribution_text
 from labtax.validate.schema import LATEST_VERSION, SUPPORTED_VERSIONS, validate_schema
 
 
@@ -241,11 +241,8 @@ def _bad_version_message(version: object) -> str:
 
 
 def _read_attribution(leaf_dir: Path) -> Attribution | None:
-    try:
-        text = (leaf_dir / ATTRIBUTION_FILE).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    return parse_attribution(text)[0]
+    text = read_attribution_text(leaf_dir / ATTRIBUTION_FILE)
+    return None if text is None else parse_attribution(text)[0]
 
 
 def load_leaves(config: Config, paths: Iterable[Path] | None = None) -> ValidationResult:

@@ -196,6 +196,21 @@ def document_is_usable(repo: str, patterns: tuple[str, ...]) -> bool:
     return bool(patterns) and all(pattern.strip() and pattern_problem(pattern) is None for pattern in patterns)
 
 
+MAX_ATTRIBUTION_BYTES = 64 * 1024
+
+
+def read_attribution_text(path: Path) -> str | None:
+    """The text of an attribution.txt, or None when it is unreadable, not UTF-8 or implausibly large."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_ATTRIBUTION_BYTES + 1)
+        if len(data) > MAX_ATTRIBUTION_BYTES:
+            return None
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def check_attribution(leaf_dir: Path, display_dir: str) -> Iterator[Diagnostic]:
     """`attribution.txt` beside the qna.yaml, with every field and an allowed licence."""
     path = leaf_dir / ATTRIBUTION_FILE
@@ -209,10 +224,16 @@ def check_attribution(leaf_dir: Path, display_dir: str) -> Iterator[Diagnostic]:
             f"{ATTRIBUTION_FILE} is missing beside qna.yaml; add one with the fields: {', '.join(ATTRIBUTION_FIELDS)}",
         )
         return
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        yield Diagnostic(file, 1, 1, "attribution-missing", f"{ATTRIBUTION_FILE} cannot be read as UTF-8 text: {exc}")
+    text = read_attribution_text(path)
+    if text is None:
+        yield Diagnostic(
+            file,
+            1,
+            1,
+            "attribution-missing",
+            f"{ATTRIBUTION_FILE} cannot be read as UTF-8 text of at most {MAX_ATTRIBUTION_BYTES // 1024} KiB; "
+            "it holds five short lines",
+        )
         return
     attribution, lines = parse_attribution(text)
     for name in ATTRIBUTION_FIELDS:
