@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ def git_blob_id(data: bytes) -> str:
 
 
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+_RESOLVE_ROUTE = re.compile(r"^/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _REPO_ROUTE = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)/(refs|tree|preupload|commit|tag|revision)(?:/(.*))?$")
 
 
@@ -90,10 +92,12 @@ class HubState:
         self.failures: list[Failure] = []
         self.lock = threading.Lock()
         self._counter = 0
+        self._nonce = uuid.uuid4().hex
 
     def new_oid(self, seed: str) -> str:
+        """A commit id unique to this server, as the Hub's are (clients cache files by commit id)."""
         self._counter += 1
-        return hashlib.sha1(f"{self._counter}:{seed}".encode(), usedforsecurity=False).hexdigest()
+        return hashlib.sha1(f"{self._nonce}:{self._counter}:{seed}".encode(), usedforsecurity=False).hexdigest()
 
     def take_failure(self, operation: str) -> Failure | None:
         for failure in self.failures:
@@ -141,9 +145,41 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_HEAD(self) -> None:
+        self._resolve(head=True)
+
+    def _resolve(self, head: bool) -> None:
+        """`hf_hub_download`: HEAD for the metadata (commit, ETag, size), then GET for the bytes."""
+        state = self.server.state
+        match = _RESOLVE_ROUTE.match(urlsplit(self.path).path)
+        with state.lock:
+            state.requests.append(
+                RecordedRequest("HEAD" if head else "GET", self.path, "resolve", self.headers.get("Authorization"), b"")
+            )
+            repo = (
+                state.repos.get(("dataset" if match and match.group(1) else "model", match.group(2))) if match else None
+            )
+            commit = repo.resolve(unquote(match.group(3))) if repo and match else None
+            data = commit.files.get(unquote(match.group(4))) if commit and match else None
+        if commit is None or data is None or (repo is not None and repo.private and not self._authorised()):
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound" if commit is not None else "RevisionNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", commit.oid)
+        self.send_header("ETag", f'"{git_blob_id(data)}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+
     def _dispatch(self, method: str) -> None:
         state = self.server.state
         url = urlsplit(self.path)
+        if method == "GET" and _RESOLVE_ROUTE.match(url.path):
+            return self._resolve(head=False)
         body = self._body() if method == "POST" else b""
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         path = unquote(url.path)

@@ -1,9 +1,11 @@
-"""`labtax release --dry-run` end to end on the shipped taxonomy: a stand-in teacher on 127.0.0.1,
-a tiny base model built offline, real generation, curation, two-phase training and evaluation on CPU.
+"""`labtax release` end to end on the shipped taxonomy: a stand-in teacher and a stand-in Hub on
+127.0.0.1, a tiny base model built offline, real generation, curation, two-phase training and
+evaluation on CPU.
 
-One scenario, because each step builds on the last: the first release builds everything; the next
-version with nothing changed sends no teacher request and trains nothing; a changed leaf
-regenerates only that leaf, and a model worse than the previous release stops at the gate.
+One scenario, because each step builds on the last: a dry run builds everything and pushes nothing;
+the real release pushes exactly the staged files and tags them; the next version with nothing
+changed (previous release read from the Hub) sends no teacher request and trains nothing; a changed
+leaf regenerates only that leaf, and a model worse than the previous release stops at the gate.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, git
+from hub_server import running_hub
 from labtax.cli import main
 from openai_server import RunningServer, running_server
+
+TOKEN = "hf_ReleaseTokenNeverPrinted42"
 
 # A handful of optimizer steps: this proves the pipeline, not the model.
 TINY_TRAINING = [
@@ -42,34 +47,48 @@ def taxonomy_repo(tmp_path: Path) -> Path:
 
 
 def release(
-    repo: Path, output: Path, version: str, teacher: RunningServer, base_model: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Path,
+    output: Path,
+    version: str,
+    teacher: RunningServer,
+    base_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *extra: str,
 ) -> int:
     monkeypatch.chdir(repo)
     return main(
         [
-            *("release", version, "--dry-run", "--output", str(output), "--repo", "org/student"),
+            *("release", version, *extra, "--output", str(output), "--repo", "org/student"),
             *("--base-model", str(base_model), "--teacher-url", teacher.url, "--teacher-model", "fake-teacher"),
-            *("--target", "2", "--eval-max-new-tokens", "2", "--source-url", "https://github.com/org/taxonomy"),
+            *("--target", "2", "--eval-max-new-tokens", "1", "--source-url", "https://github.com/org/taxonomy"),
             *TINY_TRAINING,
         ]
     )
 
 
-def test_release_dry_run_then_nothing_changed_then_a_gate_failure(
+def test_release_dry_run_push_nothing_changed_and_gate_failure(
     taxonomy_repo: Path,
     tiny_model_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    import huggingface_hub.constants
+
+    # conftest keeps every test offline; this one talks to its own Hub on 127.0.0.1.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
     output = tmp_path / "release"
     leaf_count = len(list((taxonomy_repo / "taxonomy").rglob("qna.yaml")))
-    with running_server() as teacher:
-        # 1. The first release builds everything and shows what it would push.
-        assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch) == 0
+    with running_server() as teacher, running_hub(TOKEN) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+
+        # 1. A dry run builds everything, writes the manifest and card, and only says what it would push.
+        assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch, "--dry-run") == 0
         first = capsys.readouterr()
         first_requests = teacher.chat_requests
-        assert first_requests > 0
+        assert first_requests > 0 and hub.state.requests == []
         manifest = json.loads((output / "release.json").read_text())
         assert manifest["version"] == "v1.0.0" and manifest["previous_version"] is None
         assert manifest["taxonomy_commit"] == git(taxonomy_repo, "rev-parse", "HEAD").strip()
@@ -87,40 +106,43 @@ def test_release_dry_run_then_nothing_changed_then_a_gate_failure(
             manifest["evaluation"]["gate"]["status"] == "skipped"
             and "heldout_loss" in manifest["evaluation"]["overall"]
         )
-        assert manifest["hub"] == {
-            "repo_id": "org/student",
-            "tag": "v1.0.0",
-            "revision": None,
-            "dataset_repo_id": None,
-            "dataset_revision": None,
-            "url": None,
-        }
+        assert manifest["hub"]["repo_id"] == "org/student" and manifest["hub"]["revision"] is None
         assert len(manifest["generation"]) == leaf_count
-
-        pushed = sorted(
-            p.relative_to(output / "hub" / "model").as_posix() for p in (output / "hub" / "model").rglob("*")
-        )
+        staged = output / "hub" / "model"
+        staged_files = {p.relative_to(staged).as_posix(): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
         assert {"README.md", "release.json", "eval.json", "config.json", "model.safetensors", "tokenizer.json"} <= set(
-            pushed
+            staged_files
         )
         assert "would push:" in first.out and "repository org/student:" in first.out and "tag v1.0.0" in first.out
-        card = (output / "hub" / "model" / "README.md").read_text()
+        card = staged_files["README.md"].decode()
         assert "model-index" in card and "## Leaves added and changed (first release: every leaf is new)" in card
-        link = f"https://github.com/org/taxonomy/blob/{manifest['taxonomy_commit']}/taxonomy/{CHANGED_LEAF}"
-        assert link in card
-        assert (output / "history" / "v1.0.0" / "release.json").is_file() and (output / "notes.md").is_file()
+        assert f"https://github.com/org/taxonomy/blob/{manifest['taxonomy_commit']}/taxonomy/{CHANGED_LEAF}" in card
 
-        # 2. Nothing changed: no teacher request, no training, nothing to push.
+        # 2. The real release reuses the generation cache and pushes exactly the staged files, tagged.
+        assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch) == 0
+        pushed = capsys.readouterr()
+        assert teacher.chat_requests == first_requests
+        repo = hub.repo("org/student")
+        assert [c.message for c in repo.user_commits()] == ["labtax release v1.0.0"]
+        released = dict(repo.commits[repo.tags["v1.0.0"]].files)
+        released.pop(".gitattributes")
+        assert released == {p.relative_to(staged).as_posix(): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
+        manifest = json.loads((output / "release.json").read_text())
+        assert manifest["hub"]["revision"] == repo.tags["v1.0.0"] and "pushed org/student @ v1.0.0" in pushed.out
+        assert TOKEN not in pushed.out + pushed.err
+
+        # 3. Nothing changed: the previous release comes from the Hub; no teacher request, no training, no push.
         git(taxonomy_repo, "tag", "v1.0.1")
         runs = {p: p.stat().st_mtime_ns for p in (output / "train").rglob("training.json")}
         assert release(taxonomy_repo, output, "v1.0.1", teacher, tiny_model_dir, monkeypatch) == 0
         unchanged = capsys.readouterr()
+        assert "nothing changed since v1.0.0" in unchanged.err
         assert teacher.chat_requests == first_requests
         assert {p: p.stat().st_mtime_ns for p in (output / "train").rglob("training.json")} == runs
-        assert "nothing changed since v1.0.0" in unchanged.err and "would push" not in unchanged.out
+        assert len(repo.user_commits()) == 1 and set(repo.tags) == {"v1.0.0"}
         assert (output / "skipped").read_text() == "v1.0.0\n"
 
-        # 3. One leaf changes and the model is worse than the previous release: stop at the gate.
+        # 4. One leaf changes and the model is worse than the previous release: stop at the gate.
         leaf_file = taxonomy_repo / "taxonomy" / CHANGED_LEAF
         leaf_file.write_text(leaf_file.read_text().replace("task_description: ", "task_description: Short poems. ", 1))
         git(taxonomy_repo, "commit", "-q", "-am", "haiku: sharper description")
@@ -130,10 +152,10 @@ def test_release_dry_run_then_nothing_changed_then_a_gate_failure(
         for leaf in better["leaves"]:  # the previous release's model was far better on every leaf
             leaf["model"]["nll_sum"] = leaf["model"]["tokens"] * 0.5
         previous_eval.write_text(json.dumps(better))
-        assert release(taxonomy_repo, output, "v1.1.0", teacher, tiny_model_dir, monkeypatch) == 1
+        assert release(taxonomy_repo, output, "v1.1.0", teacher, tiny_model_dir, monkeypatch, "--dry-run") == 1
         gated = capsys.readouterr()
         assert 0 < teacher.chat_requests - first_requests < first_requests / 4  # only the changed leaf
         assert "error: the evaluation gate failed:" in gated.err and "held-out loss rose" in gated.err
         assert "Nothing was pushed" in gated.err and "would push" not in gated.out
         assert json.loads((output / "release.json").read_text())["changes"]["modified"] == [CHANGED_LEAF]
-        assert not (output / "history" / "v1.1.0").exists()
+        assert not (output / "history" / "v1.1.0").exists() and set(repo.tags) == {"v1.0.0"}

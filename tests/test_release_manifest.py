@@ -123,3 +123,25 @@ def test_the_model_card_has_model_index_changed_leaves_with_links_and_provenance
     assert "**Deleted** (1):\n- `gone/qna.yaml`" in text
     assert "since v1.0.0" in text and "teacher `teacher-model`" in text and "3" * 64 in text
     assert "## Intended use" in text and "Release gate: passed (beats base)" in text
+
+
+def test_restored_generation_results_are_kept_only_when_the_previous_release_vouches_for_them(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from labtax.release.manifest import file_sha256
+    from labtax.release.stages import verify_generation_cache
+
+    leaves = tmp_path / "generation" / "leaves"
+    for key, text in (("vouched", "good\n"), ("tampered", "planted\n"), ("unknown", "new\n")):
+        (leaves / key).mkdir(parents=True)
+        (leaves / key / "samples.jsonl").write_text(text)
+    (leaves / "resuming").mkdir()
+    (leaves / "resuming" / "journal.jsonl").write_text("{}\n")
+    vouched_hash = file_sha256(leaves / "vouched" / "samples.jsonl")
+    previous = replace(sample_manifest(), generation={"vouched": vouched_hash, "tampered": "0" * 64})
+
+    discarded = verify_generation_cache(tmp_path / "generation", previous)
+
+    assert discarded == ["resuming", "tampered", "unknown"]
+    assert sorted(p.name for p in leaves.iterdir()) == ["vouched"]
+    assert verify_generation_cache(tmp_path / "missing", previous) == []

@@ -97,6 +97,14 @@ def command(
             show_default=False,
         ),
     ] = None,
+    vet_cache: Annotated[
+        bool,
+        typer.Option(
+            "--vet-cache",
+            help="Trust restored generation results only when the previous release.json vouches for their SHA-256 "
+            "(for caches other workflows can write, as in CI).",
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild even when nothing changed since the previous release.")
     ] = False,
@@ -154,6 +162,7 @@ def command(
         train_overrides=_parse_overrides(overrides or []),
         previous_manifest=previous_manifest,
         force=force,
+        vet_cache=vet_cache,
         source_url=source_url or _default_source_url(config.project_root),
         license=license_id,
     )

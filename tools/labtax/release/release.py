@@ -78,6 +78,7 @@ class ReleaseOptions:
     train_config: Path | None = None
     train_overrides: dict[str, Any] = field(default_factory=dict)
     previous_manifest: Path | None = None
+    vet_cache: bool = False
     force: bool = False
     source_url: str | None = None
     license: str = "apache-2.0"
@@ -235,6 +236,7 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
     evaluation = stages.evaluate(
         config,
         options,
+        leaves,
         training.model_dir,
         options.output,
         previous_eval if previous_eval and previous_eval.is_file() else None,

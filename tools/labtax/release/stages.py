@@ -10,13 +10,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
-from labtax.release.manifest import DataFile, ReleaseManifest, file_sha256, hash_data_files
+from labtax.release.manifest import (
+    DataFile,
+    ReleaseManifest,
+    file_sha256,
+    fingerprint,
+    hash_data_files,
+    write_text_atomic,
+)
 
 if TYPE_CHECKING:
     from labtax.release.release import ReleaseOptions
@@ -81,16 +89,23 @@ def download_release_files(repo_id: str, tag: str, target_dir: Path) -> bool:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    from labtax.release.hub import hub_endpoint
+
     token = os.environ.get("HF_TOKEN") or None
-    try:
-        fetched = {
-            name: hf_hub_download(repo_id, name, revision=tag, token=token) for name in ("release.json", "eval.json")
-        }
-    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
-        return False
-    target_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in fetched.items():
-        shutil.copyfile(path, target_dir / name)
+    # A private cache: what the Hub holds now, never a file some earlier download left behind.
+    with tempfile.TemporaryDirectory() as cache:
+        try:
+            fetched = {
+                name: hf_hub_download(
+                    repo_id, name, revision=tag, token=token, endpoint=hub_endpoint(), cache_dir=cache
+                )
+                for name in ("release.json", "eval.json")
+            }
+        except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
+            return False
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for name, path in fetched.items():
+            shutil.copyfile(path, target_dir / name)
     return True
 
 
@@ -111,9 +126,7 @@ def verify_generation_cache(generation_dir: Path, previous: ReleaseManifest | No
     discarded = []
     for entry in sorted(p for p in leaves_dir.iterdir() if p.is_dir()):
         samples = entry / "samples.jsonl"
-        journal = entry / "journal.jsonl"
-        if journal.exists() and not samples.exists():
-            continue  # an interrupted generation of this very release: the stage resumes it
+        # A journal of unfinished work is not vouched for either: a cache is saved by finished runs only.
         if samples.is_file() and vouched.get(entry.name) == file_sha256(samples):
             continue
         shutil.rmtree(entry)
@@ -144,10 +157,14 @@ def teacher_spec(options: ReleaseOptions) -> Any:
 def generate(
     config: Config, options: ReleaseOptions, leaves: list[Leaf], generation_dir: Path, previous: ReleaseManifest | None
 ) -> GenerationOutcome:
-    """Generate what the cache lacks (`labtax.sdg.run.generate`); unchanged leaves cost no request."""
+    """Generate what the cache lacks (`labtax.sdg.run.generate`); unchanged leaves cost no request.
+
+    With `vet_cache` (the workflow, whose cache other workflows can write), restored results are
+    kept only when the previous release vouches for them.
+    """
     from labtax.sdg.run import generate as run_generation
 
-    discarded = verify_generation_cache(generation_dir, previous)
+    discarded = verify_generation_cache(generation_dir, previous) if options.vet_cache else []
     spec = teacher_spec(options)
     result = run_generation(
         leaves, spec, generation_dir, params=generation_params(options), project_root=config.project_root
@@ -233,9 +250,18 @@ def train(options: ReleaseOptions, data_dir: Path, run_dir: Path) -> TrainingOut
 
 
 def evaluate(
-    config: Config, options: ReleaseOptions, model_dir: Path, output: Path, previous_eval: Path | None
+    config: Config,
+    options: ReleaseOptions,
+    leaves: list[Leaf],
+    model_dir: Path,
+    output: Path,
+    previous_eval: Path | None,
 ) -> EvaluationOutcome:
-    """Score the model and the base model on the held-out seeds; gate against the previous release."""
+    """Score the model and the base model on the held-out seeds; gate against the previous release.
+
+    An evaluation of the very same model, taxonomy, baseline and previous results (a release re-run
+    after a failed push, or the real release after a dry run) is reused instead of repeated.
+    """
     from labtax.train.evaluate import EvalConfig, run_evaluation
 
     eval_config = EvalConfig(
@@ -247,7 +273,21 @@ def evaluate(
     )
     if options.eval_max_new_tokens:
         eval_config = replace(eval_config, max_new_tokens=options.eval_max_new_tokens)
-    run_evaluation(eval_config)
+    stamp_file = output / "eval.stamp"
+    stamp = fingerprint(
+        {
+            "model": [(item.path, item.sha256) for item in hash_data_files(model_dir, list(model_dir.rglob("*.*")))],
+            "leaves": [(leaf.path, leaf.leaf_hash) for leaf in leaves],
+            "baseline": options.base_model,
+            "previous": file_sha256(previous_eval) if previous_eval else None,
+            "max_new_tokens": eval_config.max_new_tokens,
+        }
+    )
+    reusable = (output / "eval.json").is_file() and stamp_file.is_file() and stamp_file.read_text().strip() == stamp
+    if not reusable:
+        stamp_file.unlink(missing_ok=True)
+        run_evaluation(eval_config)
+        write_text_atomic(stamp_file, stamp + "\n")
     return read_evaluation(output / "eval.json")
 
 
