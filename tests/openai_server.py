@@ -43,7 +43,8 @@ class ServerState:
     slow_s: float = 2.0
     retry_after: str = "0"
     api_key: str | None = None
-    ignore_response_format: bool = False
+    ignore_response_format: bool = False  # answer in prose-wrapped JSON, as servers without structured output do
+    reject_response_format: bool = False  # HTTP 400 for any request carrying response_format
     faults: list[str] = field(default_factory=list)
     fault_rates: dict[str, float] = field(default_factory=dict)
     answers: dict[str, Answer] = field(default_factory=dict)  # stage -> custom answer
@@ -82,6 +83,24 @@ def _section(prompt: str, header: str) -> str:
         return match.group(1).strip()
     inline = re.search(rf"^{re.escape(header)}:\s*(.+)$", prompt, re.M)
     return inline.group(1).strip() if inline else ""
+
+
+_MARKERS = {
+    "Candidate instruction:": "instruction_judge",
+    "Rate the response:": "pair_judge",
+    "new instructions for the same task": "freeform_instructions",
+    "new contexts of the same kind": "grounded_contexts",
+    "can be done using only the context": "grounded_questions",
+    "question-answer pairs about facts": "knowledge_qa",
+    "faithfulness: 1 if": "knowledge_judge",
+    '{"response":': "response",
+}
+
+
+def _stage_from_prompt(body: dict[str, Any]) -> str:
+    """The stage, from a phrase of its prompt, for requests without response_format."""
+    prompt = _prompt(body)
+    return next((stage for marker, stage in _MARKERS.items() if marker in prompt), "unknown")
 
 
 def _count(prompt: str) -> int:
@@ -198,7 +217,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": "not found"}})
             return
         body = json.loads(raw)
-        stage = str(((body.get("response_format") or {}).get("json_schema") or {}).get("name", "unknown"))
+        if state.reject_response_format and "response_format" in body:
+            with state.lock:
+                state.chat_requests += 1
+            self._send(400, {"error": {"message": "response_format is not supported by this server"}})
+            return
+        stage = str(
+            ((body.get("response_format") or {}).get("json_schema") or {}).get("name", "")
+        ) or _stage_from_prompt(body)
         with state.lock:
             state.chat_requests += 1
             state.counter += 1
@@ -234,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
         finish = "stop"
         if fault == "malformed":
             content = content[: len(content) // 2] + " <- oops"
-        elif fault == "prose" or state.ignore_response_format:
+        elif fault == "prose" or state.ignore_response_format or "response_format" not in body:
             content = f"Sure! Here is the JSON you asked for:\n```json\n{content}\n```\nHope this helps."
         elif fault == "truncate":
             content, finish = content[: len(content) // 2], "length"

@@ -135,6 +135,15 @@ def test_answers_wrapped_in_prose_are_rescued_and_counted() -> None:
     assert all(r.ok and r.rescued for r in results)
 
 
+def test_a_server_that_refuses_structured_output_is_asked_without_it() -> None:
+    with running_server(reject_response_format=True) as server:
+        results, teacher = ask(settings(server.url, concurrency=1), request("a"), request("b"))
+        assert all(r.ok and r.rescued for r in results)  # prose-wrapped answers, found by the fallback parser
+        assert not teacher.structured_output
+        assert server.chat_requests == 3  # one refusal, then every request without response_format
+        assert all("response_format" not in body for body in server.state.bodies)
+
+
 def test_prompt_plus_max_tokens_never_exceed_the_context() -> None:
     with running_server(max_model_len=400) as server:
         (fits, too_long), teacher = ask(

@@ -235,6 +235,7 @@ class OpenAITeacher:
         self.context_source = "configured" if settings.context_length else "default"
         self.requests_sent = 0  # HTTP attempts, retries included
         self._api_key = settings.api_key if settings.api_key is not None else os.environ.get(API_KEY_ENV)
+        self.structured_output = True  # False once the server refuses `response_format`
         self._clients: list[Any] = []
         self._base = base_url(settings.url)
         # One free-slot token per request allowed in flight, naming the client (shard) to use: this
@@ -343,9 +344,10 @@ class OpenAITeacher:
         try:
             seconds = float(value)
         except ValueError:
-            when = email.utils.parsedate_to_datetime(value) if value else None
-            if when is None:
-                return None
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None  # neither seconds nor an HTTP date: back off as usual
             seconds = when.timestamp() - time.time()
         return max(0.0, min(seconds, self.settings.retry_after_max_s))
 
@@ -369,18 +371,17 @@ class OpenAITeacher:
             )
             return result
         validator = validator_for(request.schema)
-        payload = {
+        payload: dict[str, Any] = {
             "model": self.settings.model,
             "messages": request.chat(),
             "max_tokens": max_tokens,
             "temperature": request.temperature,
             "seed": request.seed,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": request.stage, "schema": request.schema, "strict": True},
-            },
         }
-        body = json.dumps(payload).encode("utf-8")
+        structured = {
+            "type": "json_schema",
+            "json_schema": {"name": request.stage, "schema": request.schema, "strict": True},
+        }
         transient = output_failures = 0
         while True:
             result.attempts += 1
@@ -388,8 +389,12 @@ class OpenAITeacher:
             try:
                 slot = await self._slots.get()
                 try:
+                    # Built once the slot is ours, so that a server's refusal of structured output,
+                    # learnt meanwhile from another request, already applies.
+                    sent_structured = self.structured_output
+                    body = json.dumps({**payload, "response_format": structured} if sent_structured else payload)
                     self.requests_sent += 1
-                    response = await self._send(slot, "POST", "/chat/completions", body)
+                    response = await self._send(slot, "POST", "/chat/completions", body.encode("utf-8"))
                 finally:
                     self._slots.put_nowait(slot)
                 status = response.status_code
@@ -409,10 +414,14 @@ class OpenAITeacher:
                     if smaller is not None and 1 <= smaller < max_tokens:
                         max_tokens = smaller
                         payload["max_tokens"] = smaller
-                        body = json.dumps(payload).encode("utf-8")
                         continue
                     result.error_kind, result.error = TOO_LONG, f"HTTP 400: {response.text[:300]}"
                     return result
+                elif status == 400 and sent_structured and _rejects_structured_output(response.text):
+                    # A server without structured output: ask without it from now on; the fallback
+                    # parser and the schema check still apply to every answer.
+                    self.structured_output = False
+                    continue
                 else:
                     result.error_kind, result.error = REFUSED, f"HTTP {status}: {response.text[:300]}"
                     return result
@@ -453,6 +462,10 @@ class OpenAITeacher:
 
 
 _OVERFLOW = re.compile(r"maximum context length|context length|context_length_exceeded|too many tokens", re.I)
+
+
+def _rejects_structured_output(text: str) -> bool:
+    return bool(re.search(r"response_format|json_schema|guided|structured output", text, re.I))
 
 
 def _context_overflow(text: str) -> bool:
@@ -588,6 +601,15 @@ class LocalTeacher:
                     future.set_result(answer)
 
     def _generate(self, requests: list[TeacherRequest]) -> list[TeacherResult]:
+        """Generate a batch, one `generate` call per temperature (a judge at 0 is never sampled at 0.7)."""
+        results: list[TeacherResult | None] = [None] * len(requests)
+        for temperature in sorted({r.temperature for r in requests}):
+            indices = [i for i, r in enumerate(requests) if r.temperature == temperature]
+            for index, result in zip(indices, self._generate_group([requests[i] for i in indices]), strict=True):
+                results[index] = result
+        return [r for r in results if r is not None]
+
+    def _generate_group(self, requests: list[TeacherRequest]) -> list[TeacherResult]:
         import torch
 
         results = [TeacherResult(r.key, r.stage) for r in requests]
@@ -611,7 +633,7 @@ class LocalTeacher:
         pad = self._tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts], device=self._model.device)
         attention = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=self._model.device)
-        temperature = max(requests[i].temperature for i in runnable)
+        temperature = requests[runnable[0]].temperature
         with torch.no_grad():
             output = self._model.generate(
                 input_ids=input_ids,
