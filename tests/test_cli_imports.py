@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("torch", "transformers", "datasets", "peft", "accelerate", "huggingface_hub", "datasketch", "httpx", "numpy")
 
@@ -23,3 +24,15 @@ def test_every_command_has_help() -> None:
     assert {"validate", "check"} <= set(names)
     for name in names:
         assert main([name, "--help"]) == 0
+
+
+def test_a_closed_pipe_is_not_reported_as_a_bug(tmp_path: Path) -> None:
+    # `labtax validate | head -c 1`: the reader leaves early. Output far larger than a pipe buffer
+    # makes the write fail for certain; that is no bug of ours: no "unexpected error", no traceback.
+    leaf = tmp_path / "taxonomy" / "compositional_skills" / "noisy" / "qna.yaml"
+    leaf.parent.mkdir(parents=True)
+    leaf.write_text("version: 3\n" + "# trailing \n" * 5000)
+    script = f"labtax validate --root {tmp_path / 'taxonomy'} | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout.strip() == "141"

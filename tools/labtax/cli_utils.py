@@ -68,6 +68,12 @@ def entry(func: Callable[P, int]) -> Callable[P, None]:
         except KeyboardInterrupt:
             echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader went away (`labtax diff | head`): not an error of ours. Point stdout at
+            # /dev/null so the interpreter's final flush does not raise again, and exit like a shell.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:
