@@ -236,6 +236,8 @@ def test_local_teacher_runs_the_pipelines_offline(
             "1",
             "--max-tokens",
             "24",
+            "--budget-factor",
+            "3",
             "--quiet",
         ]
     )
@@ -247,6 +249,11 @@ def test_local_teacher_runs_the_pipelines_offline(
         assert summary["sent"] > 0 and summary["failed"] == summary["sent"]
         assert {f["kind"] for f in summary["failures"]} <= {"parse", "truncated", "too_long"}
         assert summary["teacher"].startswith("local:")
+    capsys.readouterr()
+    # The dry run computes the same cache keys (knowledge chunked by the model's tokenizer): nothing is new.
+    assert main(["generate", "-o", str(out), "--teacher-model", str(tiny_model_dir), "--target", "1",
+                 "--max-tokens", "24", "--budget-factor", "3", "--dry-run"]) == 0  # fmt: skip
+    assert "2 leaves to generate (0 new, 2 to resume)" in capsys.readouterr().out
 
 
 def index_any(out: Path) -> list[dict]:

@@ -74,7 +74,7 @@ def command(
     from labtax.config import load_config
     from labtax.errors import LabtaxError, UsageError
     from labtax.sdg.pipelines import GenerationParams
-    from labtax.sdg.run import GenerationConfig, TeacherSpec, generate, plan_generation
+    from labtax.sdg.run import TeacherSpec, generate, generation_config, plan_generation
     from labtax.sdg.store import scan_cache
     from labtax.validate import load_leaves
 
@@ -100,11 +100,8 @@ def command(
     params.validate()
     spec.validate()
     if dry_run:
-        plan = plan_generation(
-            loaded.leaves,
-            GenerationConfig(output, spec.identity(), params, config.project_root, selected),
-            scan_cache(output),
-        )
+        plan_config = generation_config(spec, output, params, config.project_root, selected)
+        plan = plan_generation(loaded.leaves, plan_config, scan_cache(output))
         echo(render_plan(plan))
         return 0
     progress = None if quiet else BarProgress()

@@ -224,14 +224,29 @@ class GenerationResult:
     incomplete: list[dict[str, Any]] = field(default_factory=list)
 
 
-def chunker_spans(spec: TeacherSpec) -> tuple[str, Spans]:
+def chunker_name(spec: TeacherSpec) -> str:
     """A local teacher's tokenizer measures chunks; otherwise whitespace words (docs/generation.md)."""
+    return f"tokenizer:{spec.identity()}" if spec.is_local else "words"
+
+
+def chunker_spans(spec: TeacherSpec) -> Spans:
     if spec.is_local:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(spec.model)
-        return f"tokenizer:{spec.identity()}", tokenizer_spans(tokenizer)
-    return "words", word_spans
+        return tokenizer_spans(AutoTokenizer.from_pretrained(spec.model))
+    return word_spans
+
+
+def generation_config(
+    spec: TeacherSpec,
+    output_dir: Path,
+    params: GenerationParams | None = None,
+    project_root: Path = Path("."),
+    selected: frozenset[str] | None = None,
+) -> GenerationConfig:
+    """The configuration a run with `spec` uses (its chunk unit filled in), for `plan_generation` or a dry run."""
+    params = replace(params or GenerationParams(), chunker=chunker_name(spec))
+    return GenerationConfig(output_dir, spec.identity(), params, project_root, selected)
 
 
 def prepare_chunks(leaf: Leaf, project_root: Path, params: GenerationParams, spans: Spans) -> list[Chunk]:
@@ -276,12 +291,10 @@ def generate(
     leaves = list(leaves)
     started = datetime.now(UTC)
     clock = time.monotonic()
-    chunker, spans = (
-        chunker_spans(spec) if any(leaf.kind is LeafKind.KNOWLEDGE for leaf in leaves) else ("words", word_spans)
-    )
-    params = replace(params, chunker=chunker)
-    config = GenerationConfig(output_dir, spec.identity(), params, project_root, selected)
+    config = generation_config(spec, output_dir, params, project_root, selected)
+    params = config.params
     plan = plan_generation(leaves, config, scan_cache(output_dir))
+    spans = chunker_spans(spec) if any(p.leaf.kind is LeafKind.KNOWLEDGE for p in plan.to_run) else word_spans
     # Everything that can fail on the user's input fails here, before the first request.
     chunks = {
         p.cache_key: prepare_chunks(p.leaf, project_root, params, spans)
