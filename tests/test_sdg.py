@@ -194,3 +194,42 @@ def test_scan_cache_sees_finished_and_partial_leaves(tmp_path: Path) -> None:
     cache = scan_cache(tmp_path)
     assert cache["k1"].finished and cache["k1"].kept == 3
     assert not cache["k2"].finished and cache["k2"].journal_lines == 1
+
+
+def test_knowledge_from_a_git_repository_pinned_at_a_commit(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import git
+
+    documents = tmp_path / "docs-repo"
+    documents.mkdir()
+    git(documents, "init", "-q")
+    shutil.copy(REPO_ROOT / "documents" / "ocean_tides" / "ocean_tides.md", documents / "tides.md")
+    git(documents, "add", ".")
+    git(documents, "commit", "-q", "-m", "docs")
+    commit = git(documents, "rev-parse", "HEAD").strip()
+    (documents / "tides.md").write_text("changed after the pin\n")  # the pinned commit is what counts
+    git(documents, "commit", "-q", "-am", "later")
+
+    project = tmp_path / "project"
+    leaf_dir = project / "taxonomy" / "knowledge" / "science" / "tides"
+    shutil.copytree(REPO_ROOT / "taxonomy" / "knowledge" / "science" / "oceanography" / "ocean_tides", leaf_dir)
+    text = (leaf_dir / "qna.yaml").read_text()
+    start = text.index("document:")
+    text = text[:start] + f"document:\n  repo: file://{documents}\n  commit: {commit}\n  patterns:\n    - '*.md'\n"
+    (leaf_dir / "qna.yaml").write_text(text)
+    (project / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
+    result = load_leaves(load_config(project))
+    assert not result.errors, result.diagnostics
+    with running_server() as server:
+        out = tmp_path / "gen"
+        generated = generate(
+            result.leaves, TeacherSpec("fake-teacher", server.url), out, params=GenerationParams(target=3),
+            project_root=project,
+        )  # fmt: skip
+        passages = [
+            m["content"] for body in server.state.bodies for m in body["messages"] if "Passage:" in m["content"]
+        ]
+    assert generated.entries[0]["status"] == "generated"
+    assert passages and all("changed after the pin" not in p for p in passages)
+    assert any("tide-generating force" in p for p in passages)
