@@ -117,6 +117,10 @@ def test_release_dry_run_push_nothing_changed_and_gate_failure(
         card = staged_files["README.md"].decode()
         assert "model-index" in card and "## Leaves added and changed (first release: every leaf is new)" in card
         assert f"https://github.com/org/taxonomy/blob/{manifest['taxonomy_commit']}/taxonomy/{CHANGED_LEAF}" in card
+        notes = (output / "notes.md").read_text()
+        assert (
+            notes.startswith("# v1.0.0") and "## Review report" in notes and f"**{leaf_count} leaves changed**" in notes
+        )
 
         # 2. The real release reuses the generation cache and pushes exactly the staged files, tagged.
         assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch) == 0
@@ -158,4 +162,5 @@ def test_release_dry_run_push_nothing_changed_and_gate_failure(
         assert "error: the evaluation gate failed:" in gated.err and "held-out loss rose" in gated.err
         assert "Nothing was pushed" in gated.err and "would push" not in gated.out
         assert json.loads((output / "release.json").read_text())["changes"]["modified"] == [CHANGED_LEAF]
+        assert "**1 leaf changed** (1 modified)" in (output / "notes.md").read_text()
         assert not (output / "history" / "v1.1.0").exists() and set(repo.tags) == {"v1.0.0"}

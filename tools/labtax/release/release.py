@@ -190,9 +190,13 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
         if not options.hub_repo:
             raise UsageError("no Hub repository: pass --repo owner/name (or set LABTAX_HUB_REPO), or use --dry-run")
     if options.hub_repo and not options.dry_run:
+        from huggingface_hub.constants import is_offline_mode
+
         from labtax.release.hub import hub_token
 
         hub_token()  # refuse before hours of work, not after
+        if is_offline_mode():
+            raise UsageError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or use --dry-run")
     stage_settings = stages.check_settings(config, options)  # bad configuration stops here, before any work
 
     leaves = stages.load_release_leaves(config)
@@ -220,6 +224,7 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
         result.messages.append(f"no release.json found for {', '.join(earlier_tags)}: every leaf counts as new")
 
     clock = time.monotonic()
+    report = review_report(config, previous.version if previous else None, options.source_url, result.messages)
     generation = stages.generate(config, options, leaves, options.output / "generation", previous)
     result.teacher_requests = generation.teacher_requests
     result.seconds["generate"], clock = time.monotonic() - clock, time.monotonic()
@@ -261,7 +266,7 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
     )
     result.manifest = manifest
     write_manifest(options.output / MANIFEST_FILE, manifest)
-    write_text_atomic(options.output / "notes.md", release_notes(manifest, changes, options))
+    write_text_atomic(options.output / "notes.md", release_notes(manifest, changes, options, report))
     if not evaluation.passed:
         raise GateFailed(
             f"the evaluation gate failed: {evaluation.reason}. Nothing was pushed; the results are in "
@@ -296,8 +301,24 @@ def remember(output: Path, manifest: ReleaseManifest) -> None:
     shutil.copy2(output / "eval.json", history / "eval.json")
 
 
-def release_notes(manifest: ReleaseManifest, changes: LeafChanges, options: ReleaseOptions) -> str:
-    """The GitHub release body: the same changed-leaf and evaluation sections as the model card."""
+def review_report(
+    config: Config, previous_version: str | None, source_url: str | None, messages: list[str]
+) -> str | None:
+    """The reviewer report (`labtax report`) of every leaf changed since the previous release's tag."""
+    from labtax.gitdiff import EMPTY_BASE
+    from labtax.report import reviewer_report
+
+    try:
+        return reviewer_report(config, previous_version or EMPTY_BASE, repository_url=source_url)
+    except LabtaxError as exc:
+        messages.append(f"no review report in the release notes: {exc}")
+        return None
+
+
+def release_notes(
+    manifest: ReleaseManifest, changes: LeafChanges, options: ReleaseOptions, report: str | None = None
+) -> str:
+    """The GitHub release body: changed leaves and evaluation as in the model card, then the review report."""
     from labtax.release.card import CardOptions, changes_section, evaluation_section
 
     card_options = CardOptions(license=options.license, source_url=options.source_url)
@@ -311,6 +332,8 @@ def release_notes(manifest: ReleaseManifest, changes: LeafChanges, options: Rele
         f"taxonomy commit `{manifest.taxonomy_commit}`.",
         "",
     ]
+    if report:
+        lines += ["## Review report", "", report]
     return "\n".join(lines)
 
 

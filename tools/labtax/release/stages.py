@@ -85,9 +85,13 @@ def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:
 
 
 def download_release_files(repo_id: str, tag: str, target_dir: Path) -> bool:
-    """Fetch release.json (and eval.json) as the Hub holds them at `tag`; False when they cannot be had."""
+    """Fetch release.json and eval.json as the Hub holds them at `tag`.
+
+    False when the Hub has no such tag or file (a release that changed nothing has neither). Any other
+    failure stops the release: guessing "no previous release" would regenerate and retrain everything.
+    """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     from labtax.release.hub import hub_endpoint
 
@@ -101,8 +105,13 @@ def download_release_files(repo_id: str, tag: str, target_dir: Path) -> bool:
                 )
                 for name in ("release.json", "eval.json")
             }
-        except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
+        except (RemoteEntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError):
             return False
+        except OSError as exc:  # connection problems, server errors, offline mode
+            raise LabtaxError(
+                f"cannot read release {tag} from the Hub repository {repo_id} ({type(exc).__name__}); "
+                "re-run when the Hub is reachable, or pass --previous-manifest"
+            ) from None
         target_dir.mkdir(parents=True, exist_ok=True)
         for name, path in fetched.items():
             shutil.copyfile(path, target_dir / name)
