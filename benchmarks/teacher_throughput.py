@@ -39,7 +39,16 @@ def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     return server, match.group(1)
 
 
-async def run(url: str, requests: int, concurrency: int) -> tuple[float, float, int]:
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of another process, from /proc (Linux); 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(url: str, requests: int, concurrency: int, server_pid: int) -> tuple[float, float, float, int]:
     from labtax.sdg.prompts import load_prompt
     from labtax.sdg.teacher import OpenAITeacher, TeacherRequest, TeacherSettings
 
@@ -58,10 +67,11 @@ async def run(url: str, requests: int, concurrency: int) -> tuple[float, float, 
     ]
     async with OpenAITeacher(TeacherSettings(url, "fake-teacher", concurrency=concurrency)) as teacher:
         await asyncio.gather(*(teacher.complete(r) for r in batch[: concurrency * 2]))  # warm the connections
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_s(server_pid)
         results = await asyncio.gather(*(teacher.complete(r) for r in batch))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return wall, cpu, sum(1 for r in results if r.ok)
+        server_cpu = process_cpu_s(server_pid) - server_cpu
+    return wall, cpu, server_cpu, sum(1 for r in results if r.ok)
 
 
 def main() -> int:
@@ -72,7 +82,7 @@ def main() -> int:
     args = parser.parse_args()
     server, url = start_server(args.latency)
     try:
-        wall, cpu, ok = asyncio.run(run(url, args.requests, args.concurrency))
+        wall, cpu, server_cpu, ok = asyncio.run(run(url, args.requests, args.concurrency, server.pid))
     finally:
         server.terminate()
         server.wait()
@@ -89,6 +99,11 @@ def main() -> int:
     print(f"{'client CPU ms per request':<34}{cpu_ms:>10.3f}{1.0:>11.3f}{cpu_ms:>7.2f}  the issue's bound, 1 ms")
     print(f"{'rate one core of this CPU allows':<34}{one_core:>10.0f}{ideal:>11.0f}{one_core / ideal:>7.2f}  ideal")
     print(f"{'CPU cores the client got':<34}{cpu / wall:>10.2f}{1.0:>11.2f}{cpu / wall:>7.2f}  one whole core")
+    print(
+        f"{'server (harness) CPU ms / request':<34}{1000 * server_cpu / args.requests:>10.3f}"
+        f"{'':>11}{'':>7}  the fake teacher's own cost (stdlib threads)"
+    )
+    print(f"{'CPU cores the server got':<34}{server_cpu / wall:>10.2f}")
     return 0
 
 
