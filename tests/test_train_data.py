@@ -101,7 +101,7 @@ def test_micro_batch_plan_is_deterministic_and_within_budget() -> None:
 def test_packed_samples_do_not_attend_to_each_other(tokenizer: Any, model: Any) -> None:
     import torch
 
-    from labtax.train.recipe import summed_token_loss
+    from labtax.train.recipe import accepts_logits_to_keep, summed_token_loss
 
     assert model_supports_packing(model)[0]
     samples = []
@@ -122,4 +122,9 @@ def test_packed_samples_do_not_attend_to_each_other(tokenizer: Any, model: Any) 
         assert padded["attention_mask"].shape == padded["input_ids"].shape
         assert float(summed_token_loss(model, packed)) == pytest.approx(
             float(summed_token_loss(model, padded)), rel=1e-5
+        )
+        # projecting only the trained positions to the vocabulary changes nothing but the cost
+        assert accepts_logits_to_keep(model)
+        assert float(summed_token_loss(model, packed, trained_logits_only=True)) == pytest.approx(
+            float(summed_token_loss(model, packed)), rel=1e-5
         )

@@ -94,6 +94,15 @@ class StepPlan:
     trained_tokens: int
 
 
+@dataclass(frozen=True)
+class BatchLayout:
+    """How micro-batches are built and scored: packed or padded, the pad id, logits only where trained."""
+
+    packing: bool
+    pad_id: int
+    trained_logits_only: bool
+
+
 @dataclass
 class RunState:
     """What persists across phases in one invocation: the run record and the halt budget."""
@@ -237,6 +246,9 @@ def train_phase(
 
     # --- train ------------------------------------------------------------------------------------
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    layout = BatchLayout(
+        packing, pad_id, trained_logits_only=packing and accepts_logits_to_keep(accelerator.unwrap_model(model))
+    )
     began = time.monotonic()
     bar = tqdm(
         total=len(steps),
@@ -248,9 +260,7 @@ def train_phase(
     for index in range(start, len(steps)):
         step = steps[index]
         learning_rate = scheduler.get_last_lr()[0]  # the rate this step uses
-        loss, grad_norm, input_tokens = train_step(
-            model, optimizer, scheduler, accelerator, dataset, step, packing, pad_id, h
-        )
+        loss, grad_norm, input_tokens = train_step(model, optimizer, scheduler, accelerator, dataset, step, layout, h)
         result.steps_done = index + 1
         result.trained_tokens += step.trained_tokens
         result.input_tokens += input_tokens
@@ -311,8 +321,7 @@ def train_step(
     accelerator: Accelerator,
     dataset: EncodedDataset,
     step: StepPlan,
-    packing: bool,
-    pad_id: int,
+    layout: BatchLayout,
     h: Hyperparameters,
 ) -> tuple[float, float | None, int]:
     """One optimizer step. Returns (mean loss per trained token, gradient norm, tokens read by all processes).
@@ -334,11 +343,13 @@ def train_step(
         indices, weight = (mine[round_index], 1.0) if round_index < len(mine) else (step.micro_batches[0], 0.0)
         batch = {
             k: v.to(accelerator.device)
-            for k, v in collate([dataset.samples[i] for i in indices], packing=packing, pad_token_id=pad_id).items()
+            for k, v in collate(
+                [dataset.samples[i] for i in indices], packing=layout.packing, pad_token_id=layout.pad_id
+            ).items()
         }
         synchronise = round_index == rounds - 1
         with nullcontext() if synchronise else accelerator.no_sync(model):
-            token_loss = summed_token_loss(model, batch)
+            token_loss = summed_token_loss(model, batch, trained_logits_only=layout.trained_logits_only)
             accelerator.backward(token_loss * (weight * world / step.trained_tokens))
         loss_sum += token_loss.detach() * weight
         input_tokens += int(weight) * sum(dataset.samples[i].length for i in indices)
@@ -354,20 +365,39 @@ def train_step(
     return float(totals[0]) / step.trained_tokens, grad_norm, int(totals[1])
 
 
-def summed_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of cross-entropy over the trained positions (targets are already shifted per sample)."""
+def summed_token_loss(model: Any, batch: dict[str, torch.Tensor], *, trained_logits_only: bool = False) -> torch.Tensor:
+    """Sum of cross-entropy over the trained positions (targets are already shifted per sample).
+
+    `trained_logits_only` (one packed row, a model whose forward takes `logits_to_keep`): the output
+    projection runs only where a target exists. With loss on assistant tokens only, that skips the
+    vocabulary-sized matmul and its fp32 logits for every prompt token: less memory and compute, same loss.
+    """
     import torch.nn.functional as F
 
+    targets = batch["targets"]
+    extra: dict[str, Any] = {}
+    if trained_logits_only and targets.shape[0] == 1:
+        positions = (targets[0] != IGNORE_INDEX).nonzero().squeeze(-1)
+        extra["logits_to_keep"] = positions
+        targets = targets[:, positions]
     outputs = model(
         input_ids=batch["input_ids"],
         position_ids=batch["position_ids"],
         attention_mask=batch.get("attention_mask"),
         use_cache=False,
+        **extra,
     )
     logits = outputs.logits.float()
     return F.cross_entropy(
-        logits.view(-1, logits.size(-1)), batch["targets"].view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    import inspect
+
+    base = getattr(model, "get_base_model", lambda: model)()
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 # === setup helpers ================================================================================
