@@ -253,7 +253,9 @@ def check_config(config: TrainConfig, *, cuda_available: bool | None = None) -> 
             f"no training data in {config.data_dir}: expected {PHASE_FILES[1]} and/or {PHASE_FILES[2]} "
             "(run `labtax curate --output DIR` first)"
         )
-    if config.resume:
+    if config.output_dir.exists() and not config.output_dir.is_dir():
+        problems.append(f"--output {config.output_dir} is a file; pass a directory")
+    elif config.resume:
         if not (config.output_dir / "training.json").is_file():
             problems.append(
                 f"--resume: {config.output_dir} holds no training run to resume; drop --resume to start one"
