@@ -233,3 +233,13 @@ def test_knowledge_from_a_git_repository_pinned_at_a_commit(tmp_path: Path) -> N
     assert generated.entries[0]["status"] == "generated"
     assert passages and all("changed after the pin" not in p for p in passages)
     assert any("tide-generating force" in p for p in passages)
+
+
+def test_two_runs_cannot_write_the_same_output(leaves: list[Leaf], tmp_path: Path) -> None:
+    from labtax.errors import LabtaxError
+    from labtax.sdg.run import exclusive
+
+    with running_server() as server, exclusive(tmp_path):
+        with pytest.raises(LabtaxError, match="another labtax generate is writing"):
+            generate(leaves[:1], TeacherSpec("fake-teacher", server.url), tmp_path, project_root=REPO_ROOT)
+        assert server.chat_requests == 0

@@ -14,8 +14,8 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,9 +289,16 @@ def generate(
     params.validate()
     spec.validate()
     leaves = list(leaves)
+    with exclusive(output_dir):
+        return _generate(leaves, spec, generation_config(spec, output_dir, params, project_root, selected), progress)
+
+
+def _generate(
+    leaves: list[Leaf], spec: TeacherSpec, config: GenerationConfig, progress: Progress | None
+) -> GenerationResult:
     started = datetime.now(UTC)
     clock = time.monotonic()
-    config = generation_config(spec, output_dir, params, project_root, selected)
+    output_dir, project_root = config.output_dir, config.project_root
     params = config.params
     plan = plan_generation(leaves, config, scan_cache(output_dir))
     spans = chunker_spans(spec) if any(p.leaf.kind is LeafKind.KNOWLEDGE for p in plan.to_run) else word_spans
@@ -303,6 +310,25 @@ def generate(
     }
     results, sent, teacher_info = asyncio.run(_run_all(plan, spec, config, chunks, progress or NoProgress()))
     return _finish(plan, config, results, sent, teacher_info, started, time.monotonic() - clock)
+
+
+@contextmanager
+def exclusive(output_dir: Path) -> Iterator[None]:
+    """Hold GEN/.lock for the run: two runs appending to the same journals would interleave their work."""
+    import fcntl
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (output_dir / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LabtaxError(
+                f"another labtax generate is writing {output_dir}; wait for it to finish (or use another --output)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def _run_all(
