@@ -122,10 +122,18 @@ def test_release_dry_run_push_nothing_changed_and_gate_failure(
             notes.startswith("# v1.0.0") and "## Review report" in notes and f"**{leaf_count} leaves changed**" in notes
         )
 
-        # 2. The real release reuses the generation cache and pushes exactly the staged files, tagged.
-        assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch) == 0
+        # 2. The real release reuses the generation cache and pushes exactly the staged files, tagged:
+        # the curated data to the dataset repository first, then the model.
+        data_repo = ("--dataset-repo", "org/student-data")
+        assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch, *data_repo) == 0
         pushed = capsys.readouterr()
         assert teacher.chat_requests == first_requests
+        creates = [json.loads(r.body) for r in hub.state.requests if r.operation == "create"]
+        assert [c.get("type") for c in creates] == ["dataset", "model"]
+        data = hub.repo("org/student-data", "dataset")
+        data_files = dict(data.commits[data.tags["v1.0.0"]].files)
+        assert {"phase1_knowledge.jsonl", "phase2_skills.jsonl", "curation.json", "README.md"} <= set(data_files)
+        assert data_files["phase2_skills.jsonl"] == (output / "data" / "phase2_skills.jsonl").read_bytes()
         repo = hub.repo("org/student")
         assert [c.message for c in repo.user_commits()] == ["labtax release v1.0.0"]
         released = dict(repo.commits[repo.tags["v1.0.0"]].files)
@@ -133,12 +141,14 @@ def test_release_dry_run_push_nothing_changed_and_gate_failure(
         assert released == {p.relative_to(staged).as_posix(): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
         manifest = json.loads((output / "release.json").read_text())
         assert manifest["hub"]["revision"] == repo.tags["v1.0.0"] and "pushed org/student @ v1.0.0" in pushed.out
+        assert manifest["hub"]["dataset_revision"] == data.tags["v1.0.0"]
+        assert "datasets:\n- org/student-data" in released["README.md"].decode()
         assert TOKEN not in pushed.out + pushed.err
 
         # 3. Nothing changed: the previous release comes from the Hub; no teacher request, no training, no push.
         git(taxonomy_repo, "tag", "v1.0.1")
         runs = {p: p.stat().st_mtime_ns for p in (output / "train").rglob("training.json")}
-        assert release(taxonomy_repo, output, "v1.0.1", teacher, tiny_model_dir, monkeypatch) == 0
+        assert release(taxonomy_repo, output, "v1.0.1", teacher, tiny_model_dir, monkeypatch, *data_repo) == 0
         unchanged = capsys.readouterr()
         assert "nothing changed since v1.0.0" in unchanged.err
         assert teacher.chat_requests == first_requests

@@ -167,9 +167,11 @@ def find_previous_manifest(options: ReleaseOptions, earlier_tags: list[str]) -> 
     return None
 
 
-def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
-    from labtax.release import stages
+def check_preconditions(config: Config, options: ReleaseOptions) -> tuple[Path, str]:
+    """Everything a release needs that can be checked in a second: refused before hours of work.
 
+    Returns the git work-tree top and the commit released (HEAD).
+    """
     version = check_version(options.version)
     top = git_top(config)
     head = resolve_commit(top, "HEAD")
@@ -180,23 +182,31 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
         raise UsageError(
             f"tag {version} points at {tagged[:12]}, not at HEAD ({head[:12]}); check out the tag to release it"
         )
-    if not options.dry_run:
-        if tagged is None:
-            raise UsageError(
-                f"tag {version} does not exist; tag the commit to release (git tag {version}) or use --dry-run"
-            )
-        if taxonomy_is_dirty(top, config):
-            raise UsageError("the taxonomy has uncommitted changes; a release describes a commit: commit or stash them")
-        if not options.hub_repo:
-            raise UsageError("no Hub repository: pass --repo owner/name (or set LABTAX_HUB_REPO), or use --dry-run")
-    if options.hub_repo and not options.dry_run:
-        from huggingface_hub.constants import is_offline_mode
+    if options.dry_run:
+        return top, head
+    if tagged is None:
+        raise UsageError(
+            f"tag {version} does not exist; tag the commit to release (git tag {version}) or use --dry-run"
+        )
+    if taxonomy_is_dirty(top, config):
+        raise UsageError("the taxonomy has uncommitted changes; a release describes a commit: commit or stash them")
+    if not options.hub_repo:
+        raise UsageError("no Hub repository: pass --repo owner/name (or set LABTAX_HUB_REPO), or use --dry-run")
+    from huggingface_hub.constants import is_offline_mode
 
-        from labtax.release.hub import hub_token
+    from labtax.release.hub import hub_token
 
-        hub_token()  # refuse before hours of work, not after
-        if is_offline_mode():
-            raise UsageError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or use --dry-run")
+    hub_token()
+    if is_offline_mode():
+        raise UsageError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or use --dry-run")
+    return top, head
+
+
+def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
+    from labtax.release import stages
+
+    version = options.version
+    top, head = check_preconditions(config, options)
     stage_settings = stages.check_settings(config, options)  # bad configuration stops here, before any work
 
     leaves = stages.load_release_leaves(config)
