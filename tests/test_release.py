@@ -124,13 +124,22 @@ def test_release_dry_run_push_nothing_changed_and_gate_failure(
 
         # 2. The real release reuses the generation cache and pushes exactly the staged files, tagged:
         # the curated data to the dataset repository first, then the model.
+        # The first attempt is interrupted (tagging the dataset fails after its commit); the same command
+        # then completes it without a second commit, new teacher requests, or a second evaluation.
         data_repo = ("--dataset-repo", "org/student-data")
+        hub.fail("tag", status=400)
+        evaluated_at = (output / "eval.stamp").stat().st_mtime_ns
+        assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch, *data_repo) == 1
+        interrupted = capsys.readouterr()
+        assert "re-run the same command" in interrupted.err and TOKEN not in interrupted.err + interrupted.out
         assert release(taxonomy_repo, output, "v1.0.0", teacher, tiny_model_dir, monkeypatch, *data_repo) == 0
         pushed = capsys.readouterr()
+        assert (output / "eval.stamp").stat().st_mtime_ns == evaluated_at
         assert teacher.chat_requests == first_requests
         creates = [json.loads(r.body) for r in hub.state.requests if r.operation == "create"]
-        assert [c.get("type") for c in creates] == ["dataset", "model"]
+        assert [c.get("type") for c in creates] == ["dataset", "dataset", "model"]  # attempt 1, then the re-run
         data = hub.repo("org/student-data", "dataset")
+        assert len(data.user_commits()) == 1
         data_files = dict(data.commits[data.tags["v1.0.0"]].files)
         assert {"phase1_knowledge.jsonl", "phase2_skills.jsonl", "curation.json", "README.md"} <= set(data_files)
         assert data_files["phase2_skills.jsonl"] == (output / "data" / "phase2_skills.jsonl").read_bytes()

@@ -192,9 +192,10 @@ def test_the_token_never_appears_in_output_logs_or_errors(
 
 
 def test_the_token_comes_from_hf_token_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labtax.errors import UsageError
     from labtax.release.hub import hub_token
 
-    with pytest.raises(HubError, match="HF_TOKEN is not set"):
+    with pytest.raises(UsageError, match="HF_TOKEN is not set"):
         hub_token()
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     assert hub_token() == TOKEN

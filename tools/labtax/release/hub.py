@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labtax.errors import LabtaxError
+from labtax.errors import LabtaxError, UsageError
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -76,13 +76,15 @@ class PushResult:
 
 
 class HubError(LabtaxError):
-    """A push that could not complete; the message says whether re-running will finish it."""
+    """A push that could not complete; the message says whether re-running will finish it (exit code 1)."""
+
+    exit_code = 1
 
 
 def hub_token(environ: dict[str, str] | None = None) -> str:
     token = (environ if environ is not None else os.environ).get("HF_TOKEN", "").strip()
     if not token:
-        raise HubError(
+        raise UsageError(
             "HF_TOKEN is not set: export a Hugging Face token with write access to the target repository "
             "(in CI: the HF_TOKEN secret of the 'release' environment), or use --dry-run"
         )
