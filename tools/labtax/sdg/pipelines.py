@@ -504,7 +504,7 @@ async def run_freeform(run: LeafRun) -> None:
     leaf = run.leaf
     generate, judge = load_prompt("freeform_instructions"), load_prompt("instruction_judge")
     examples = _instruction_examples(leaf)
-    tried = passed = 0
+    tried = 0
     while run.needed and run.remaining and run.rounds < run.params.max_rounds:
         slot = f"r{run.rounds}"
         run.rounds += 1
@@ -559,7 +559,6 @@ async def run_freeform(run: LeafRun) -> None:
             else:
                 run.stats["instruction_judge"].kept += 1
                 accepted.append((text, None))
-        passed += len(accepted)
         if not candidates and not count:
             break
         await _respond_and_judge(run, slot, accepted)
