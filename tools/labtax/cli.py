@@ -8,6 +8,7 @@ import typer
 
 from labtax import __version__
 from labtax.commands import check, validate
+from labtax.commands import curate as curate_command
 from labtax.commands import diff as diff_command
 from labtax.commands import evaluate as evaluate_command
 from labtax.commands import generate as generate_command
@@ -51,6 +52,7 @@ app.command("diff")(diff_command.command)
 app.command("report")(report_command.command)
 app.command("generate")(generate_command.command)
 app.command("release")(release_command.command)
+app.command("curate")(curate_command.command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
