@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -22,9 +23,49 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+# A loopback OpenAI-compatible endpoint on asyncio streams: it answers every chat completion with the
+# same valid `instruction_judge` answer after `latency` seconds, at ~0.1 ms of CPU each, so that the
+# server is not what limits the measurement (tests/openai_server.py, on stdlib threads, tops out near
+# 350 requests/s on the 2-CPU development machine; `--server tests` measures against it).
+ASYNCIO_SERVER = r"""
+import asyncio, json, re, sys
+latency = float(sys.argv[1])
+content = json.dumps({"keep": True, "reason": "clear and on task"})
+body = json.dumps({"id": "x", "object": "chat.completion", "model": "fake-teacher",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}}).encode()
+models = json.dumps({"object": "list", "data": [{"id": "fake-teacher", "max_model_len": 8192}]}).encode()
+def reply(data):
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = re.search(rb"(?i)content-length: *(\d+)", head)
+            if match:
+                await reader.readexactly(int(match.group(1)))
+            if head.startswith(b"GET"):
+                writer.write(reply(models))
+            else:
+                await asyncio.sleep(latency)
+                writer.write(reply(body))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512)
+    print("serving at http://127.0.0.1:%d/v1" % server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def start_server(latency: float, kind: str) -> tuple[subprocess.Popen[str], str]:
+    if kind == "asyncio":
+        command = [sys.executable, "-c", ASYNCIO_SERVER, str(latency)]
+    else:
+        command = [sys.executable, "-m", "tests.openai_server", "--port", "0", "--latency", str(latency)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.openai_server", "--port", "0", "--latency", str(latency)],
+        command,
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -74,15 +115,46 @@ async def run(url: str, requests: int, concurrency: int, server_pid: int) -> tup
     return wall, cpu, server_cpu, sum(1 for r in results if r.ok)
 
 
+async def run_minimal(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    """The cheapest possible client, for reference: raw asyncio streams, hand-written HTTP/1.1, one
+    connection per slot, no parsing beyond Content-Length. What it reaches is what the machine and
+    the server allow; a gap between it and labtax is the cost of the client."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    body = json.dumps({"model": "fake-teacher", "messages": [{"role": "user", "content": "Candidate instruction:\nx"}],
+                       "response_format": {"json_schema": {"name": "instruction_judge"}}}).encode()  # fmt: skip
+    head = (
+        f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    counter = iter(range(requests))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        for _ in counter:
+            writer.write(head + body)
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", headers).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+        writer.close()
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--server", choices=("asyncio", "tests"), default="asyncio", help="the loopback server")
     args = parser.parse_args()
-    server, url = start_server(args.latency)
+    server, url = start_server(args.latency, args.server)
     try:
         wall, cpu, server_cpu, ok = asyncio.run(run(url, args.requests, args.concurrency, server.pid))
+        minimal_wall, minimal_cpu = asyncio.run(run_minimal(url, args.requests, args.concurrency))
     finally:
         server.terminate()
         server.wait()
@@ -90,7 +162,10 @@ def main() -> int:
     rate = args.requests / wall
     cpu_ms = 1000 * cpu / args.requests
     one_core = 1000 / cpu_ms
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {ok}/{args.requests} answers valid")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; server: {args.server}; "
+        f"{ok}/{args.requests} answers valid"
+    )
     print(f"{'':<34}{'labtax':>10}{'reference':>11}{'ratio':>7}  reference")
     print(
         f"{'requests/s':<34}{rate:>10.0f}{ideal:>11.0f}{rate / ideal:>7.2f}"
@@ -99,9 +174,14 @@ def main() -> int:
     print(f"{'client CPU ms per request':<34}{cpu_ms:>10.3f}{1.0:>11.3f}{cpu_ms:>7.2f}  the issue's bound, 1 ms")
     print(f"{'rate one core of this CPU allows':<34}{one_core:>10.0f}{ideal:>11.0f}{one_core / ideal:>7.2f}  ideal")
     print(f"{'CPU cores the client got':<34}{cpu / wall:>10.2f}{1.0:>11.2f}{cpu / wall:>7.2f}  one whole core")
+    minimal_rate = args.requests / minimal_wall
+    print(
+        f"{'requests/s vs a minimal client':<34}{rate:>10.0f}{minimal_rate:>11.0f}{rate / minimal_rate:>7.2f}"
+        f"  raw asyncio streams ({1000 * minimal_cpu / args.requests:.3f} CPU ms/request)"
+    )
     print(
         f"{'server (harness) CPU ms / request':<34}{1000 * server_cpu / args.requests:>10.3f}"
-        f"{'':>11}{'':>7}  the fake teacher's own cost (stdlib threads)"
+        f"{'':>11}{'':>7}  the loopback server's own cost"
     )
     print(f"{'CPU cores the server got':<34}{server_cpu / wall:>10.2f}")
     return 0
