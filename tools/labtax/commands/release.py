@@ -174,7 +174,8 @@ def command(
     if result.changes is not None:
         added, changed = len(result.changes.added), len(result.changes.modified)
         echo(f"{added} leaves added, {changed} changed since {result.previous_version or 'the start'}", err=True)
-    echo(f"{result.teacher_requests} teacher requests; manifest: {result.output / 'release.json'}", err=True)
+    timings = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.seconds.items())
+    echo(f"{result.teacher_requests} teacher requests; {timings}; manifest: {result.output / 'release.json'}", err=True)
     if dry_run:
         echo("would push:")
         for plan in result.push_plans:

@@ -134,15 +134,17 @@ def taxonomy_is_dirty(top: Path, config: Config) -> bool:
 # --- the release --------------------------------------------------------------------------------------
 
 
-def release_inputs(options: ReleaseOptions, leaf_hashes: dict[str, str], stage_settings: dict[str, Any]) -> str:
-    """What determines the model: leaf content, teacher, stage settings, base model, hyper-parameters."""
+def release_inputs(
+    options: ReleaseOptions, leaf_hashes: dict[str, str], generation_keys: list[str], stage_settings: dict[str, Any]
+) -> str:
+    """What determines the model: the leaves (paths and hashes), the data they generate (cache keys:
+    teacher, pipelines, prompts, parameters), the curation and training settings, the base model."""
     return fingerprint(
         {
             "leaves": leaves_fingerprint(leaf_hashes),
+            "generation": generation_keys,
             "base_model": options.base_model,
-            "teacher": options.teacher_model,
             "stages": stage_settings,
-            "train_overrides": options.train_overrides,
         }
     )
 
@@ -213,7 +215,7 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
     leaf_hashes = {leaf.path: leaf.leaf_hash for leaf in leaves}
     earlier_tags = previous_release_tags(top, version)
     previous = find_previous_manifest(options, earlier_tags)
-    inputs = release_inputs(options, leaf_hashes, stage_settings)
+    inputs = release_inputs(options, leaf_hashes, stages.generation_keys(leaves, options), stage_settings)
     changes = compare_leaves(previous.leaf_hashes if previous else {}, leaf_hashes)
     status = "dry-run" if options.dry_run else "released"
     result = ReleaseResult(version, previous.version if previous else None, status, options.output, changes=changes)

@@ -74,14 +74,34 @@ def load_release_leaves(config: Config) -> list[Leaf]:
 
 
 def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:
-    """Check every stage's settings before any work; return what of them determines the model."""
+    """Check every stage's settings before any work; return what of them determines the model.
+
+    The teacher and generation parameters enter through the generation cache keys (`generation_keys`).
+    """
+    from labtax.curate.settings import load_settings_file
     from labtax.train.config import load_hyperparameters
 
     hyper = load_hyperparameters(options.train_config, options.train_overrides)
+    generation_params(options)
+    teacher_spec(options)
+    if options.curate_config is not None:
+        load_settings_file(options.curate_config)
     base = Path(options.base_model)
     if not base.exists() and options.base_model.count("/") != 1:
         raise UsageError(f"base model {options.base_model!r} is neither a local directory nor a Hub id (owner/name)")
-    return {"train": hyper.as_dict(), "teacher_url": options.teacher_url}
+    curation = file_sha256(options.curate_config) if options.curate_config else None
+    return {"train": hyper.as_dict(), "curation": curation}
+
+
+def generation_keys(leaves: list[Leaf], options: ReleaseOptions) -> list[str]:
+    """Every leaf's generation cache key: leaf hash, pipeline and prompt versions, teacher, parameters.
+
+    Equal keys mean equal generated data, so they stand for "the data" in the release's inputs.
+    """
+    from labtax.sdg.run import cache_key
+
+    teacher, params = teacher_spec(options).identity(), generation_params(options)
+    return sorted(cache_key(leaf, teacher, params) for leaf in leaves)
 
 
 def download_release_files(repo_id: str, tag: str, target_dir: Path) -> bool:
