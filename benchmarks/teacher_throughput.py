@@ -144,6 +144,14 @@ async def run_minimal(url: str, requests: int, concurrency: int) -> tuple[float,
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def busy_share(seconds: float = 1.0) -> float:
+    """The share of one core a busy process gets on this machine right now (1.0 when idle)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall < seconds:
+        pass
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
@@ -151,6 +159,7 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--server", choices=("asyncio", "tests"), default="asyncio", help="the loopback server")
     args = parser.parse_args()
+    share = busy_share()
     server, url = start_server(args.latency, args.server)
     try:
         wall, cpu, server_cpu, ok = asyncio.run(run(url, args.requests, args.concurrency, server.pid))
@@ -174,6 +183,10 @@ def main() -> int:
     print(f"{'client CPU ms per request':<34}{cpu_ms:>10.3f}{1.0:>11.3f}{cpu_ms:>7.2f}  the issue's bound, 1 ms")
     print(f"{'rate one core of this CPU allows':<34}{one_core:>10.0f}{ideal:>11.0f}{one_core / ideal:>7.2f}  ideal")
     print(f"{'CPU cores the client got':<34}{cpu / wall:>10.2f}{1.0:>11.2f}{cpu / wall:>7.2f}  one whole core")
+    print(
+        f"{'rate the CPU share allows':<34}{share * one_core:>10.0f}{ideal:>11.0f}{share * one_core / ideal:>7.2f}"
+        f"  a busy process gets {share:.2f} of a core here now"
+    )
     minimal_rate = args.requests / minimal_wall
     print(
         f"{'requests/s vs a minimal client':<34}{rate:>10.0f}{minimal_rate:>11.0f}{rate / minimal_rate:>7.2f}"
