@@ -173,6 +173,10 @@ def test_bad_configuration_fails_before_any_request(project: Path, capsys: pytes
     (project / "documents" / "ocean_tides" / "extra.md").unlink()
     assert generate("http://127.0.0.1:9/v1", out) == 2
     assert "cannot reach the teacher" in capsys.readouterr().err
+    model_dir = project / "model"
+    model_dir.mkdir()
+    assert main(["generate", "-o", str(out), "--teacher-model", str(model_dir), "--teacher-url", "http://x"]) == 2
+    assert "is a local directory" in capsys.readouterr().err
 
 
 def test_a_leaf_short_of_its_target_is_reported(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,6 +80,11 @@ class TeacherSpec:
 
     def validate(self) -> None:
         if self.is_local:
+            if self.url:
+                raise UsageError(
+                    f"--teacher-model '{self.model}' is a local directory, so it would run here and ignore "
+                    f"--teacher-url {self.url}; drop one of them (a served model's name must not be a local path)"
+                )
             LocalTeacher(LocalSettings(Path(self.model), batch_size=self.batch_size))
             return
         if not self.url:
