@@ -45,6 +45,7 @@ class ServerState:
     api_key: str | None = None
     ignore_response_format: bool = False  # answer in prose-wrapped JSON, as servers without structured output do
     reject_response_format: bool = False  # HTTP 400 for any request carrying response_format
+    context_limit: int | None = None  # enforce a context (prompt ~ characters / 4), refusing as vLLM does
     faults: list[str] = field(default_factory=list)
     fault_rates: dict[str, float] = field(default_factory=dict)
     answers: dict[str, Answer] = field(default_factory=dict)  # stage -> custom answer
@@ -222,6 +223,18 @@ class _Handler(BaseHTTPRequestHandler):
                 state.chat_requests += 1
             self._send(400, {"error": {"message": "response_format is not supported by this server"}})
             return
+        prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in body.get("messages", []))
+        wanted = prompt_tokens + int(body.get("max_tokens") or 0)
+        if state.context_limit is not None and wanted > state.context_limit:
+            with state.lock:
+                state.chat_requests += 1
+            message = (
+                f"This model's maximum context length is {state.context_limit} tokens. However, you requested "
+                f"{wanted} tokens ({prompt_tokens} in the messages, {body.get('max_tokens')} in the completion). "
+                "Please reduce the length of the messages or completion."
+            )
+            self._send(400, {"object": "error", "message": message, "type": "BadRequestError", "code": 400})
+            return
         stage = str(
             ((body.get("response_format") or {}).get("json_schema") or {}).get("name", "")
         ) or _stage_from_prompt(body)
@@ -264,7 +277,6 @@ class _Handler(BaseHTTPRequestHandler):
             content = f"Sure! Here is the JSON you asked for:\n```json\n{content}\n```\nHope this helps."
         elif fault == "truncate":
             content, finish = content[: len(content) // 2], "length"
-        prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in body.get("messages", []))
         self._send(
             200,
             {

@@ -159,6 +159,15 @@ def test_prompt_plus_max_tokens_never_exceed_the_context() -> None:
         assert result.error_kind == TOO_LONG and server.chat_requests == 0  # never sent
 
 
+def test_a_context_overflow_reported_by_the_server_shrinks_max_tokens() -> None:
+    # The server does not report its context; the configured one is too large; vLLM's 400 says by how much.
+    with running_server(max_model_len=None, context_limit=700) as server:
+        (result,), _ = ask(settings(server.url, context_length=100_000), request(max_tokens=4000))
+        sent = [body["max_tokens"] for body in server.state.bodies]
+    assert result.ok and result.attempts == 2
+    assert len(sent) == 1 and sent[0] < 700  # the refused request is not in bodies; the retry fits
+
+
 def test_the_configured_context_is_used_when_the_server_does_not_say() -> None:
     with running_server(max_model_len=None) as server:
         _, teacher = ask(settings(server.url, context_length=2048), request())

@@ -325,7 +325,11 @@ class OpenAITeacher:
                 f"the teacher at {self.settings.url} does not serve '{self.settings.model}'; "
                 f"it serves: {', '.join(sorted(map(str, served)))}"
             )
-        reported = served.get(self.settings.model, {}).get("max_model_len")
+        entry = served.get(self.settings.model, {})
+        # vLLM and SGLang say max_model_len; some other servers context_length or max_context_length.
+        reported = next(
+            (entry[k] for k in ("max_model_len", "context_length", "max_context_length") if k in entry), None
+        )
         if isinstance(reported, int) and reported > 0:
             self.context_length = reported
             self.context_source = "server"
