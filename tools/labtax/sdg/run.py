@@ -345,10 +345,17 @@ async def _run_all(
 ) -> tuple[dict[str, dict[str, Any]], int, dict[str, Any]]:
     if not plan.to_run:
         return {}, 0, {}
+    # Leaves in progress at once: enough to keep every request slot busy (a leaf's stage often has
+    # fewer requests than --concurrency), few enough that a taxonomy of thousands of leaves does not
+    # hold thousands of journals open.
+    leaves_at_once = asyncio.Semaphore(max(4, 2 * spec.concurrency))
+
+    async def one_leaf(item: LeafPlan, teacher: Teacher) -> dict[str, Any]:
+        async with leaves_at_once:
+            return await _run_leaf(item, teacher, config, chunks.get(item.cache_key, []), progress)
+
     async with spec.open() as teacher:
-        summaries = await asyncio.gather(
-            *(_run_leaf(p, teacher, config, chunks.get(p.cache_key, []), progress) for p in plan.to_run)
-        )
+        summaries = await asyncio.gather(*(one_leaf(p, teacher) for p in plan.to_run))
         info = {"context_length": teacher.context_length, "context_source": getattr(teacher, "context_source", "model")}
         return {s["cache_key"]: s for s in summaries}, int(teacher.requests_sent), info
 
