@@ -122,7 +122,16 @@ def test_the_model_card_has_model_index_changed_leaves_with_links_and_provenance
     assert "**Changed** (1):\n- [`compositional_skills/writing/haiku/qna.yaml`]" in text
     assert "**Deleted** (1):\n- `gone/qna.yaml`" in text
     assert "since v1.0.0" in text and "teacher `teacher-model`" in text and "3" * 64 in text
-    assert "## Intended use" in text and "Release gate: passed (beats base)" in text
+    assert "## Intended use" in text and "Release gate against the previous release: passed (beats base)" in text
+    assert "| rougeL | 0.42 |  |" in text
+
+
+def test_a_local_base_model_is_not_claimed_as_a_hub_model(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    manifest = replace(sample_manifest(), base_model=str(tmp_path))
+    card = build_model_card(manifest, compare_leaves({}, manifest.leaf_hashes))
+    assert "base_model" not in card.data.to_dict() and f"fine-tuned from `{tmp_path}`" in card.text
 
 
 def test_restored_generation_results_are_kept_only_when_the_previous_release_vouches_for_them(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ and where the training data came from. Everything in it comes from `release.json
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labtax.release.manifest import LeafChanges, ReleaseManifest
@@ -74,7 +76,7 @@ def build_card_data(manifest: ReleaseManifest, options: CardOptions) -> Any:
         for name, value in sorted(evaluation_metrics(manifest.evaluation).items())
     ]
     return ModelCardData(
-        base_model=manifest.base_model if "/" in manifest.base_model else None,
+        base_model=manifest.base_model if is_hub_id(manifest.base_model) else None,
         license=options.license,
         language=options.language,
         library_name="transformers",
@@ -107,20 +109,27 @@ def changes_section(manifest: ReleaseManifest, changes: LeafChanges, options: Ca
 
 def evaluation_section(manifest: ReleaseManifest) -> list[str]:
     metrics = evaluation_metrics(manifest.evaluation)
+    baseline = evaluation_metrics({"overall": manifest.evaluation.get("baseline")})
     lines = ["## Evaluation", ""]
     if not metrics:
         return [*lines, "No evaluation results were recorded.", ""]
     lines += ["On the held-out seed examples of every leaf (never shown to the teacher nor trained on):", ""]
-    lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {value:.4g} |" for name, value in sorted(metrics.items())]
+    lines += [f"| metric | this model | base model `{manifest.base_model}` |", "|---|---|---|"]
+    for name, value in sorted(metrics.items()):
+        before = f"{baseline[name]:.4g}" if name in baseline else ""
+        lines.append(f"| {name} | {value:.4g} | {before} |")
     gate = manifest.evaluation.get("gate")
     if isinstance(gate, dict) and "passed" in gate:
-        lines += [
-            "",
-            f"Release gate: {'passed' if gate.get('passed') else 'failed'}"
-            + (f" ({gate['reason']})" if gate.get("reason") else ""),
-        ]
+        verdict = gate.get("status") or ("passed" if gate.get("passed") else "failed")
+        verdict = {"pass": "passed", "fail": "failed"}.get(verdict, verdict)
+        reason = f" ({gate['reason']})" if gate.get("reason") and gate.get("reason") != gate.get("status") else ""
+        lines += ["", f"Release gate against the previous release: {verdict}{reason}"]
     return [*lines, ""]
+
+
+def is_hub_id(name: str) -> bool:
+    """`owner/name` as the Hub spells repositories, and not a local path that happens to have a slash."""
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not Path(name).exists()
 
 
 def _provenance_section(manifest: ReleaseManifest, options: CardOptions) -> list[str]:
