@@ -65,6 +65,6 @@ def test_check_honours_root(tmp_path: Path) -> None:
 
 
 def test_this_repository_taxonomy_passes_check() -> None:
-    result = run_cli(REPO_ROOT, "check")
+    result = run_cli(REPO_ROOT, "check", fresh_process=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "0 errors, 0 warnings: OK"

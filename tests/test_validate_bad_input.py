@@ -102,12 +102,12 @@ def test_cli_in_process(
 
 
 def test_cli_subprocess_text_and_json(bad_project: Project) -> None:
-    text = run_cli(bad_project.root, "validate")
+    text = run_cli(bad_project.root, "validate", fresh_process=True)
     assert text.returncode == 1, text.stderr
     for expected in expected_lines():
         assert expected in text.stdout
     assert "Traceback" not in text.stdout + text.stderr
-    as_json = run_cli(bad_project.root, "validate", "--format", "json")
+    as_json = run_cli(bad_project.root, "validate", "--format", "json", fresh_process=True)
     assert as_json.returncode == 1
     records = json.loads(as_json.stdout)
     rules = {(r["file"].split("/")[2], r["rule"]) for r in records}
@@ -117,7 +117,7 @@ def test_cli_subprocess_text_and_json(bad_project: Project) -> None:
 def test_explicit_bad_paths_are_each_reported(bad_project: Project) -> None:
     names = ["huge", "fifo", "directory", "symlink_outside", "good"]
     paths = [f"taxonomy/compositional_skills/{name}/qna.yaml" for name in names]
-    result = run_cli(bad_project.root, "validate", *paths)
+    result = run_cli(bad_project.root, "validate", *paths, fresh_process=True)
     assert result.returncode == 1
     reported = {line.split("/")[2] for line in result.stdout.splitlines()}
     assert reported == {"huge", "fifo", "directory", "symlink_outside"}

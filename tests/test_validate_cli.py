@@ -23,7 +23,7 @@ def project(tmp_path: Path) -> Project:
 
 
 def test_text_format_and_exit_code_1(project: Project) -> None:
-    result = run_cli(project.root, "validate")
+    result = run_cli(project.root, "validate", fresh_process=True)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "taxonomy/compositional_skills/few/qna.yaml:1:10: warning [deprecated-version] qna.yaml version 2 is "
@@ -53,7 +53,7 @@ def test_github_annotations(project: Project) -> None:
 
 
 def test_json_records_have_exactly_the_documented_keys(project: Project) -> None:
-    result = run_cli(project.root, "validate", "--format", "json")
+    result = run_cli(project.root, "validate", "--format", "json", fresh_process=True)
     assert result.returncode == 1
     records = json.loads(result.stdout)
     assert [list(record) for record in records] == [
@@ -92,7 +92,7 @@ def test_warnings_alone_exit_0(project: Project) -> None:
     ],
 )
 def test_usage_errors_exit_2(project: Project, args: list[str], message: str) -> None:
-    result = run_cli(project.root, *args)
+    result = run_cli(project.root, *args, fresh_process=True)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -6,6 +6,9 @@ lines and columns. Line numbers of the good leaves are documented beside each bu
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -116,9 +119,24 @@ def make_project(root: Path, taxonomy: str = "taxonomy", extra_toml: str = "") -
     return project
 
 
-def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The real `labtax` entry point in a fresh interpreter (as the pre-commit hook and CI run it)."""
-    code = "import sys; from labtax.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-    )
+def run_cli(
+    cwd: Path, *args: str, fresh_process: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The real `labtax` entry point, `labtax.cli.main`, run in `cwd`: in this process (fast), or in a
+    fresh interpreter as the pre-commit hook and CI run it (`fresh_process=True`)."""
+    if fresh_process:
+        code = "import sys; from labtax.cli import main; sys.exit(main(sys.argv[1:]))"
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    from labtax.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["labtax", *args], code, out.getvalue(), err.getvalue())
