@@ -57,7 +57,7 @@ def test_generation_is_cached_by_leaf_hashes_and_vetted() -> None:
     cache = step("Restore generation results")
     assert cache["uses"].startswith("actions/cache@")
     assert cache["with"]["key"] == "labtax-generation-${{ steps.leaves.outputs.key }}"
-    assert ".labtax/release/generation" in cache["with"]["path"]
+    assert ".labtax-cache/release/generation" in cache["with"]["path"]
     assert "--vet-cache" in step("Release")["run"]
 
 
@@ -70,7 +70,9 @@ def test_secrets_reach_only_the_release_step() -> None:
 def test_eval_and_manifest_are_uploaded_even_when_the_gate_fails_and_notes_make_the_github_release() -> None:
     upload = step("Upload")
     assert upload["if"] == "${{ !cancelled() }}"
-    assert {".labtax/release/eval.json", ".labtax/release/release.json"} <= set(upload["with"]["path"].split())
+    assert {".labtax-cache/release/eval.json", ".labtax-cache/release/release.json"} <= set(
+        upload["with"]["path"].split()
+    )
     github_release = step("GitHub release")
     assert '--notes-file "$RELEASE_DIR/notes.md"' in github_release["run"]
     assert github_release["env"] == {"GH_TOKEN": "${{ github.token }}"}

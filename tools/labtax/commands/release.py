@@ -24,7 +24,7 @@ def command(
     ] = False,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Release directory (generation cache, data, model, release.json).")
-    ] = Path(".labtax/release"),
+    ] = Path(".labtax-cache/release"),
     repo: Annotated[
         str | None,
         typer.Option("--repo", envvar="LABTAX_HUB_REPO", help="Hub model repository, owner/name.", show_default=False),
