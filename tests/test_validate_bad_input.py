@@ -206,3 +206,11 @@ def test_names_that_are_not_utf8(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stderr
         assert "not valid UTF-8; rename it" in result.stdout
         assert "Traceback" not in result.stderr and "unexpected error" not in result.stderr
+
+
+def test_utf16_file_is_named_as_such(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    file = project.leaf("compositional_skills/a", skill_yaml().encode("utf-16"))
+    [diagnostic] = project.validate().diagnostics
+    assert (diagnostic.file, diagnostic.line, diagnostic.column, diagnostic.rule) == (file, 1, 1, "encoding")
+    assert diagnostic.message == "the file is UTF-16; save it as UTF-8"

@@ -32,7 +32,7 @@ from labtax.taxonomy.leaf import (
     local_document_digest,
     parse_attribution,
 )
-from labtax.taxonomy.load import load_yaml_text, whitespace_diagnostics
+from labtax.taxonomy.load import YamlPath, format_yaml_path, load_yaml_text, whitespace_diagnostics
 from labtax.validate.rules import LeafChecker, check_attribution, document_is_usable, read_attribution_text
 from labtax.validate.schema import LATEST_VERSION, SUPPORTED_VERSIONS, validate_schema
 
@@ -126,6 +126,8 @@ def read_leaf_text(config: Config, path: Path, file: str) -> tuple[str | None, l
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return problem("encoding", "the file is UTF-16; save it as UTF-8")
         before = data[: exc.start]
         line = before.count(b"\n") + 1
         column = len(before) - (before.rfind(b"\n") + 1) + 1
@@ -217,10 +219,13 @@ def validate_leaf_file(
     if check_documents and document is not None and resolvable:
         from labtax.documents import check_document
 
-        position = doc.position(("document",))
         for message in check_document(config.project_root, document):
+            where = _document_problem_path(content, message)
+            position = doc.position(where)
             diagnostics.append(
-                Diagnostic(file, position.line, position.column, "document-check", message, yaml_path=".document")
+                Diagnostic(
+                    file, position.line, position.column, "document-check", message, yaml_path=format_yaml_path(where)
+                )
             )
     attribution = _read_attribution(leaf_dir)
     digest = (
@@ -230,6 +235,17 @@ def validate_leaf_file(
     )
     leaf = leaf_from_content(leaf_path(path, config), branch, content, attribution, digest)
     return leaf, diagnostics
+
+
+def _document_problem_path(content: dict[str, object], message: str) -> YamlPath:
+    """Point a document problem at the pattern it names, else at the pin (commit)."""
+    document = content.get("document")
+    patterns = document.get("patterns") if isinstance(document, dict) else None
+    if isinstance(patterns, list):
+        for index, pattern in enumerate(patterns):
+            if isinstance(pattern, str) and message.startswith(f"pattern '{pattern}' "):
+                return ("document", "patterns", index)
+    return ("document", "commit")
 
 
 def _bad_version_message(version: object) -> str:
