@@ -4,6 +4,7 @@ commit; the token never reaches output or logs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -170,6 +171,14 @@ def test_datasets_go_to_a_dataset_repository(hub: HubServer, tmp_path: Path) -> 
 
     assert released_files(hub, "org/student-data", "v1.0.0", "dataset") == local_files(data)
     assert result.repo_type == "dataset" and ("model", "org/student-data") not in hub.state.repos
+
+
+def test_private_repositories_need_the_token_to_be_read(hub: HubServer, release_folder: Path) -> None:
+    push_release(plan_push(release_folder, "org/secret", "v1.0.0", private=True), token=TOKEN)
+    create = next(json.loads(r.body) for r in hub.state.requests if r.operation == "create")
+    assert create["visibility"] == "private" and hub.repo("org/secret").private
+    with pytest.raises(HubError):
+        push_release(plan_push(release_folder, "org/secret", "v1.0.0"), token="hf_other")
 
 
 def test_the_token_never_appears_in_output_logs_or_errors(

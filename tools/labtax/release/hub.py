@@ -151,7 +151,8 @@ def push_release(plan: PushPlan, *, token: str, endpoint: str | None = None) -> 
 def _push(api: HfApi, plan: PushPlan, token: str) -> PushResult:
     from huggingface_hub.errors import HfHubHTTPError
 
-    repo_url = api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=plan.private, exist_ok=True)
+    # private=None leaves the visibility to the namespace's default (an organisation may make repos private).
+    repo_url = api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=plan.private or None, exist_ok=True)
     notes: list[str] = []
     tagged = _tag_target(api, plan)
     if tagged is not None:
