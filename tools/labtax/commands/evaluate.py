@@ -63,7 +63,7 @@ def command(
     thresholds = GateThresholds(max_loss_increase, max_leaf_loss_increase, max_exact_match_drop, max_f1_drop)
     config = EvalConfig(
         model=model, baseline=baseline, output=output, taxonomy_root=root, previous=previous,
-        thresholds=thresholds, max_new_tokens=max_new_tokens, training_data=data,
+        thresholds=thresholds, max_new_tokens=max_new_tokens, training_data=data, progress=not quiet,
     )  # fmt: skip
     result = run_evaluation(config)
     for leaf in result.leaves:

@@ -49,6 +49,7 @@ class EvalConfig:
     thresholds: GateThresholds = GateThresholds()
     max_new_tokens: int = 64
     training_data: Path | None = None  # DATA dir: count held-out questions found in its JSONL files
+    progress: bool = False  # a progress bar per model on stderr
 
 
 @dataclass
@@ -163,9 +164,14 @@ def run_evaluation(config: EvalConfig) -> EvalResult:
         found = contamination(leaves, config.training_data)
         for evaluation in evaluations:
             evaluation.contaminated = found.get(evaluation.leaf, [])
+    from tqdm.auto import tqdm
+
+    from labtax.train.recipe import transformers_progress_bars
+
     for role in ("model", "baseline"):
-        scorer = ModelScorer.load(config.model if role == "model" else config.baseline)
-        for evaluation in evaluations:
+        with transformers_progress_bars(config.progress):
+            scorer = ModelScorer.load(config.model if role == "model" else config.baseline)
+        for evaluation in tqdm(evaluations, desc=role, unit="leaf", disable=not config.progress):
             scores, answers = score_leaf(scorer, by_path[evaluation.leaf], config.max_new_tokens)
             setattr(evaluation, role, scores)
             merge_answers(evaluation.answers, answers, role)

@@ -28,7 +28,8 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,49 +139,52 @@ class RunState:
 def run_training(config: TrainConfig) -> TrainResult:
     """Train phase 1 then phase 2 (see the module docstring); resumable with `config.resume`."""
     check_config(config)  # before any model loads
-    state = RunState(config, open_record(config))
-    accelerator = make_accelerator(config.hyper)
-    accelerator.wait_for_everyone()  # every process has checked the (still empty) output before it is written
-    write_record(state, accelerator, status="running")  # from here on, --resume finds the run
-    tokenizer = load_tokenizer(config.base_model)
-    start_from = config.base_model
-    results: list[PhaseResult] = []
-    for number in (1, 2):
-        finished = state.record["phases"].get(str(number))
-        if finished and finished["status"] in ("done", "skipped"):
-            result = PhaseResult(**finished)
-        else:
-            dataset = encode_phase(config, tokenizer, number)
-            if not dataset.samples:
-                result = phase_result(number, config, dataset, status="skipped")
-            elif state.halting():  # the step budget ran out exactly at the previous phase's end
-                result = phase_result(number, config, dataset, status="halted")
+    with transformers_progress_bars(config.progress):  # their loading/saving bars follow ours
+        state = RunState(config, open_record(config))
+        accelerator = make_accelerator(config.hyper)
+        accelerator.wait_for_everyone()  # every process has checked the (still empty) output before it is written
+        write_record(state, accelerator, status="running")  # from here on, --resume finds the run
+        tokenizer = load_tokenizer(config.base_model)
+        start_from = config.base_model
+        results: list[PhaseResult] = []
+        for number in (1, 2):
+            finished = state.record["phases"].get(str(number))
+            if finished and finished["status"] in ("done", "skipped"):
+                result = PhaseResult(**finished)
             else:
-                result = train_phase(number, start_from, dataset, tokenizer, accelerator, state)
-        results.append(result)
-        state.record["phases"][str(number)] = asdict(result)
-        write_record(state, accelerator, status="halted" if result.status == "halted" else "running")
-        if result.status == "halted":
-            return TrainResult(
-                config.output_dir,
-                False,
-                None,
-                results,
-                config.output_dir / "training.json",
-                accelerator.is_main_process,
+                dataset = encode_phase(config, tokenizer, number)
+                if not dataset.samples:
+                    result = phase_result(number, config, dataset, status="skipped")
+                elif state.halting():  # the step budget ran out exactly at the previous phase's end
+                    result = phase_result(number, config, dataset, status="halted")
+                else:
+                    result = train_phase(number, start_from, dataset, tokenizer, accelerator, state)
+            results.append(result)
+            state.record["phases"][str(number)] = asdict(result)
+            write_record(state, accelerator, status="halted" if result.status == "halted" else "running")
+            if result.status == "halted":
+                return TrainResult(
+                    config.output_dir,
+                    False,
+                    None,
+                    results,
+                    config.output_dir / "training.json",
+                    accelerator.is_main_process,
+                )
+            if result.model_dir:
+                start_from = str(config.output_dir / result.model_dir)
+        if all(r.status == "skipped" for r in results):
+            raise LabtaxError(
+                f"{config.data_dir}: no trainable samples in either phase; check `labtax curate`'s output"
             )
-        if result.model_dir:
-            start_from = str(config.output_dir / result.model_dir)
-    if all(r.status == "skipped" for r in results):
-        raise LabtaxError(f"{config.data_dir}: no trainable samples in either phase; check `labtax curate`'s output")
-    final = state.phase_dir(2)
-    if results[1].status == "skipped" and accelerator.is_main_process and not final.exists():
-        copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
-    accelerator.wait_for_everyone()
-    write_record(state, accelerator, status="done")
-    return TrainResult(
-        config.output_dir, True, final, results, config.output_dir / "training.json", accelerator.is_main_process
-    )
+        final = state.phase_dir(2)
+        if results[1].status == "skipped" and accelerator.is_main_process and not final.exists():
+            copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
+        accelerator.wait_for_everyone()
+        write_record(state, accelerator, status="done")
+        return TrainResult(
+            config.output_dir, True, final, results, config.output_dir / "training.json", accelerator.is_main_process
+        )
 
 
 def encode_phase(config: TrainConfig, tokenizer: Any, number: int) -> EncodedDataset:
@@ -401,6 +405,25 @@ def accepts_logits_to_keep(model: Any) -> bool:
 
 
 # === setup helpers ================================================================================
+
+
+@contextmanager
+def transformers_progress_bars(enabled: bool) -> Iterator[None]:
+    """Show or hide transformers' own progress bars (loading, saving) for a while, then restore them."""
+    from transformers.utils import logging as transformers_logging
+
+    were_disabled = transformers_logging.is_progress_bar_enabled() is False
+    if enabled:
+        transformers_logging.enable_progress_bar()
+    else:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if were_disabled:
+            transformers_logging.disable_progress_bar()
+        else:
+            transformers_logging.enable_progress_bar()
 
 
 def make_accelerator(h: Hyperparameters) -> Accelerator:
