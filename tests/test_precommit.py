@@ -135,15 +135,25 @@ def test_own_config_hygiene_hooks(tmp_path: Path, hook_env: Path) -> None:
 
 
 def _hooks_repository(destination: Path) -> str:
-    """A git repository holding this project's installable sources and hook manifest, as a user's
-    `repo:` URL would give pre-commit; returns its commit."""
-    destination.mkdir()
+    """A git repository holding this project's tracked files (their working-tree content, without the
+    taxonomy, tests and docs), as a user's `repo:` URL would give pre-commit; returns its commit."""
+    tracked = git(REPO_ROOT, "ls-files", "-z").split("\0")
+    skipped = ("tests/", "benchmarks/", "taxonomy/", "documents/", "docs/", ".github/")
+    for name in tracked:
+        source = REPO_ROOT / name
+        if name and not name.startswith(skipped) and source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, destination / name)
+    # Files not committed yet (this working tree) are what the test is about.
     for name in ("pyproject.toml", "README.md", ".pre-commit-hooks.yaml"):
         shutil.copy(REPO_ROOT / name, destination / name)
-    shutil.copytree(REPO_ROOT / "schema", destination / "schema")
-    shutil.copytree(
-        REPO_ROOT / "tools" / "labtax", destination / "tools" / "labtax", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for directory in ("schema", "tools/labtax"):
+        shutil.copytree(
+            REPO_ROOT / directory,
+            destination / directory,
+            ignore=shutil.ignore_patterns("__pycache__"),
+            dirs_exist_ok=True,
+        )
     git(destination, "init", "-q")
     git(destination, "add", "-A")
     git(destination, "commit", "-qm", "hooks")
