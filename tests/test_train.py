@@ -154,7 +154,9 @@ def test_two_processes_train_like_one_process_with_accumulation(
 
     output = tmp_path / "ddp"
     overrides = {**FAST, "gradient_accumulation_steps": 1}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "labtax.cli", "train",
+    # --standalone: a free rendezvous port, so parallel test runs on one machine do not collide
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "labtax.cli", "train",
                "--base-model", str(tiny_model_dir), "--data", str(phase_data), "--output", str(output), "--quiet",
                *[arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]]  # fmt: skip
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
