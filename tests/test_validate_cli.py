@@ -159,6 +159,18 @@ def test_root_option_and_instructlab_layout(tmp_path: Path) -> None:
     assert run_cli(repo, "validate", "compositional_skills/writing/poems/qna.yaml").returncode == 1
 
 
+def test_working_copy_reached_through_a_symlink(project: Project, tmp_path: Path) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(project.root)
+    # The shell's $PWD keeps the symlink; a path typed from it is absolute through the link.
+    result = run_cli(link, "validate", str(link / "taxonomy/compositional_skills/few/qna.yaml"))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1].startswith(
+        "taxonomy/compositional_skills/few/qna.yaml:5:3: error [too-few-items]"
+    )
+    assert "leaf-place" not in result.stdout
+
+
 def test_root_relative_to_the_current_directory(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", taxonomy="taxonomy")
     project.write("other/compositional_skills/a/qna.yaml", skill_yaml())

@@ -26,12 +26,24 @@ class Discovery:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
+def _relative(path: Path, root: Path) -> Path | None:
+    """`path` relative to `root` (a resolved directory), also when `path` was reached through a symlinked
+    directory (a working copy under a symlink, macOS's /tmp). The file's own name is not resolved."""
+    absolute = path.absolute()
+    try:
+        return absolute.relative_to(root)
+    except ValueError:
+        pass
+    try:
+        return (absolute.parent.resolve() / absolute.name).relative_to(root)
+    except (ValueError, OSError, RuntimeError):
+        return None
+
+
 def display_path(path: Path, config: Config) -> str:
     """A path as diagnostics show it: relative to the project root when inside it (GitHub needs that)."""
-    try:
-        shown = path.absolute().relative_to(config.project_root).as_posix()
-    except ValueError:
-        shown = path.absolute().as_posix()
+    relative = _relative(path, config.project_root)
+    shown = relative.as_posix() if relative is not None else path.absolute().as_posix()
     # A name that is not UTF-8 arrives with surrogates, which a strict stdout cannot print.
     return shown.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
@@ -46,10 +58,8 @@ def _is_utf8_name(name: str) -> bool:
 
 def taxonomy_relative(path: Path, config: Config) -> PurePosixPath | None:
     """The path under the taxonomy root, or None when it lies outside."""
-    try:
-        return PurePosixPath(path.absolute().relative_to(config.taxonomy_root).as_posix())
-    except ValueError:
-        return None
+    relative = _relative(path, config.taxonomy_root)
+    return PurePosixPath(relative.as_posix()) if relative is not None else None
 
 
 # qna.yml, QNA.yaml, Qna.YAML, qna.yaml.txt, qna_v2.yaml, "qna .yaml", qna.json: anything a contributor
