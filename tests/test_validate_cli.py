@@ -196,6 +196,8 @@ def test_local_documents_pin_is_the_git_tree_id(tmp_path: Path) -> None:
     project.leaf("knowledge/testing", knowledge_yaml(tree))
     git(project.root, "init", "-q")
     git(project.root, "add", "-A")
+    # The two ways CONTRIBUTING.md gives to compute the pin: staged, then committed.
+    assert git(project.root, "write-tree", "--prefix=documents/notes/").strip() == tree
     git(project.root, "commit", "-qm", "documents")
     assert git(project.root, "rev-parse", "HEAD:documents/notes").strip() == tree
     assert run_cli(project.root, "validate", "--check-documents").returncode == 0
