@@ -156,11 +156,17 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append(
                 RecordedRequest("HEAD" if head else "GET", self.path, "resolve", self.headers.get("Authorization"), b"")
             )
+            failure = state.take_failure("resolve")
             repo = (
                 state.repos.get(("dataset" if match and match.group(1) else "model", match.group(2))) if match else None
             )
             commit = repo.resolve(unquote(match.group(3))) if repo and match else None
             data = commit.files.get(unquote(match.group(4))) if commit and match else None
+        if failure is not None:
+            self.send_response(failure.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if commit is None or data is None or (repo is not None and repo.private and not self._authorised()):
             self.send_response(404)
             self.send_header("X-Error-Code", "EntryNotFound" if commit is not None else "RevisionNotFound")

@@ -213,3 +213,25 @@ def test_the_token_comes_from_hf_token_only(monkeypatch: pytest.MonkeyPatch) -> 
 def test_bad_repository_ids_are_rejected_before_any_request(release_folder: Path) -> None:
     with pytest.raises(HubError, match="owner/name"):
         plan_push(release_folder, "student", "v1.0.0")
+
+
+def test_the_previous_release_is_read_from_the_hub_at_its_tag(
+    hub: HubServer, release_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labtax.errors import LabtaxError
+    from labtax.release.stages import download_release_files
+
+    (release_folder / "eval.json").write_text('{"format": "labtax-eval/1"}\n')
+    push_release(plan_push(release_folder, "org/student", "v1.0.0"), token=TOKEN)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+    assert download_release_files("org/student", "v1.0.0", tmp_path / "found")
+    assert (tmp_path / "found" / "release.json").read_bytes() == (release_folder / "release.json").read_bytes()
+    assert (tmp_path / "found" / "eval.json").is_file()
+    assert not download_release_files("org/student", "v0.9.0", tmp_path / "no-tag")  # e.g. nothing changed then
+    assert not download_release_files("org/nothing-yet", "v1.0.0", tmp_path / "no-repo")
+    hub.fail("resolve", status=403)  # any other answer stops the release instead of rebuilding everything
+    with pytest.raises(
+        LabtaxError, match=r"cannot read release v1\.0\.0 .*check HF_TOKEN and that the Hub is reachable"
+    ):
+        download_release_files("org/student", "v1.0.0", tmp_path / "refused")

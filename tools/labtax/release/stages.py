@@ -107,11 +107,11 @@ def generation_keys(leaves: list[Leaf], options: ReleaseOptions) -> list[str]:
 def download_release_files(repo_id: str, tag: str, target_dir: Path) -> bool:
     """Fetch release.json and eval.json as the Hub holds them at `tag`.
 
-    False when the Hub has no such tag or file (a release that changed nothing has neither). Any other
-    failure stops the release: guessing "no previous release" would regenerate and retrain everything.
+    False when the Hub has no such repository, tag or file (a release that changed nothing has none).
+    Any other failure stops the release: guessing "no previous release" would rebuild everything.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError
 
     from labtax.release.hub import hub_endpoint
 
@@ -125,17 +125,21 @@ def download_release_files(repo_id: str, tag: str, target_dir: Path) -> bool:
                 )
                 for name in ("release.json", "eval.json")
             }
-        except (RemoteEntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError):
-            return False
-        except OSError as exc:  # connection problems, server errors, offline mode
-            raise LabtaxError(
-                f"cannot read release {tag} from the Hub repository {repo_id} ({type(exc).__name__}); "
-                "re-run when the Hub is reachable, or pass --previous-manifest"
-            ) from None
-        target_dir.mkdir(parents=True, exist_ok=True)
-        for name, path in fetched.items():
-            shutil.copyfile(path, target_dir / name)
-    return True
+        except HfHubHTTPError as exc:
+            if exc.response is not None and exc.response.status_code == 404:
+                return False
+            problem = type(exc).__name__
+        except OSError as exc:  # huggingface_hub wraps connection problems and other refusals alike
+            problem = type(exc).__name__
+        else:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            for name, path in fetched.items():
+                shutil.copyfile(path, target_dir / name)
+            return True
+    raise LabtaxError(
+        f"cannot read release {tag} from the Hub repository {repo_id} ({problem}): check HF_TOKEN and that "
+        "the Hub is reachable, then re-run; or pass --previous-manifest"
+    )
 
 
 # --- generation ---------------------------------------------------------------------------------------
