@@ -94,6 +94,8 @@ def test_micro_batch_plan_is_deterministic_and_within_budget() -> None:
     assert packed != plan_micro_batches(lengths, seed=1, epoch=1, token_budget=12, packing=True)
     assert sorted(i for batch in packed for i in batch) == list(range(8))
     assert all(sum(lengths[i] for i in batch) <= 12 for batch in packed)
+    in_file_order = plan_micro_batches(lengths, seed=1, epoch=3, token_budget=12, packing=True, shuffle=False)
+    assert [i for batch in in_file_order for i in batch] == list(range(8))  # a curated curriculum stays in order
     padded = plan_micro_batches(lengths, seed=1, epoch=0, token_budget=12, packing=False)
     assert all(len(batch) * max(lengths[i] for i in batch) <= 12 for batch in padded)
 

@@ -34,6 +34,7 @@ class PhaseSettings:
     max_steps: int
     learning_rate: float
     gradient_accumulation_steps: int
+    shuffle: bool
 
 
 @dataclass(frozen=True)

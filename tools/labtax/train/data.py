@@ -203,16 +203,18 @@ def encode_rows(
 
 
 def plan_micro_batches(
-    lengths: Sequence[int], *, seed: int, epoch: int, token_budget: int, packing: bool
+    lengths: Sequence[int], *, seed: int, epoch: int, token_budget: int, packing: bool, shuffle: bool = True
 ) -> list[list[int]]:
     """Sample indices of each micro-batch of one epoch, in training order.
 
     The order is a seeded shuffle (a pure function of seed and epoch, so a resumed run rebuilds the
-    same plan). Samples fill micro-batches in that order: a packed row holds samples whose lengths sum
-    to at most `token_budget`; a padded batch holds samples while count × longest stays within it.
+    same plan), or the file's order with `shuffle=False`. Samples fill micro-batches in that order: a
+    packed row holds samples whose lengths sum to at most `token_budget`; a padded batch holds samples
+    while count × longest stays within it.
     """
     order = list(range(len(lengths)))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    if shuffle:
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
     batches: list[list[int]] = []
     current: list[int] = []
     used = 0

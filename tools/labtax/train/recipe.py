@@ -498,7 +498,12 @@ def plan_steps(dataset: EncodedDataset, h: Hyperparameters, number: int, world: 
     steps: list[StepPlan] = []
     for epoch in range(h.phase(number).epochs):
         micro = plan_micro_batches(
-            lengths, seed=h.seed + number, epoch=epoch, token_budget=h.micro_batch_tokens, packing=packing
+            lengths,
+            seed=h.seed + number,
+            epoch=epoch,
+            token_budget=h.micro_batch_tokens,
+            packing=packing,
+            shuffle=h.phase(number).shuffle,
         )
         for start in range(0, len(micro), per_step):
             group = micro[start : start + per_step]
