@@ -205,7 +205,10 @@ def run_labtax(args: argparse.Namespace, workdir: Path, mean_length: float) -> t
         "phase1.epochs": 1,
     }
     config = TrainConfig(
-        str(workdir / "model"), workdir / "data", workdir / "run-labtax", load_hyperparameters(None, overrides)
+        str(workdir / "model"),
+        workdir / "data",
+        Path(tempfile.mkdtemp(dir=workdir, prefix="run-labtax-")),
+        load_hyperparameters(None, overrides),
     )
     phase = run_training(config).phases[0]
     return phase.input_tokens, phase.seconds, phase.steps_done
