@@ -52,8 +52,9 @@ class EmptyFilter:
         return KEEP
 
 
-# Words a finished English answer does not end on: a teacher that hit its token limit stops mid-phrase.
-_DANGLING_WORDS = frozenset("a an the and or but of to with for in on at by from that which as is are was were".split())
+# Words a finished English answer does not end on (a teacher that hit its token limit stops mid-phrase);
+# only the clearest ones, so that a poem line or a list item ending on "is" or "with" is not dropped.
+_DANGLING_WORDS = frozenset("a an the and or but of to because than".split())
 _DANGLING_CHARS = (",", ";", ":", "(", "[", "{", "-", "–", "—", "/", "\\", "=", "+", "*", "&")
 
 
