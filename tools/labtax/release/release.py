@@ -13,13 +13,13 @@ stages are reached through `labtax.release.stages`, one adapter per stage's libr
 Release directory:
     generation/   GEN (cached between releases, keyed by leaf hashes)
     data/         DATA (curated phase files, curation.json)
-    train/        RUN (RUN/final is the model)
+    train/<inputs>/  RUN (RUN/final is the model), named after the inputs fingerprint
     eval.json, eval.md
     hub/model/    exactly what the model repository will hold (weights, tokenizer, README.md, release.json, eval.json)
     hub/data/     exactly what the dataset repository will hold (with --dataset-repo)
     release.json  the manifest, with the Hub revision once pushed
     notes.md      the release notes (the GitHub release body)
-    history/<version>/release.json   every finished release, for the next one to compare with
+    history/<version>/   release.json and eval.json of every finished release, for the next one
     skipped       present when nothing changed since the previous release
 """
 
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
@@ -51,6 +51,9 @@ from labtax.release.manifest import (
     write_manifest,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:
+    from labtax.release.hub import PushPlan, PushResult
 
 SKIPPED_MARKER = "skipped"
 
@@ -94,8 +97,8 @@ class ReleaseResult:
     changes: LeafChanges | None = None
     teacher_requests: int = 0
     trained: bool = False
-    push_plans: list[Any] = field(default_factory=list)  # hub.PushPlan
-    pushed: list[Any] = field(default_factory=list)  # hub.PushResult
+    push_plans: list[PushPlan] = field(default_factory=list)
+    pushed: list[PushResult] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
@@ -391,7 +394,7 @@ def _replace_tree(source: Path, target: Path) -> None:
         shutil.copytree(source, target)
 
 
-def plan_pushes(options: ReleaseOptions, model_folder: Path, data_folder: Path | None) -> list[Any]:
+def plan_pushes(options: ReleaseOptions, model_folder: Path, data_folder: Path | None) -> list[PushPlan]:
     from labtax.release.hub import plan_push
 
     repo = options.hub_repo or "OWNER/NAME"
@@ -404,7 +407,7 @@ def plan_pushes(options: ReleaseOptions, model_folder: Path, data_folder: Path |
     return plans
 
 
-def push(plans: list[Any]) -> list[Any]:
+def push(plans: list[PushPlan]) -> list[PushResult]:
     """Datasets first, so the model card's dataset link works the moment the model appears."""
     from labtax.release.hub import hub_token, push_release
 
