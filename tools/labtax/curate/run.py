@@ -92,13 +92,14 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
     mixed = build_phases(knowledge, skills, external, config.mix, config.seed, replay_name)
     notes.extend(mixed.notes)
 
+    leaf_of = {candidate.sample_id: candidate.leaf for candidate in pool}
     for candidate in pool:
         ledger.leaf(candidate.leaf).kept += 1
     for row in mixed.phase1:
-        ledger.leaf(row["metadata"].get("leaf", "")).phase1 += 1
+        ledger.leaf(leaf_of[row["metadata"]["sample_id"]]).phase1 += 1
     for row in mixed.phase2:
         if row["metadata"].get("replay") != "external":
-            ledger.leaf(row["metadata"].get("leaf", "")).phase2 += 1
+            ledger.leaf(leaf_of[row["metadata"]["sample_id"]]).phase2 += 1
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     files = {"phase1": config.output_dir / PHASE1_FILE, "phase2": config.output_dir / PHASE2_FILE}
