@@ -432,3 +432,24 @@ def test_settings_file_overrides_defaults(curated: dict[str, Any], project: Path
     report = json.loads(run_curation(config).files["report"].read_text())
     assert report["seed"] == 4
     assert report["drops"]["filter"]["reasons"]["length:answer-too-short"]["count"] > 0
+
+
+def test_curates_what_labtax_generate_writes(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hand-off for real: `labtax generate` against the loopback teacher, then `labtax curate`."""
+    from openai_server import running_server
+
+    monkeypatch.chdir(project)
+    gen, data = tmp_path / "gen", tmp_path / "data"
+    with running_server() as server:
+        args = ["generate", "--output", str(gen), "--teacher-url", server.url, "--teacher-model", "fake-teacher"]
+        assert main([*args, "--target", "4", "--root", str(project / "taxonomy"), "--quiet"]) == 0
+    assert (
+        main(["curate", "--samples", str(gen), "--output", str(data), "--root", str(project / "taxonomy"), "-q"]) == 0
+    )
+    report = json.loads((data / "curation.json").read_text())
+    generated = json.loads((gen / "generation.json").read_text())["leaves"]
+    assert report["totals"]["read"] == sum(entry["kept"] for entry in generated) == 16
+    assert set(report["leaves"]) == {entry["leaf"] for entry in generated}
+    phase1 = read_jsonl(data / "phase1_knowledge.jsonl")
+    assert {row["metadata"]["leaf"] for row in phase1} <= {TIDES, GIT}
+    assert report["totals"]["kept"] == report["mix"]["phase1_rows"] + report["mix"]["phase2_skill_rows"]
