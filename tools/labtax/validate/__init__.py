@@ -33,7 +33,13 @@ from labtax.taxonomy.leaf import (
     parse_attribution,
 )
 from labtax.taxonomy.load import YamlPath, format_yaml_path, load_yaml_text, whitespace_diagnostics
-from labtax.validate.rules import LeafChecker, check_attribution, document_is_usable, read_attribution_text
+from labtax.validate.rules import (
+    LeafChecker,
+    check_attribution,
+    document_is_usable,
+    read_attribution_text,
+    unknown_rule_diagnostics,
+)
 from labtax.validate.schema import LATEST_VERSION, SUPPORTED_VERSIONS, validate_schema
 
 
@@ -56,7 +62,7 @@ def validate_paths(
     config: Config, paths: Iterable[Path] | None = None, *, check_documents: bool = False
 ) -> ValidationResult:
     found = discover(config, paths)
-    result = ValidationResult(diagnostics=list(found.diagnostics))
+    result = ValidationResult(diagnostics=[*unknown_rule_diagnostics(config), *found.diagnostics])
     for leaf_file in found.leaf_files:
         leaf, diagnostics = validate_leaf_file(config, leaf_file, check_documents=check_documents)
         result.files_checked += 1

@@ -6,6 +6,7 @@ documents. Checks read plain values and tolerate wrong types (the schema already
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,17 @@ from labtax.taxonomy.leaf import (
     parse_attribution,
 )
 from labtax.taxonomy.load import YamlDocument, YamlPath, format_yaml_path
+
+# Every rule id validation can report; docs/rules.md documents each (a test keeps the two equal).
+RULE_IDS = frozenset(
+    (
+        "yaml-syntax yaml-too-complex duplicate-key tab trailing-space final-newline line-endings unknown-key "
+        "missing-key wrong-type too-few-items empty-value duplicate-item bad-version deprecated-version schema "
+        "file-name leaf-place symlink-outside unreadable file-too-large encoding empty-file not-a-mapping "
+        "context-too-long qna-too-long seed-too-long duplicate-question document-repo document-commit "
+        "document-check document-pattern attribution-missing attribution-field attribution-license unknown-rule"
+    ).split()
+)
 
 ALLOWED_LICENSES = ("CC0-1.0", "CDLA-Permissive-2.0", "CC-BY-4.0", "CC-BY-SA-4.0", "Apache-2.0", "MIT")
 _FULL_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -248,3 +260,28 @@ def check_attribution(leaf_dir: Path, display_dir: str) -> Iterator[Diagnostic]:
         hint = f"; write it as '{close[0]}'" if close else f"; allowed: {', '.join(ALLOWED_LICENSES)}"
         line = lines.get("License of the work", 1)
         yield Diagnostic(file, line, 1, "attribution-license", f"licence '{license_id}' is not on the allow-list{hint}")
+
+
+def unknown_rule_diagnostics(config: Config) -> Iterator[Diagnostic]:
+    """A rule named in [tool.labtax.severity] that does not exist: a typo there silently does nothing."""
+    unknown = sorted(set(config.severity_overrides) - RULE_IDS)
+    if not unknown:
+        return
+    pyproject = config.project_root / "pyproject.toml"
+    try:
+        lines = pyproject.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    for rule in unknown:
+        pattern = re.compile(rf"^\s*[\"']?{re.escape(rule)}[\"']?\s*=")
+        line = next((number for number, text in enumerate(lines, start=1) if pattern.match(text)), 1)
+        close = difflib.get_close_matches(rule, sorted(RULE_IDS), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else "; the rules are listed in docs/rules.md"
+        yield Diagnostic(
+            "pyproject.toml",
+            line,
+            1,
+            "unknown-rule",
+            f"[tool.labtax.severity] names rule '{rule}', which does not exist{hint}",
+            Severity.WARNING,
+        )
