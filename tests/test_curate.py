@@ -453,3 +453,19 @@ def test_curates_what_labtax_generate_writes(project: Path, tmp_path: Path, monk
     phase1 = read_jsonl(data / "phase1_knowledge.jsonl")
     assert {row["metadata"]["leaf"] for row in phase1} <= {TIDES, GIT}
     assert report["totals"]["kept"] == report["mix"]["phase1_rows"] + report["mix"]["phase2_skill_rows"]
+
+
+def test_a_phase_without_rows_is_not_written(project: Path, tmp_path: Path) -> None:
+    leaves = project_leaves(project)
+    units = next(leaf for leaf in leaves if leaf.path == UNITS)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "phase1_knowledge.jsonl").write_text('{"stale": true}\n')
+    write_generation(tmp_path / "gen", [units], {UNITS: unit_rows(units, 6, random.Random(4))})
+    config = CurationConfig(samples_dir=tmp_path / "gen", output_dir=tmp_path / "data", taxonomy_root=project)
+    result = run_curation(config, leaves)
+    assert not (tmp_path / "data" / "phase1_knowledge.jsonl").exists(), "a stale phase file is removed"
+    assert set(result.files) == {"phase2", "report"}
+    assert any("phase1_knowledge.jsonl not written" in note for note in result.notes)
+    report = json.loads(result.files["report"].read_text())
+    assert report["outputs"]["phase1_knowledge.jsonl"] == {"rows": 0, "sha256": None}
+    assert report["mix"]["phase2_rows"] == 6 and report["mix"]["phase2_replay_phase1_rows"] == 0

@@ -11,11 +11,12 @@ step, sees only what survived everything else.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,14 +103,17 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
             ledger.leaf(leaf_of[row["metadata"]["sample_id"]]).phase2 += 1
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    files = {"phase1": config.output_dir / PHASE1_FILE, "phase2": config.output_dir / PHASE2_FILE}
-    outputs = {
-        PHASE1_FILE: _write_jsonl(files["phase1"], mixed.phase1),
-        PHASE2_FILE: _write_jsonl(files["phase2"], mixed.phase2),
-    }
+    files: dict[str, Path] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    written = [("phase1", PHASE1_FILE, mixed.phase1), ("phase2", PHASE2_FILE, mixed.phase2)]
     if config.influence.enabled:
-        files["preference_pairs"] = config.output_dir / PAIRS_FILE
-        outputs[PAIRS_FILE] = _write_jsonl(files["preference_pairs"], pairs)
+        written.append(("preference_pairs", PAIRS_FILE, pairs))
+    for name, file_name, rows in written:
+        outputs[file_name] = _write_jsonl(config.output_dir / file_name, rows)
+        if rows:
+            files[name] = config.output_dir / file_name
+        else:
+            notes.append(f"{file_name} not written: it would have no rows (an empty file does not load as a dataset)")
 
     totals.update(
         {
@@ -429,13 +433,15 @@ def _settings_json(config: CurationConfig) -> dict[str, Any]:
     return out
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
-    data = "".join(lines).encode("utf-8")
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Write the rows (atomically); with no rows, remove the file, so a stale one from an earlier run
+    cannot be trained on."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return {"rows": 0, "sha256": None}
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
     _write_bytes(path, data)
-    import hashlib
-
-    return {"rows": len(lines), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
