@@ -18,7 +18,9 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("LABTAX_CACHE_DIR", str(home / ".cache" / "labtax"))
-    monkeypatch.setenv("PRE_COMMIT_HOME", os.environ.get("LABTAX_TEST_PRE_COMMIT_HOME", str(home / ".cache" / "pre-commit")))
+    monkeypatch.setenv(
+        "PRE_COMMIT_HOME", os.environ.get("LABTAX_TEST_PRE_COMMIT_HOME", str(home / ".cache" / "pre-commit"))
+    )
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
