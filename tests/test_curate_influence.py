@@ -120,3 +120,75 @@ def test_long_prompts_are_cut_from_the_start_so_the_answer_is_learned(tiny_model
     assert len(ids) == 64
     learned = tokenizer.decode([i for i, label in zip(ids, labels, strict=True) if label != -100])
     assert learned.startswith("The sea rising.")
+
+
+def test_pairs_are_made_per_teacher_prompt_best_against_worst() -> None:
+    from labtax.curate.influence import preference_pairs
+    from labtax.curate.settings import InfluenceSettings as Settings
+
+    def scored(sample_id: str, group: str, influence: float, **metadata: Any) -> Any:
+        from labtax.curate.samples import Candidate
+
+        row = {
+            "messages": [
+                {"role": "user", "content": f"Q {sample_id}"},
+                {"role": "assistant", "content": f"A {sample_id}"},
+            ]
+        }
+        row["metadata"] = metadata
+        candidate = Candidate(sample_id, TIDES, "knowledge", 1, f"Q {sample_id}", f"A {sample_id}", row, group)
+        candidate.influence = influence
+        return candidate
+
+    candidates = [
+        scored("a1", f"{TIDES}#0", 0.3),
+        scored("a2", f"{TIDES}#0", -0.2),
+        scored("a3", f"{TIDES}#0", 0.1),
+        scored("a4", f"{TIDES}#0", -0.5),
+        scored(
+            "b1", f"{TIDES}#1", 0.2, teacher_prompt="Write a question about neap tides.", teacher_output="Q: x\nA: y"
+        ),
+        scored("b2", f"{TIDES}#1", 0.0),
+        scored("c1", f"{TIDES}#2", 0.4),  # no unhelpful candidate in this group: no pair
+    ]
+    pairs = preference_pairs(candidates, {TIDES: "generic prompt"}, Settings(pairs_per_prompt=2))
+    ids = [(p["metadata"]["chosen_sample_id"], p["metadata"]["rejected_sample_id"]) for p in pairs]
+    assert ids == [("a1", "a4"), ("a3", "a2"), ("b1", "b2")]
+    assert pairs[0]["prompt"][0]["content"] == "generic prompt"
+    assert pairs[2]["prompt"][0]["content"] == "Write a question about neap tides."
+    assert (
+        pairs[2]["chosen"][0]["content"] == "Q: x\nA: y"
+        and pairs[2]["rejected"][0]["content"] == "Question: Q b2\nAnswer: A b2"
+    )
+
+
+def test_cli_influence(
+    setup: dict[str, Any],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labtax.cli import main
+
+    monkeypatch.chdir(setup["project"])
+    settings = tmp_path / "curate.toml"
+    settings.write_text("[influence]\nreference_size = 4\nmax_tokens = 96\nmax_candidates = 3\n")
+    args = [
+        "curate",
+        "--samples",
+        str(setup["base"] / "gen"),
+        "--output",
+        str(tmp_path / "data"),
+        "--config",
+        str(settings),
+    ]
+    assert (
+        main([*args, "--influence", "--student", str(tiny_model_dir), "--root", str(setup["project"] / "taxonomy")])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "s per candidate" in captured.err
+    report = json.loads((tmp_path / "data" / "curation.json").read_text())
+    assert report["influence"]["candidates_scored"] == 3 and report["influence"]["candidates_unscored"] == 7
+    assert report["settings"]["influence"]["student"] == str(tiny_model_dir.resolve())
