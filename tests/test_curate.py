@@ -36,7 +36,7 @@ from test_curate_support import (
     write_generation,
 )
 
-OUTPUT_FILES = ("phase1_knowledge.jsonl", "phase2_skills.jsonl", "curation.json")
+OUTPUT_FILES = ("phase1_knowledge.jsonl", "phase2_skills.jsonl", "curation.json", "dropped.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +198,10 @@ def test_outputs_load_with_datasets(curated: dict[str, Any]) -> None:
         assert dataset[0]["messages"][0]["role"] == "user"
     report = load_dataset("json", data_files=str(curated["data"] / "curation.json"), split="train")
     assert report[0]["format"] == "labtax-curation/1"
+    dropped = load_dataset("json", data_files=str(curated["data"] / "dropped.jsonl"), split="train")
+    totals = curated["report"]["totals"]
+    assert len(dropped) == totals["read"] - totals["kept"]
+    assert {f"{row['stage']}/{row['reason']}" for row in dropped} == set(curated["generation"].expected_drops)
 
 
 def test_report_records_inputs_and_outputs_by_hash(curated: dict[str, Any]) -> None:

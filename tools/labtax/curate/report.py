@@ -1,5 +1,6 @@
 """The curation ledger: why every sample was dropped, counted per stage, per reason and per leaf, with
-the first few examples of each reason (in processing order, so the report is deterministic)."""
+the first few examples of each reason (in processing order, so the report is deterministic), and one
+decision record per dropped sample (`dropped.jsonl`)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Ledger:
         self.leaves: dict[str, LeafCounts] = {}
         self.reasons: Counter[tuple[str, str]] = Counter()
         self.examples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.decisions: list[dict[str, Any]] = []  # one record per dropped sample, in processing order
 
     def leaf(self, leaf: str) -> LeafCounts:
         return self.leaves.setdefault(leaf, LeafCounts())
@@ -54,6 +56,16 @@ class Ledger:
     ) -> None:
         self.reasons[(stage, reason)] += 1
         self.leaf(leaf).dropped[f"{stage}/{reason}"] += 1
+        self.decisions.append(
+            {
+                "sample_id": candidate.sample_id if candidate is not None else None,
+                "leaf": leaf,
+                "line": line,
+                "stage": stage,
+                "reason": reason,
+                "detail": detail,
+            }
+        )
         examples = self.examples.setdefault((stage, reason), [])
         if len(examples) < self.examples_per_reason:
             example: dict[str, Any] = {"leaf": leaf, "line": line}

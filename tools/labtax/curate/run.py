@@ -44,6 +44,7 @@ PHASE2_FILE = "phase2_skills.jsonl"
 REPORT_FILE = "curation.json"
 PAIRS_FILE = "preference_pairs.jsonl"
 JOURNAL_FILE = "influence_journal.jsonl"
+DROPPED_FILE = "dropped.jsonl"
 
 
 @dataclass
@@ -114,6 +115,9 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
             files[name] = config.output_dir / file_name
         else:
             notes.append(f"{file_name} not written: it would have no rows (an empty file does not load as a dataset)")
+    outputs[DROPPED_FILE] = _write_jsonl(config.output_dir / DROPPED_FILE, ledger.decisions)
+    if ledger.decisions:
+        files["dropped"] = config.output_dir / DROPPED_FILE
 
     totals.update(
         {
