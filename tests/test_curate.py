@@ -157,6 +157,14 @@ def test_counts_per_leaf_add_up(curated: dict[str, Any]) -> None:
     for leaf, counts in report["leaves"].items():
         assert counts["read"] == counts["kept"] + sum(counts["dropped"].values()), leaf
     assert report["leaves"][TIDES]["dropped"]["filter/language:wrong-language"] == 1
+    # The report may be published with the data: PII drops show where, never what.
+    published = json.dumps(report) + (curated["data"] / "dropped.jsonl").read_text()
+    assert (
+        "john.smith" not in published
+        and "mary.jones" not in published
+        and "7946 0958" not in published
+        and "AKIAIOSFODNN7EXAMPLE" not in published
+    )
     assert report["leaves"][GIT]["kind"] == "knowledge"
     assert report["leaves"][UNITS]["phase2_rows"] == report["leaves"][UNITS]["kept"]
     assert sum(c["phase1_rows"] for c in report["leaves"].values()) == report["mix"]["phase1_rows"]

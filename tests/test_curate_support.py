@@ -216,6 +216,11 @@ def junk_rows(leaves: dict[str, Leaf], root: Path) -> tuple[dict[str, list[dict[
         "filter/truncated:truncated",
         row(tides, "Why do tides lag?", "The lag comes from friction between the", finish_reason="length"),
     )
+    add(  # truncated, and with PII the truncation filter meets first: the report must not quote it
+        TIDES,
+        "filter/truncated:truncated",
+        row(tides, "Where can I order printed tide tables?", "Order them from mary.jones@tidewatch-press.org and"),
+    )
     add(
         UNITS,
         "filter/truncated:truncated",

@@ -175,6 +175,22 @@ _SECRETS = (
 )
 
 
+def find_pii(text: str, allowed_email_domains: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first PII in `text` as (reason, masked match), or None."""
+    for match in _EMAIL.finditer(text):
+        domain = match.group(1).casefold()
+        if not any(domain == d or domain.endswith("." + d) for d in allowed_email_domains):
+            return "pii-email", _mask(match.group(0))
+    for name, pattern in _SECRETS:
+        found = pattern.search(text)
+        if found:
+            return f"pii-{name}", _mask(found.group(0))
+    phone = _PHONE.search(text)
+    if phone and sum(ch.isdigit() for ch in phone.group(0)) >= 10:
+        return "pii-phone", _mask(phone.group(0))
+    return None
+
+
 @dataclass(frozen=True)
 class PiiFilter:
     """Personal data and credentials: e-mail addresses (except reserved example domains), phone numbers,
@@ -185,17 +201,9 @@ class PiiFilter:
 
     def __call__(self, sample: Candidate) -> Verdict:
         for text in (sample.answer, sample.question):
-            for match in _EMAIL.finditer(text):
-                domain = match.group(1).casefold()
-                if not any(domain == d or domain.endswith("." + d) for d in self.settings.allowed_email_domains):
-                    return drop("pii-email", _mask(match.group(0)))
-            for name, pattern in _SECRETS:
-                found = pattern.search(text)
-                if found:
-                    return drop(f"pii-{name}", _mask(found.group(0)))
-            phone = _PHONE.search(text)
-            if phone and sum(ch.isdigit() for ch in phone.group(0)) >= 10:
-                return drop("pii-phone", _mask(phone.group(0)))
+            found = find_pii(text, self.settings.allowed_email_domains)
+            if found:
+                return Verdict(False, found[0], found[1])
         return KEEP
 
 

@@ -53,7 +53,10 @@ class Ledger:
         candidate: Candidate | None = None,
         detail: str = "",
         text: str = "",
+        show_text: bool = True,
     ) -> None:
+        """Count a drop. `show_text` False keeps the sample's text out of the report (PII: the report
+        and dropped.jsonl may be published with the data)."""
         self.reasons[(stage, reason)] += 1
         self.leaf(leaf).dropped[f"{stage}/{reason}"] += 1
         self.decisions.append(
@@ -71,8 +74,9 @@ class Ledger:
             example: dict[str, Any] = {"leaf": leaf, "line": line}
             if candidate is not None:
                 example["sample_id"] = candidate.sample_id
-                example["question"] = excerpt(candidate.question)
-                example["answer"] = excerpt(candidate.answer)
+                if show_text:
+                    example["question"] = excerpt(candidate.question)
+                    example["answer"] = excerpt(candidate.answer)
             elif text:
                 example["text"] = excerpt(text)
             if detail:

@@ -29,7 +29,7 @@ from labtax.curate.dedup import (
     find_exact_duplicates,
     find_near_duplicates,
 )
-from labtax.curate.filters import build_filters, first_failure
+from labtax.curate.filters import build_filters, find_pii, first_failure
 from labtax.curate.mix import build_phases, read_replay_file
 from labtax.curate.report import Ledger
 from labtax.curate.samples import Candidate, GenerationIndex, file_sha256, read_generation, read_samples
@@ -209,7 +209,8 @@ def _read_pool(
         counts.read = len(candidates) + len(malformed)
         counts.malformed = len(malformed)
         for bad in malformed:
-            ledger.drop("malformed", "malformed", bad.leaf, bad.line, detail=bad.reason, text=bad.text)
+            shown = bad.text if find_pii(bad.text, config.filters.allowed_email_domains) is None else ""
+            ledger.drop("malformed", "malformed", bad.leaf, bad.line, detail=bad.reason, text=shown)
         for candidate in candidates:
             candidate.kind = str(leaf.kind)
         pool.extend(candidates)
@@ -222,6 +223,7 @@ def _read_pool(
 
 def _apply_filters(config: CurationConfig, pool: list[Candidate], ledger: Ledger) -> list[Candidate]:
     filters = build_filters(config.filters)
+    domains = config.filters.allowed_email_domains
     kept = []
     for candidate in pool:
         failure = first_failure(filters, candidate)
@@ -229,13 +231,17 @@ def _apply_filters(config: CurationConfig, pool: list[Candidate], ledger: Ledger
             kept.append(candidate)
         else:
             name, verdict = failure
+            # A sample dropped before or by the PII filter was not cleared of PII: its text (and a
+            # detail quoting it) goes into the report, which may be published, only when none is found.
+            clean = find_pii(f"{candidate.question}\n{candidate.answer}", domains) is None
             ledger.drop(
                 "filter",
                 f"{name}:{verdict.reason}",
                 candidate.leaf,
                 candidate.line,
                 candidate=candidate,
-                detail=verdict.detail,
+                detail=verdict.detail if clean or name == "pii" else "(withheld: the sample contains PII)",
+                show_text=clean,
             )
     return kept
 
