@@ -243,3 +243,14 @@ def test_two_runs_cannot_write_the_same_output(leaves: list[Leaf], tmp_path: Pat
         with pytest.raises(LabtaxError, match="another labtax generate is writing"):
             generate(leaves[:1], TeacherSpec("fake-teacher", server.url), tmp_path, project_root=REPO_ROOT)
         assert server.chat_requests == 0
+
+
+def test_run_summaries_in_the_same_second_sort_in_run_order(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from labtax.sdg.store import write_run_summary
+
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    written = [write_run_summary(tmp_path, {"run": n}, started) for n in range(1, 12)]
+    assert sorted(written) == written
+    assert [json.loads(p.read_text())["run"] for p in sorted((tmp_path / "runs").glob("*.json"))] == list(range(1, 12))

@@ -7,7 +7,7 @@ Layout (docs/architecture.md, "Generation output"):
     GEN/leaves/<cache_key>/rejected.jsonl   every drop, with stage and reason
     GEN/leaves/<cache_key>/summary.json     written last: its presence marks the leaf as finished
     GEN/leaves/<cache_key>/journal.jsonl    while running: one fsync'd line per answered request
-    GEN/runs/<UTC timestamp>.json           one summary per run
+    GEN/runs/<UTC timestamp>-<n>.json       one summary per run
 
 The journal is append-only. A run killed at any point (kill -9) leaves at worst a torn last line,
 which is cut off on the next open; every complete line is an answer that is replayed instead of
@@ -183,10 +183,11 @@ def utc_stamp(moment: datetime | None = None) -> str:
 def write_run_summary(output_dir: Path, summary: dict[str, Any], started: datetime) -> Path:
     runs = output_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    path = runs / f"{utc_stamp(started)}.json"
-    suffix = 1
-    while path.exists():  # two runs in the same second
-        suffix += 1
-        path = runs / f"{utc_stamp(started)}-{suffix}.json"
+    # A counter after the stamp keeps two runs in the same second apart, and names sort in run order.
+    number = 1
+    path = runs / f"{utc_stamp(started)}-{number:03d}.json"
+    while path.exists():
+        number += 1
+        path = runs / f"{utc_stamp(started)}-{number:03d}.json"
     write_json_atomic(path, summary)
     return path
