@@ -137,7 +137,7 @@ def test_a_local_base_model_is_not_claimed_as_a_hub_model(tmp_path: Path) -> Non
 def test_restored_generation_results_are_kept_only_when_the_previous_release_vouches_for_them(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from labtax.release.manifest import file_sha256
+    from labtax.fileio import file_sha256
     from labtax.release.stages import verify_generation_cache
 
     leaves = tmp_path / "generation" / "leaves"

@@ -15,14 +15,11 @@ sticky comment.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from labtax.config import Config
@@ -442,19 +439,6 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: Path, markdown: str) -> None:
-    """Write the page atomically (a temporary file in the same directory, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(markdown)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 __all__ = [
     "REPORT_MARKER",
     "LeafSection",
@@ -464,5 +448,4 @@ __all__ = [
     "near_duplicates",
     "render_markdown",
     "reviewer_report",
-    "write_report",
 ]

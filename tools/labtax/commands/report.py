@@ -44,13 +44,14 @@ def command(
     Exit code 0 (validation problems are reported, not fatal: `labtax validate` gates), 2 for usage errors.
     """
     from labtax.config import load_config
-    from labtax.report import reviewer_report, write_report
+    from labtax.fileio import write_text_atomic
+    from labtax.report import reviewer_report
 
     config = load_config(start=root, taxonomy=root)
     markdown = reviewer_report(config, base, repository_url=repository_url or _default_repository_url())
     if output is None:
         echo(markdown.rstrip("\n"))
     else:
-        write_report(output, markdown)
+        write_text_atomic(output, markdown)
         echo(f"report written to {output}", err=True)
     return 0

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +29,11 @@ from labtax.curate.dedup import (
 from labtax.curate.filters import build_filters, find_pii, first_failure
 from labtax.curate.mix import build_phases, read_replay_file
 from labtax.curate.report import Ledger
-from labtax.curate.samples import Candidate, GenerationIndex, file_sha256, read_generation, read_samples
+from labtax.curate.samples import Candidate, GenerationIndex, read_generation, read_samples
 from labtax.curate.select import select_diverse
 from labtax.curate.settings import CurationConfig, check_config
 from labtax.errors import UsageError
+from labtax.fileio import file_sha256, jsonl_bytes, write_bytes_atomic, write_json_atomic
 from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
 
 CURATION_FORMAT = "labtax-curation/1"
@@ -148,9 +146,7 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
         "notes": notes,
     }
     files["report"] = config.output_dir / REPORT_FILE
-    _write_bytes(
-        files["report"], (json.dumps(report, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
-    )
+    write_json_atomic(files["report"], report)
     return CurationResult(config.output_dir, files, totals, mixed.counts, notes, seconds_per_candidate)
 
 
@@ -449,18 +445,6 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not rows:
         path.unlink(missing_ok=True)
         return {"rows": 0, "sha256": None}
-    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
-    _write_bytes(path, data)
+    data = jsonl_bytes(rows)
+    write_bytes_atomic(path, data)
     return {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomically: a reader sees the old file or the new one, never half of one."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labtax.errors import UsageError
+from labtax.fileio import file_sha256
 
 GENERATION_FORMAT = "labtax-generation/1"
 GENERATION_FILE = "generation.json"
@@ -74,14 +75,6 @@ def sample_id(row: dict[str, Any]) -> str:
     """A stable id: the hash of the row's canonical JSON (so identical rows share an id)."""
     canonical = json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_generation(gen_dir: Path) -> GenerationIndex:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labtax.errors import LabtaxError
+from labtax.fileio import file_sha256, write_json_atomic
 
 MANIFEST_FORMAT = "labtax-release/1"
 MANIFEST_FILE = "release.json"
@@ -102,14 +101,6 @@ def version_key(version: str) -> tuple[int, int, int, int, str]:
     return (int(match.group(1)), int(match.group(2)), int(match.group(3)), 0 if pre else 1, pre)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def hash_data_files(root: Path, paths: list[Path]) -> list[DataFile]:
     """Content hashes of `paths`, recorded relative to `root` (sorted, so manifests diff cleanly)."""
     records = []
@@ -128,34 +119,6 @@ def fingerprint(payload: Any) -> str:
 def leaves_fingerprint(leaf_hashes: dict[str, str]) -> str:
     """One hash over every leaf's path and content hash: the workflow's generation-cache key."""
     return fingerprint(sorted(leaf_hashes.items()))
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary file in the same directory, then rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(path: Path, manifest: ReleaseManifest) -> None:

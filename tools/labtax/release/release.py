@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
+from labtax.fileio import write_text_atomic
 from labtax.git import GitError, run_git
 from labtax.release.manifest import (
     MANIFEST_FILE,
@@ -49,7 +50,6 @@ from labtax.release.manifest import (
     read_manifest,
     version_key,
     write_manifest,
-    write_text_atomic,
 )
 
 if TYPE_CHECKING:

@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
+from labtax.fileio import file_sha256, write_text_atomic
 from labtax.release.manifest import (
     DataFile,
     ReleaseManifest,
-    file_sha256,
     fingerprint,
     hash_data_files,
-    write_text_atomic,
 )
 
 if TYPE_CHECKING:

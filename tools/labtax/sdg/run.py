@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from labtax.errors import LabtaxError, UsageError
+from labtax.fileio import write_json_atomic, write_jsonl_atomic
 from labtax.sdg.chunking import Chunk, Spans, chunk_documents, tokenizer_spans, word_spans
 from labtax.sdg.pipelines import (
     PIPELINE_VERSION,
@@ -44,8 +45,6 @@ from labtax.sdg.store import (
     Journal,
     leaf_dir,
     scan_cache,
-    write_json_atomic,
-    write_jsonl_atomic,
     write_run_summary,
 )
 from labtax.sdg.teacher import LocalSettings, LocalTeacher, OpenAITeacher, Teacher, TeacherSettings, local_teacher_name

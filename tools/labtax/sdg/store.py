@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from labtax.fileio import write_json_atomic
 from labtax.sdg.teacher import TRANSPORT, TeacherResult
 
 GENERATION_FORMAT = "labtax-generation/1"
@@ -37,33 +36,6 @@ JOURNAL_FILE = "journal.jsonl"
 
 
 # --- atomic files ---------------------------------------------------------------------------------
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory, fsync it, then os.replace: all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-
-
-def write_json_atomic(path: Path, value: object) -> None:
-    write_bytes_atomic(path, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

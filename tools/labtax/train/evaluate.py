@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from labtax.errors import LabtaxError, UsageError
+from labtax.fileio import write_json_atomic, write_text_atomic
 from labtax.taxonomy.leaf import Leaf, LeafKind, QnaPair, heldout_pairs
 
 EVAL_FORMAT = "labtax-eval/1"
@@ -183,8 +184,8 @@ def run_evaluation(config: EvalConfig) -> EvalResult:
     gate = apply_gate(evaluations, previous, config)
     report = eval_record(config, evaluations, model_total, baseline_total, gate)
     eval_md = config.output.with_suffix(".md")
-    write_text(config.output, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    write_text(eval_md, render_markdown(report))
+    write_json_atomic(config.output, report)
+    write_text_atomic(eval_md, render_markdown(report))
     return EvalResult(config.output, eval_md, evaluations, model_total, baseline_total, gate)
 
 
@@ -495,12 +496,3 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(gate["note"].capitalize() + ".")
     lines += [f"- {failure}" for failure in gate["failures"]]
     return "\n".join(lines) + "\n"
-
-
-def write_text(path: Path, text: str) -> None:
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)

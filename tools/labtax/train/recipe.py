@@ -22,7 +22,6 @@ Run directory (docs/architecture.md, "Trained model"):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labtax.errors import LabtaxError, UsageError
+from labtax.fileio import file_sha256, write_json_atomic, write_text_atomic
 from labtax.train.config import PHASE_FILES, RESUME_FREE_KEYS, Hyperparameters, TrainConfig, check_config
 from labtax.train.data import (
     IGNORE_INDEX,
@@ -539,7 +539,7 @@ def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if accelerator.is_main_process:
-        write_json(partial / STATE_FILE, {"phase": number, "step": step})
+        write_json_atomic(partial / STATE_FILE, {"phase": number, "step": step})
         if target.exists():
             shutil.rmtree(target)
         os.replace(partial, target)
@@ -583,7 +583,7 @@ def save_model(
         config.use_cache = True
         config.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-        write_json(partial / "labtax_phase.json", {"phase": number, "method": h.method})
+        write_json_atomic(partial / "labtax_phase.json", {"phase": number, "method": h.method})
         if target.exists():
             shutil.rmtree(target)
         os.replace(partial, target)
@@ -612,7 +612,7 @@ def truncate_metrics(path: Path, number: int, step: int) -> None:
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip() and (lambda r: (r["phase"], r["step"]) <= (number, step))(json.loads(line))
     ]
-    write_text(path, "".join(f"{line}\n" for line in kept))
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
 
 
 # === the run record ===============================================================================
@@ -621,7 +621,8 @@ def truncate_metrics(path: Path, number: int, step: int) -> None:
 def open_record(config: TrainConfig) -> dict[str, Any]:
     """training.json for a new run, or the existing one (checked against this config) for --resume."""
     data = {
-        f"phase{n}": {"file": str(config.phase_file(n)), "sha256": file_sha256(config.phase_file(n))} for n in (1, 2)
+        f"phase{n}": {"file": str(path), "sha256": _sha256_if_present(path)}
+        for n, path in ((1, config.phase_file(1)), (2, config.phase_file(2)))
     }
     record: dict[str, Any] = {
         "format": TRAINING_FORMAT,
@@ -659,7 +660,7 @@ def open_record(config: TrainConfig) -> dict[str, Any]:
 def write_record(state: RunState, accelerator: Accelerator, *, status: str) -> None:
     state.record["status"] = status
     if accelerator.is_main_process:
-        write_json(state.root / "training.json", state.record)
+        write_json_atomic(state.root / "training.json", state.record)
     accelerator.wait_for_everyone()
 
 
@@ -675,25 +676,8 @@ def environment() -> dict[str, Any]:
     }
 
 
-def file_sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(path: Path, value: Any) -> None:
-    write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+def _sha256_if_present(path: Path) -> str | None:
+    return file_sha256(path) if path.is_file() else None
 
 
 __all__ = ["PHASE_FILES", "PhaseResult", "TrainConfig", "TrainResult", "run_training"]
