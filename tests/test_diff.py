@@ -15,8 +15,8 @@ from tests.conftest import REPO_ROOT, git
 from labtax.cli import main
 from labtax.config import load_config
 from labtax.errors import LabtaxError, UsageError
-from labtax.gitdiff import ChangeStatus, DiffResult, changed_leaves, document_digest
-from labtax.taxonomy.leaf import DocumentRef, git_tree_id, local_document_digest
+from labtax.gitdiff import ChangeStatus, DiffResult, changed_leaves
+from labtax.taxonomy.leaf import DocumentRef, document_digest, git_tree_id, local_document_digest
 from labtax.validate import validate_paths
 
 

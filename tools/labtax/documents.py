@@ -9,7 +9,6 @@ default `~/.cache/labtax/documents`). Generation reads documents through `read_d
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import re
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from labtax.errors import LabtaxError
 from labtax.git import GitError, run_git, zsplit
-from labtax.taxonomy.leaf import DocumentRef, git_tree_id, local_document_files
+from labtax.taxonomy.leaf import DocumentRef, git_tree_id, local_document_files, matches_document_pattern
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -55,7 +54,7 @@ def check_document(project_root: Path, ref: DocumentRef) -> list[str]:
     return [
         f"pattern '{pattern}' matches no file in {ref.repo} at {ref.commit[:12]}"
         for pattern in ref.patterns
-        if not any(_glob_match(name, pattern) for name in files)
+        if not any(matches_document_pattern(name, pattern) for name in files)
     ]
 
 
@@ -70,7 +69,7 @@ def read_documents(project_root: Path, ref: DocumentRef) -> list[DocumentFile]:
             DocumentFile(p.relative_to(base).as_posix(), p.read_bytes())
             for p in local_document_files(project_root, ref)
         ]
-    names = [n for n in _remote_file_list(ref) if any(_glob_match(n, p) for p in ref.patterns)]
+    names = [n for n in _remote_file_list(ref) if any(matches_document_pattern(n, p) for p in ref.patterns)]
     repo = _fetch(ref)
     return [DocumentFile(name, run_git(["cat-file", "blob", f"{ref.commit}:{name}"], repo)) for name in sorted(names)]
 
@@ -94,19 +93,6 @@ def _check_local(project_root: Path, ref: DocumentRef) -> list[str]:
         if not any(base.glob(pattern)):
             problems.append(f"pattern '{pattern}' matches no file in '{ref.repo}'")
     return problems
-
-
-def _glob_match(name: str, pattern: str) -> bool:
-    """Path.glob's semantics on a listed name: `*` stays within one directory, `**` spans any number."""
-    return _match_parts(name.split("/"), pattern.split("/"))
-
-
-def _match_parts(names: list[str], patterns: list[str]) -> bool:
-    if not patterns:
-        return not names
-    if patterns[0] == "**":
-        return any(_match_parts(names[i:], patterns[1:]) for i in range(len(names) + 1))
-    return bool(names) and fnmatch.fnmatchcase(names[0], patterns[0]) and _match_parts(names[1:], patterns[1:])
 
 
 def _repo_cache(ref: DocumentRef) -> Path:

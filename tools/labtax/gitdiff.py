@@ -15,8 +15,6 @@ detection. Without git, or with `--base empty`, every leaf is added.
 from __future__ import annotations
 
 import enum
-import fnmatch
-import hashlib
 import posixpath
 import re
 from collections.abc import Iterable
@@ -35,10 +33,12 @@ from labtax.taxonomy.leaf import (
     Leaf,
     LeafKind,
     branch_of,
+    document_digest,
     document_ref,
     leaf_from_content,
     leaf_kind,
     local_document_digest,
+    matches_document_pattern,
     parse_attribution,
 )
 from labtax.taxonomy.load import load_yaml_text
@@ -141,31 +141,6 @@ def leaf_from_text(
     """
     attribution = parse_attribution(attribution_text)[0] if attribution_text is not None else None
     return leaf_from_content(path, branch_of(PurePosixPath(path)), content, attribution, document_digest)
-
-
-def document_digest(files: Iterable[tuple[str, bytes]]) -> str:
-    """What `local_document_digest` computes from a directory, computed from (relative path, bytes) pairs.
-
-    Files are ordered as pathlib sorts paths (component by component), as `local_document_files` does.
-    """
-    digest = hashlib.sha256()
-    for name, data in sorted(files, key=lambda item: tuple(item[0].split("/"))):
-        digest.update(name.encode("utf-8", "surrogateescape") + b"\0")
-        digest.update(hashlib.sha256(data).digest())
-    return digest.hexdigest()
-
-
-def matches_document_pattern(name: str, pattern: str) -> bool:
-    """`Path.glob` semantics on a listed relative name: `*` stays in one directory, `**` spans any number."""
-    return _match_parts(name.split("/"), [part for part in pattern.split("/") if part not in ("", ".")])
-
-
-def _match_parts(names: list[str], patterns: list[str]) -> bool:
-    if not patterns:
-        return not names
-    if patterns[0] == "**":
-        return any(_match_parts(names[i:], patterns[1:]) for i in range(len(names) + 1))
-    return bool(names) and fnmatch.fnmatchcase(names[0], patterns[0]) and _match_parts(names[1:], patterns[1:])
 
 
 # --- the entry point ----------------------------------------------------------------------------------

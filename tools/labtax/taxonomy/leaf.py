@@ -8,10 +8,12 @@ of wrong types anyway (it skips what it cannot use), so a report on a broken lea
 from __future__ import annotations
 
 import enum
+import fnmatch
 import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -291,17 +293,41 @@ def local_document_files(project_root: Path, document: DocumentRef) -> list[Path
 
 
 def local_document_digest(project_root: Path, document: DocumentRef) -> str:
-    """Digest of the selected files' relative paths and bytes."""
+    """Digest of the selected files' relative paths and bytes (unreadable files are left out)."""
     base = (project_root / document.repo).resolve()
-    digest = hashlib.sha256()
+    contents = []
     for file in local_document_files(project_root, document):
         try:
-            data = file.read_bytes()
+            contents.append((file.relative_to(base).as_posix(), file.read_bytes()))
         except OSError:
             continue
-        digest.update(file.relative_to(base).as_posix().encode("utf-8") + b"\0")
+    return document_digest(contents)
+
+
+def document_digest(files: Iterable[tuple[str, bytes]]) -> str:
+    """Digest of documents given as (relative POSIX path, bytes) pairs: from a directory, or from git
+    blobs at an old commit (`labtax diff`), the same files give the same digest.
+
+    Files are ordered as pathlib sorts paths (component by component), as `local_document_files` does.
+    """
+    digest = hashlib.sha256()
+    for name, data in sorted(files, key=lambda item: tuple(item[0].split("/"))):
+        digest.update(name.encode("utf-8", "surrogateescape") + b"\0")
         digest.update(hashlib.sha256(data).digest())
     return digest.hexdigest()
+
+
+def matches_document_pattern(name: str, pattern: str) -> bool:
+    """`Path.glob` semantics on a listed relative name: `*` stays in one directory, `**` spans any number."""
+    return _match_parts(name.split("/"), [part for part in pattern.split("/") if part not in ("", ".")])
+
+
+def _match_parts(names: list[str], patterns: list[str]) -> bool:
+    if not patterns:
+        return not names
+    if patterns[0] == "**":
+        return any(_match_parts(names[i:], patterns[1:]) for i in range(len(names) + 1))
+    return bool(names) and fnmatch.fnmatchcase(names[0], patterns[0]) and _match_parts(names[1:], patterns[1:])
 
 
 def git_tree_id(directory: Path) -> str:
