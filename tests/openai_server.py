@@ -52,6 +52,8 @@ class ServerState:
     seed: int = 0
     # observations
     chat_requests: int = 0  # every POST /v1/chat/completions, faulted ones included
+    in_flight: int = 0  # POSTs being handled right now
+    peak_in_flight: int = 0  # the most handled at once: the client's concurrency as the server sees it
     stages: Counter[str] = field(default_factory=Counter)
     faults_served: Counter[str] = field(default_factory=Counter)
     bodies: list[dict[str, Any]] = field(default_factory=list)
@@ -209,6 +211,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": "not found"}})
 
     def do_POST(self) -> None:
+        state = self.server.state
+        with state.lock:
+            state.in_flight += 1
+            state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        try:
+            self._handle_post()
+        finally:
+            with state.lock:
+                state.in_flight -= 1
+
+    def _handle_post(self) -> None:
         state = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)

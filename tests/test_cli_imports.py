@@ -7,7 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "transformers", "datasets", "peft", "accelerate", "huggingface_hub", "datasketch", "httpx", "numpy")
+HEAVY = (
+    "torch",
+    "transformers",
+    "datasets",
+    "peft",
+    "accelerate",
+    "huggingface_hub",
+    "datasketch",
+    "httpx",
+    "aiohttp",
+    "numpy",
+)
 
 
 def test_cli_import_pulls_in_no_heavy_module() -> None:

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import re
-import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,6 @@ from typing import Any, Protocol
 from labtax.errors import LabtaxError, UsageError
 
 API_KEY_ENV = "LABTAX_TEACHER_API_KEY"
-POOL_SHARD = 4  # connections per HTTP client; see OpenAITeacher.__aenter__
 
 # Error kinds a TeacherResult may carry. "transport" failures are worth re-sending in a later run
 # (nothing was paid for); the others are answers the teacher gave and are final.
@@ -218,6 +216,13 @@ class TeacherUnavailable(LabtaxError):
     """The teacher cannot be reached or refuses us before any generation request was sent."""
 
 
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Transport failures worth retrying: refused or dropped connections, protocol errors, timeouts."""
+    import aiohttp
+
+    return (aiohttp.ClientError, asyncio.TimeoutError)
+
+
 def base_url(url: str) -> str:
     """The API root ending in /v1, whether the user gave `http://host:8000` or `http://host:8000/v1/`."""
     url = url.rstrip("/")
@@ -236,29 +241,25 @@ class OpenAITeacher:
         self.requests_sent = 0  # HTTP attempts, retries included
         self._api_key = settings.api_key if settings.api_key is not None else os.environ.get(API_KEY_ENV)
         self.structured_output = True  # False once the server refuses `response_format`
-        self._clients: list[Any] = []
+        self._session: Any = None
         self._base = base_url(settings.url)
-        # One free-slot token per request allowed in flight, naming the client (shard) to use: this
-        # both bounds concurrency (like a semaphore) and spreads requests over small pools.
+        # One free-slot token per request allowed in flight: bounds concurrency like a semaphore.
         self._slots: asyncio.Queue[int] = asyncio.Queue()
 
     async def __aenter__(self) -> OpenAITeacher:
-        import httpcore
+        import aiohttp
 
-        # httpx's transport, httpcore, used directly: the httpx layer above it (request and response
-        # models, URL merging, auth flow) cost 0.4 ms of CPU per request in benchmarks/teacher_throughput.py,
-        # a third of the client's budget at 640 requests/s. Its pool scans (and polls the socket of) every
-        # connection on every request, so its cost grows with the pool (encode/httpcore#928, #1035):
-        # several small pools of POOL_SHARD connections keep it flat at any --concurrency.
-        shards = math.ceil(self.settings.concurrency / POOL_SHARD)
-        tls = ssl.create_default_context()  # one CA bundle load for every shard, not one each
-        for index in range(shards):
-            size = len(range(index, self.settings.concurrency, shards))
-            self._clients.append(
-                httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=size, max_keepalive_connections=size)
-            )
-            for _ in range(size):
-                self._slots.put_nowait(index)
+        # aiohttp: its per-request CPU cost (~0.3 ms here) is a third of httpx's, which mattered at
+        # 640 requests/s on a small machine (benchmarks/teacher_throughput.py). One keep-alive pool
+        # of --concurrency connections; the slot queue below bounds requests in flight.
+        timeout = self.settings.timeout_s
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.settings.concurrency, limit_per_host=self.settings.concurrency),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(30.0, timeout), sock_read=timeout),
+            auto_decompress=True,
+        )
+        for _ in range(self.settings.concurrency):
+            self._slots.put_nowait(0)
         try:
             await self.probe()
         except BaseException:
@@ -270,37 +271,33 @@ class OpenAITeacher:
         await self._close()
 
     async def _close(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def _send(self, shard: int, method: str, path: str, body: bytes = b"") -> HttpResponse:
-        """One HTTP exchange on `shard`'s pool. Raises httpcore's TimeoutException, NetworkError or ProtocolError."""
-        headers = [(b"Accept", b"application/json")]
+    async def _send(self, method: str, path: str, body: bytes = b"") -> HttpResponse:
+        """One HTTP exchange. Raises one of `transient_errors()` when the transport fails."""
+        assert self._session is not None, "use `async with OpenAITeacher(...)`"
+        headers = {"Accept": "application/json"}
         if self._api_key:
-            headers.append((b"Authorization", f"Bearer {self._api_key}".encode()))
+            headers["Authorization"] = f"Bearer {self._api_key}"
         if body:
-            headers.append((b"Content-Type", b"application/json"))
-        timeout = self.settings.timeout_s
-        extensions = {"timeout": {"connect": min(30.0, timeout), "read": timeout, "write": timeout, "pool": timeout}}
-        response = await self._clients[shard].request(
-            method, self._base + path, headers=headers, content=body, extensions=extensions
-        )
-        retry_after = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"retry-after"), None)
-        return HttpResponse(response.status, response.content, retry_after)
+            headers["Content-Type"] = "application/json"
+        async with self._session.request(method, self._base + path, data=body or None, headers=headers) as response:
+            content = await response.read()
+            return HttpResponse(response.status, content, response.headers.get("Retry-After"))
 
     def count_tokens(self, messages: Sequence[tuple[str, str]]) -> int:
         return estimate_tokens(messages)
 
     async def probe(self) -> None:
         """Check the server is up, the key works and the model is served; learn its context length."""
-        import httpcore
-
         response = None
         for attempt in range(3):
             try:
-                response = await self._send(0, "GET", "/models")
+                response = await self._send("GET", "/models")
                 break
-            except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
+            except transient_errors() as exc:
                 if attempt == 2:
                     raise TeacherUnavailable(
                         f"cannot reach the teacher at {self.settings.url} ({type(exc).__name__}: {exc}); "
@@ -361,8 +358,6 @@ class OpenAITeacher:
         return min(request.max_tokens, room)
 
     async def complete(self, request: TeacherRequest) -> TeacherResult:
-        import httpcore
-
         result = TeacherResult(request.key, request.stage)
         max_tokens = self.fit_max_tokens(request)
         if max_tokens < self.settings.min_output_tokens:
@@ -398,7 +393,7 @@ class OpenAITeacher:
                     sent_structured = self.structured_output
                     body = json.dumps({**payload, "response_format": structured} if sent_structured else payload)
                     self.requests_sent += 1
-                    response = await self._send(slot, "POST", "/chat/completions", body.encode("utf-8"))
+                    response = await self._send("POST", "/chat/completions", body.encode("utf-8"))
                 finally:
                     self._slots.put_nowait(slot)
                 status = response.status_code
@@ -429,7 +424,7 @@ class OpenAITeacher:
                 else:
                     result.error_kind, result.error = REFUSED, f"HTTP {status}: {response.text[:300]}"
                     return result
-            except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
+            except transient_errors() as exc:
                 error = f"{type(exc).__name__}: {exc}"[:300]
             transient += 1
             if transient > self.settings.max_retries:
