@@ -7,14 +7,7 @@ from collections.abc import Sequence
 import typer
 
 from labtax import __version__
-from labtax.commands import check, validate
-from labtax.commands import curate as curate_command
-from labtax.commands import diff as diff_command
-from labtax.commands import evaluate as evaluate_command
-from labtax.commands import generate as generate_command
-from labtax.commands import release as release_command
-from labtax.commands import report as report_command
-from labtax.commands import train as train_command
+from labtax.commands import check, curate, diff, evaluate, generate, release, report, train, validate
 
 app = typer.Typer(
     name="labtax",
@@ -44,15 +37,16 @@ def _main(
     """labtax: taxonomy tooling for LAB-style alignment."""
 
 
+# In pipeline order, which is the order `labtax --help` lists them in.
 app.command("validate")(validate.command)
 app.command("check")(check.command)
-app.command("train")(train_command.command)
-app.command("evaluate")(evaluate_command.command)
-app.command("diff")(diff_command.command)
-app.command("report")(report_command.command)
-app.command("generate")(generate_command.command)
-app.command("release")(release_command.command)
-app.command("curate")(curate_command.command)
+app.command("diff")(diff.command)
+app.command("report")(report.command)
+app.command("generate")(generate.command)
+app.command("curate")(curate.command)
+app.command("train")(train.command)
+app.command("evaluate")(evaluate.command)
+app.command("release")(release.command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
