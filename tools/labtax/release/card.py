@@ -62,7 +62,7 @@ def evaluation_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
 def build_card_data(manifest: ReleaseManifest, options: CardOptions) -> Any:
     from huggingface_hub import EvalResult, ModelCardData
 
-    model_name = manifest.hub.repo_id.split("/")[-1] if manifest.hub else f"labtax-{manifest.version}"
+    model_name = manifest.hub.repo_id.split("/")[-1] if manifest.hub else "labtax"
     eval_results = [
         EvalResult(
             task_type=EVAL_TASK,
