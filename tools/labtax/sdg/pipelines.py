@@ -521,22 +521,11 @@ async def run_freeform(run: LeafRun) -> None:
             )
             for j in range(count)
         ]
-        candidates: list[str] = []
-        for answer in await run.ask_all(requests):
-            if not answer.ok:
-                run.failed("freeform_instructions", answer, {})
-                continue
-            assert answer.data is not None
-            for text in answer.data["instructions"]:
-                text = str(text).strip()
-                if run.novel("freeform_instructions", text, {"instruction": text}):
-                    candidates.append(text)
-                    run.stats["freeform_instructions"].kept += 1
+        candidates = _novel_items(
+            run, "freeform_instructions", await run.ask_all(requests), "instructions", "instruction"
+        )
         # Judge only what the budget can carry through responses and the pair judge (3 requests each).
-        affordable = run.reserve(min(len(candidates), run.remaining // 3))
-        for text in candidates[affordable:]:
-            run.drop("instruction_judge", "budget: the leaf's request budget is spent", {"instruction": text})
-        candidates = candidates[:affordable]
+        candidates = _affordable(run, candidates, "instruction_judge", "instruction")
         tried += len(candidates)
         verdicts = await run.ask_all(
             [
@@ -564,6 +553,31 @@ async def run_freeform(run: LeafRun) -> None:
         await _respond_and_judge(run, slot, accepted)
 
 
+def _novel_items(run: LeafRun, stage: str, answers: list[TeacherResult], field: str, record_key: str) -> list[str]:
+    """The new texts a generation stage's answers list under `field`; failures and repeats are recorded."""
+    items: list[str] = []
+    for answer in answers:
+        if not answer.ok:
+            run.failed(stage, answer, {})
+            continue
+        assert answer.data is not None
+        for text in answer.data[field]:
+            text = str(text).strip()
+            if run.novel(stage, text, {record_key: text}):
+                items.append(text)
+                run.stats[stage].kept += 1
+    return items
+
+
+def _affordable(run: LeafRun, items: list[str], next_stage: str, record_key: str) -> list[str]:
+    """As many items as the budget carries through `next_stage`, a response and the pair judge (3 requests
+    each); the rest are recorded as dropped for budget."""
+    affordable = run.reserve(min(len(items), run.remaining // 3))
+    for text in items[affordable:]:
+        run.drop(next_stage, "budget: the leaf's request budget is spent", {record_key: text})
+    return items[:affordable]
+
+
 async def run_grounded(run: LeafRun) -> None:
     leaf = run.leaf
     make_contexts, make_questions = load_prompt("grounded_contexts"), load_prompt("grounded_questions")
@@ -589,21 +603,8 @@ async def run_grounded(run: LeafRun) -> None:
             )
             for j in range(count)
         ]
-        contexts: list[str] = []
-        for answer in await run.ask_all(requests):
-            if not answer.ok:
-                run.failed("grounded_contexts", answer, {})
-                continue
-            assert answer.data is not None
-            for text in answer.data["contexts"]:
-                text = str(text).strip()
-                if run.novel("grounded_contexts", text, {"context": text}):
-                    contexts.append(text)
-                    run.stats["grounded_contexts"].kept += 1
-        affordable = run.reserve(min(len(contexts), run.remaining // 3))
-        for text in contexts[affordable:]:
-            run.drop("grounded_questions", "budget: the leaf's request budget is spent", {"context": text})
-        contexts = contexts[:affordable]
+        contexts = _novel_items(run, "grounded_contexts", await run.ask_all(requests), "contexts", "context")
+        contexts = _affordable(run, contexts, "grounded_questions", "context")
         answers = await run.ask_all(
             [
                 run.build_request(
