@@ -43,7 +43,8 @@ def test_a_closed_pipe_is_not_reported_as_a_bug(tmp_path: Path) -> None:
     leaf = tmp_path / "taxonomy" / "compositional_skills" / "noisy" / "qna.yaml"
     leaf.parent.mkdir(parents=True)
     leaf.write_text("version: 3\n" + "# trailing \n" * 5000)
-    script = f"labtax validate --root {tmp_path / 'taxonomy'} | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    labtax = f"{sys.executable} -m labtax.cli"  # the suite may run without the venv's bin/ on PATH (as in CI)
+    script = f"{labtax} validate --root {tmp_path / 'taxonomy'} | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False, cwd=tmp_path)
     assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
     assert result.stdout.strip() == "141"
