@@ -187,7 +187,11 @@ def load_yaml_text(text: str, file: str) -> tuple[YamlDocument | None, list[Diag
             return None, too_deep
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
+        if _is_nesting_limit(exc):
+            return None, too_deep
         return None, [_marked_error(exc, text, file)]
+    except RecursionError:  # the pure-Python composer recurses once per level
+        return None, too_deep
     except yaml.reader.ReaderError as exc:
         return None, [_reader_error(exc, text, file)]
     except yaml.YAMLError as exc:  # pragma: no cover - every libyaml error is one of the two above
@@ -231,14 +235,25 @@ def _nesting_exceeds(text: str, limit: int) -> bool:
     if sum(text.count(c) for c in "[{-?:") <= _DEPTH_SCAN_THRESHOLD:
         return False
     depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            depth += 1
-            if depth > limit:
-                return True
-        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                depth += 1
+                if depth > limit:
+                    return True
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        if _is_nesting_limit(exc):
+            return True
+        raise
     return False
+
+
+def _is_nesting_limit(exc: yaml.MarkedYAMLError) -> bool:
+    """libyaml 0.2.5 as bundled by PyYAML 6.0.3+ stops at 1,000 levels with its own error; older builds
+    and the pure-Python loader do not. Either way it is the same finding as our own depth check."""
+    return "maximum nesting depth" in (exc.problem or "")
 
 
 def _marked_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
