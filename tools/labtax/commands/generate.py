@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from labtax.cli_utils import QuietOption, RootOption, echo, entry
+from labtax.extras import needs_extra
 
 if TYPE_CHECKING:
     from labtax.sdg.run import GenerationPlan, GenerationResult
 
 
 @entry
+@needs_extra("generate")
 def command(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Generation directory (GEN): the cache and the results.")
