@@ -3,9 +3,10 @@
 For every changed leaf (from `labtax.gitdiff`): branch and kind, seed and word counts, validation
 diagnostics (from `validate_paths`, the same function CI runs), attribution and licence, the document
 reference as a link to the repository at that commit, near-duplicate seeds against the rest of the
-taxonomy (MinHash candidates from datasketch's LSH index, scored by the exact Jaccard similarity of
-word 3-gram shingles) and the generation it will drive (expected teacher requests, from the SDG
-planner's `expected_requests`; none for pure renames and deletions).
+taxonomy (every pair at or above the threshold of Jaccard similarity of word 3-gram shingles, found
+exactly by a prefix-filtered similarity join: no MinHash, so no numpy or scipy in the core install)
+and the generation it will drive (expected teacher requests, from the SDG planner's
+`expected_requests`; none for pure renames and deletions).
 
 Everything that comes from a contribution (paths, seeds, attribution) is untrusted: it is escaped
 before it enters the markdown, so a leaf cannot inject HTML, break a table, spoof the hidden marker
@@ -15,6 +16,7 @@ sticky comment.
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 from collections import Counter
@@ -31,7 +33,6 @@ from labtax.taxonomy.leaf import Leaf, SeedExample
 REPORT_MARKER = "<!-- labtax-report -->"
 NEAR_DUPLICATE_THRESHOLD = 0.5
 MAX_NEAR_DUPLICATES_PER_LEAF = 5
-MINHASH_PERMUTATIONS = 128
 SHINGLE_WORDS = 3
 EXCERPT_CHARS = 80
 _WORD = re.compile(r"\w+")
@@ -80,40 +81,55 @@ def near_duplicates(
 ) -> dict[str, list[NearDuplicate]]:
     """For each changed leaf, its seeds that nearly repeat a seed of another leaf, most similar first.
 
-    datasketch's MinHash LSH proposes candidate pairs in sub-linear time; the similarity reported is
-    the exact Jaccard similarity of the shingle sets, so a reviewer sees a true number.
+    Exact, not approximate: every pair of seeds whose shingle sets have a Jaccard similarity of at
+    least `threshold` is found, and the similarity reported is the exact one. Two sets at Jaccard
+    >= t overlap in at least ceil(t * |A|) and ceil(t * |B|) shingles, so (the prefix filter of
+    All-Pairs/PPJoin) when every set is ordered rarest shingle first, the first |A| - ceil(t * |A|) + 1
+    shingles of A share one with the first |B| - ceil(t * |B|) + 1 of B. Only those prefixes are
+    indexed, and the rare shingles that lead them have short posting lists, so a pull request's seeds
+    are checked against a taxonomy of thousands of leaves in well under a second, in pure Python.
     """
-    from datasketch import MinHash, MinHashLSH
-
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], not {threshold}")
     seeds: list[tuple[SeedRef, frozenset[str]]] = []
     for leaf in {leaf.path: leaf for leaf in [*taxonomy, *changed]}.values():
         for number, seed in enumerate(leaf.seed_examples, start=1):
             grams = shingles(seed_text(seed))
             if grams:
                 seeds.append((SeedRef(leaf.path, number, _excerpt(seed)), grams))
-    if not seeds:
-        return {}
-    hashes = MinHash.bulk(
-        [[gram.encode("utf-8") for gram in grams] for _, grams in seeds], num_perm=MINHASH_PERMUTATIONS
-    )
-    index = MinHashLSH(threshold=threshold, num_perm=MINHASH_PERMUTATIONS)
-    for number, minhash in enumerate(hashes):
-        index.insert(number, minhash)
     changed_paths = {leaf.path for leaf in changed}
     found: dict[str, list[NearDuplicate]] = {path: [] for path in changed_paths}
+    if not seeds:
+        return found
+    frequency = Counter(gram for _, grams in seeds for gram in grams)
+    prefixes = [_prefix(grams, frequency, threshold) for _, grams in seeds]
+    postings: dict[str, list[int]] = {}
+    for number, prefix in enumerate(prefixes):
+        for gram in prefix:
+            postings.setdefault(gram, []).append(number)
     for number, (ref, grams) in enumerate(seeds):
         if ref.leaf not in changed_paths:
             continue
-        for other_number in index.query(hashes[number]):
+        candidates = {other for gram in prefixes[number] for other in postings[gram]}
+        for other_number in sorted(candidates):
             other, other_grams = seeds[other_number]
             if other.leaf == ref.leaf:
                 continue
-            similarity = len(grams & other_grams) / len(grams | other_grams)
+            overlap = len(grams & other_grams)
+            similarity = overlap / (len(grams) + len(other_grams) - overlap)
             if similarity >= threshold:
                 found[ref.leaf].append(NearDuplicate(ref, other, similarity))
     for pairs in found.values():
         pairs.sort(key=lambda d: (-d.similarity, d.seed.index, d.other.leaf, d.other.index))
     return found
+
+
+def _prefix(grams: frozenset[str], frequency: Counter[str], threshold: float) -> list[str]:
+    """The shingles a set must share with any set at Jaccard >= threshold: its rarest |A| - ceil(t|A|) + 1."""
+    # The epsilon keeps float rounding from shortening a prefix (a longer one only adds candidates).
+    must_overlap = max(1, math.ceil(threshold * len(grams) - 1e-9))
+    ordered = sorted(grams, key=lambda gram: (frequency[gram], gram))
+    return ordered[: len(grams) - must_overlap + 1]
 
 
 # --- the report's content ---------------------------------------------------------------------------
@@ -412,6 +428,11 @@ def _duplicate_lines(duplicates: list[NearDuplicate]) -> list[str]:
     return lines
 
 
+def _shorten(value: str, limit: int = EXCERPT_CHARS) -> str:
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
+
+
 def render_markdown(report: Report) -> str:
     diff = report.diff
     counts = Counter(str(c.status) for c in diff.changes)
@@ -420,6 +441,9 @@ def render_markdown(report: Report) -> str:
         against = "every leaf is new (no base to compare with)"
     else:
         against = f"compared with {code(diff.base_ref)} at merge-base {code((diff.base_commit or '')[:12])}"
+        if diff.base_info is not None:
+            # The commit's first line is untrusted text (anyone can push a branch): escaped like the rest.
+            against += f" ({diff.base_info.date.date().isoformat()}: {text(_shorten(diff.base_info.summary))})"
     if not diff.changes:
         lines.append(f"No leaf changed ({against}).")
         return "\n".join(lines) + "\n"
