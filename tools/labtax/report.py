@@ -4,7 +4,7 @@ For every changed leaf (from `labtax.gitdiff`): branch and kind, seed and word c
 diagnostics (from `validate_paths`, the same function CI runs), attribution and licence, the document
 reference as a link to the repository at that commit, near-duplicate seeds against the rest of the
 taxonomy (every pair at or above the threshold of Jaccard similarity of word 3-gram shingles, found
-exactly by a prefix-filtered similarity join: no MinHash, so no numpy or scipy in the core install)
+exactly by a prefix-filtered lookup: no MinHash, so no numpy or scipy in the core install)
 and the generation it will drive (expected teacher requests, from the SDG planner's
 `expected_requests`; none for pure renames and deletions).
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
@@ -82,12 +82,12 @@ def near_duplicates(
     """For each changed leaf, its seeds that nearly repeat a seed of another leaf, most similar first.
 
     Exact, not approximate: every pair of seeds whose shingle sets have a Jaccard similarity of at
-    least `threshold` is found, and the similarity reported is the exact one. Two sets at Jaccard
-    >= t overlap in at least ceil(t * |A|) and ceil(t * |B|) shingles, so (the prefix filter of
-    All-Pairs/PPJoin) when every set is ordered rarest shingle first, the first |A| - ceil(t * |A|) + 1
-    shingles of A share one with the first |B| - ceil(t * |B|) + 1 of B. Only those prefixes are
-    indexed, and the rare shingles that lead them have short posting lists, so a pull request's seeds
-    are checked against a taxonomy of thousands of leaves in well under a second, in pure Python.
+    least `threshold` is found, and the similarity reported is the exact one. A set B at Jaccard >= t
+    from A shares at least ceil(t * |A|) shingles with it, so (pigeonhole: the prefix filter of
+    All-Pairs/PPJoin) B holds at least one of *any* |A| - ceil(t * |A|) + 1 shingles of A. A changed
+    seed therefore looks up only its rarest shingles in an index of every seed's shingles, and the
+    few candidates that share one are verified exactly: pure Python, no MinHash (numpy, scipy), and a
+    pull request's seeds are checked against thousands of leaves in about a second.
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], not {threshold}")
@@ -99,18 +99,17 @@ def near_duplicates(
                 seeds.append((SeedRef(leaf.path, number, _excerpt(seed)), grams))
     changed_paths = {leaf.path for leaf in changed}
     found: dict[str, list[NearDuplicate]] = {path: [] for path in changed_paths}
-    if not seeds:
-        return found
-    frequency = Counter(gram for _, grams in seeds for gram in grams)
-    prefixes = [_prefix(grams, frequency, threshold) for _, grams in seeds]
-    postings: dict[str, list[int]] = {}
-    for number, prefix in enumerate(prefixes):
-        for gram in prefix:
-            postings.setdefault(gram, []).append(number)
-    for number, (ref, grams) in enumerate(seeds):
+    postings: defaultdict[str, list[int]] = defaultdict(list)
+    for number, (_, grams) in enumerate(seeds):
+        for gram in grams:
+            postings[gram].append(number)
+    for ref, grams in seeds:
         if ref.leaf not in changed_paths:
             continue
-        candidates = {other for gram in prefixes[number] for other in postings[gram]}
+        # The epsilon keeps float rounding from shortening the probe (a longer one only adds candidates).
+        must_overlap = max(1, math.ceil(threshold * len(grams) - 1e-9))
+        probe = sorted(grams, key=lambda gram: (len(postings[gram]), gram))[: len(grams) - must_overlap + 1]
+        candidates = {other for gram in probe for other in postings[gram]}
         for other_number in sorted(candidates):
             other, other_grams = seeds[other_number]
             if other.leaf == ref.leaf:
@@ -122,14 +121,6 @@ def near_duplicates(
     for pairs in found.values():
         pairs.sort(key=lambda d: (-d.similarity, d.seed.index, d.other.leaf, d.other.index))
     return found
-
-
-def _prefix(grams: frozenset[str], frequency: Counter[str], threshold: float) -> list[str]:
-    """The shingles a set must share with any set at Jaccard >= threshold: its rarest |A| - ceil(t|A|) + 1."""
-    # The epsilon keeps float rounding from shortening a prefix (a longer one only adds candidates).
-    must_overlap = max(1, math.ceil(threshold * len(grams) - 1e-9))
-    ordered = sorted(grams, key=lambda gram: (frequency[gram], gram))
-    return ordered[: len(grams) - must_overlap + 1]
 
 
 # --- the report's content ---------------------------------------------------------------------------
