@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import typer
 
 from labtax import __version__
-from labtax.commands import check, curate, diff, evaluate, generate, release, report, train, validate
+from labtax.commands import check, curate, diff, evaluate, generate, model, release, report, train, validate
 
 app = typer.Typer(
     name="labtax",
@@ -47,6 +47,7 @@ app.command("curate")(curate.command)
 app.command("train")(train.command)
 app.command("evaluate")(evaluate.command)
 app.command("release")(release.command)
+app.add_typer(model.app, name="model")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
