@@ -103,6 +103,9 @@ def actionlint_findings(files: list[Path]) -> list[str]:
         # v1.6.22 predates the `vars` context (added in v1.6.23); current actionlint accepts it.
         if 'undefined variable "vars"' in message:
             continue
+        # v1.6.22 also predates runner groups (`runs-on: {group, labels}`, accepted since v1.6.23).
+        if '"runs-on" section must be sequence node but got mapping node' in message:
+            continue
         findings.append(f"{finding['file']}:{finding['line']}:{finding['column']}: {message} [{finding['kind']}]")
     return findings
 
