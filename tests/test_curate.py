@@ -15,13 +15,13 @@ import pytest
 
 from labtax.cli import main
 from labtax.curate import CurationConfig, DedupSettings, FilterSettings, MixSettings, SelectSettings, run_curation
-from labtax.curate.dedup import find_near_duplicates
 from labtax.curate.filters import build_filters, first_failure
 from labtax.curate.samples import Candidate
 from labtax.curate.select import k_center_greedy, ngram_vectors, select_diverse
-from labtax.curate.text import jaccard, normalise, shingles
 from labtax.errors import UsageError
+from labtax.neardup import find_near_duplicates
 from labtax.taxonomy.leaf import heldout_pairs
+from labtax.text import jaccard, normalise, shingles
 from test_curate_support import (
     GIT,
     HAIKU,

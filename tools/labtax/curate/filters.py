@@ -18,7 +18,7 @@ from typing import Any
 
 from labtax.curate.samples import Candidate
 from labtax.curate.settings import FilterSettings
-from labtax.curate.text import excerpt, jaccard, normalise, shingles, words
+from labtax.text import excerpt, jaccard, normalise, shingles, words
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Any
 
 from labtax.curate.samples import Candidate
 from labtax.curate.settings import MixSettings
-from labtax.curate.text import words
 from labtax.errors import UsageError
+from labtax.text import words
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labtax.curate.samples import Candidate
-from labtax.curate.text import excerpt
+from labtax.text import excerpt
 
 
 @dataclass

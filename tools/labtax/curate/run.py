@@ -18,14 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labtax.curate.dedup import (
-    Decontaminator,
-    HeldOutQuestion,
-    default_workers,
-    exact_key,
-    find_exact_duplicates,
-    find_near_duplicates,
-)
+from labtax.curate.dedup import Decontaminator, HeldOutQuestion, exact_key, find_exact_duplicates
 from labtax.curate.filters import build_filters, find_pii, first_failure
 from labtax.curate.mix import build_phases, read_replay_file
 from labtax.curate.report import Ledger
@@ -34,6 +27,7 @@ from labtax.curate.select import select_diverse
 from labtax.curate.settings import CurationConfig, check_config
 from labtax.errors import UsageError
 from labtax.fileio import file_sha256, jsonl_bytes, write_bytes_atomic, write_json_atomic
+from labtax.neardup import default_workers, find_near_duplicates
 from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
 
 CURATION_FORMAT = "labtax-curation/1"
