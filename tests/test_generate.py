@@ -204,9 +204,9 @@ def test_a_leaf_short_of_its_target_is_reported(project: Path, capsys: pytest.Ca
 
 def test_transport_failures_are_asked_again_by_the_next_run(project: Path) -> None:
     from labtax.config import load_config
-    from labtax.sdg.pipelines import GenerationParams
-    from labtax.sdg.run import TeacherSpec
+    from labtax.sdg.params import GenerationParams
     from labtax.sdg.run import generate as generate_leaves
+    from labtax.sdg.teacher_spec import TeacherSpec
     from labtax.validate import load_leaves
 
     out = project / "gen"

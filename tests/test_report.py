@@ -26,7 +26,7 @@ from labtax.report import (
     reviewer_report,
     text,
 )
-from labtax.sdg.pipelines import GenerationParams, expected_requests
+from labtax.sdg.params import GenerationParams, expected_requests
 from labtax.taxonomy.leaf import LeafKind
 from labtax.text import shingles
 from labtax.validate import validate_paths

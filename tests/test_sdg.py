@@ -12,11 +12,13 @@ import pytest
 from conftest import REPO_ROOT
 from labtax.config import load_config
 from labtax.sdg.chunking import chunk_documents, chunk_text, tokenizer_spans
-from labtax.sdg.pipelines import GenerationParams, expected_requests, pipeline_for
+from labtax.sdg.params import GenerationParams, expected_requests, pipeline_for
+from labtax.sdg.plan import GenerationConfig, cache_key, plan_generation
 from labtax.sdg.prompts import all_prompts
-from labtax.sdg.run import GenerationConfig, TeacherSpec, cache_key, generate, plan_generation
+from labtax.sdg.run import generate
 from labtax.sdg.store import Journal, scan_cache
 from labtax.sdg.teacher import TRANSPORT, TeacherResult
+from labtax.sdg.teacher_spec import TeacherSpec
 from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
 from labtax.validate import load_leaves
 from openai_server import running_server

@@ -10,22 +10,11 @@ from typing import Any
 import pytest
 
 from labtax.errors import UsageError
+from labtax.sdg.answer_parsing import parse_answer, validator_for
+from labtax.sdg.local_teacher import LocalSettings, LocalTeacher
+from labtax.sdg.openai_teacher import OpenAITeacher, TeacherSettings, TeacherUnavailable
 from labtax.sdg.prompts import load_prompt
-from labtax.sdg.teacher import (
-    PARSE,
-    TOO_LONG,
-    TRANSPORT,
-    TRUNCATED,
-    LocalSettings,
-    LocalTeacher,
-    OpenAITeacher,
-    TeacherRequest,
-    TeacherResult,
-    TeacherSettings,
-    TeacherUnavailable,
-    parse_answer,
-    validator_for,
-)
+from labtax.sdg.teacher import PARSE, TOO_LONG, TRANSPORT, TRUNCATED, TeacherRequest, TeacherResult
 from openai_server import running_server
 
 

@@ -131,7 +131,7 @@ class Report:
 
 def build_report(config: Config, diff: DiffResult, *, repository_url: str | None = None) -> Report:
     """Gather everything the page shows: diagnostics, near-duplicates and planned generation per leaf."""
-    from labtax.sdg.pipelines import GenerationParams, expected_requests, pipeline_for
+    from labtax.sdg.params import GenerationParams, expected_requests, pipeline_for
     from labtax.validate import validate_paths
 
     validation = validate_paths(config) if config.taxonomy_root.is_dir() else None

@@ -10,7 +10,8 @@ import typer
 from labtax.cli_utils import QuietOption, RootOption, echo, entry
 
 if TYPE_CHECKING:
-    from labtax.sdg.run import GenerationPlan, GenerationResult
+    from labtax.sdg.plan import GenerationPlan
+    from labtax.sdg.run import GenerationResult
 
 
 @entry
@@ -73,9 +74,11 @@ def command(
     """
     from labtax.config import load_config
     from labtax.errors import LabtaxError, UsageError
-    from labtax.sdg.pipelines import GenerationParams
-    from labtax.sdg.run import TeacherSpec, generate, generation_config, plan_generation
+    from labtax.sdg.params import GenerationParams
+    from labtax.sdg.plan import generation_config, plan_generation
+    from labtax.sdg.run import generate
     from labtax.sdg.store import scan_cache
+    from labtax.sdg.teacher_spec import TeacherSpec
     from labtax.validate import load_leaves
 
     if base is not None and all_leaves:

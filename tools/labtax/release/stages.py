@@ -97,7 +97,7 @@ def generation_keys(leaves: list[Leaf], options: ReleaseOptions) -> list[str]:
 
     Equal keys mean equal generated data, so they stand for "the data" in the release's inputs.
     """
-    from labtax.sdg.run import cache_key
+    from labtax.sdg.plan import cache_key
 
     teacher, params = teacher_spec(options).identity(), generation_params(options)
     return sorted(cache_key(leaf, teacher, params) for leaf in leaves)
@@ -167,7 +167,7 @@ def verify_generation_cache(generation_dir: Path, previous: ReleaseManifest | No
 
 
 def generation_params(options: ReleaseOptions) -> Any:
-    from labtax.sdg.pipelines import GenerationParams
+    from labtax.sdg.params import GenerationParams
 
     params = GenerationParams(target=options.generation_target)
     params.validate()
@@ -175,7 +175,7 @@ def generation_params(options: ReleaseOptions) -> Any:
 
 
 def teacher_spec(options: ReleaseOptions) -> Any:
-    from labtax.sdg.run import TeacherSpec
+    from labtax.sdg.teacher_spec import TeacherSpec
 
     if not options.teacher_model:
         raise UsageError(

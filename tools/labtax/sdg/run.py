@@ -1,39 +1,31 @@
-"""Planning and running generation: which leaves need work, then doing it with bounded concurrency.
+"""Running generation: every leaf that needs work, concurrently, each with its own journal.
 
-`plan_generation` is pure: leaves, configuration and (optionally) the cache's contents in, a
-`GenerationPlan` out, with the action and the expected requests for every leaf. The reviewer report
-calls it too. `generate` checks everything that can be wrong before the first request (parameters,
-documents, the teacher's reachability), then runs every leaf that needs work concurrently, each
-with its own journal, and writes the per-leaf results, `generation.json` and a run summary.
+`generate` checks everything that can be wrong before the first request (parameters, documents, the
+teacher's reachability), plans (`labtax.sdg.plan`), runs each planned leaf's pipeline
+(`labtax.sdg.skill_pipelines`, `labtax.sdg.knowledge_pipeline`) with bounded concurrency, and writes
+the per-leaf results, `generation.json` and a run summary.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from labtax.errors import LabtaxError, UsageError
+from labtax.errors import LabtaxError
 from labtax.fileio import write_json_atomic, write_jsonl_atomic
 from labtax.sdg.chunking import Chunk, Spans, chunk_documents, tokenizer_spans, word_spans
-from labtax.sdg.pipelines import (
-    PIPELINE_VERSION,
-    GenerationParams,
-    LeafRun,
-    NoProgress,
-    Progress,
-    expected_requests,
-    pipeline_for,
-    runner_for,
-)
+from labtax.sdg.knowledge_pipeline import run_knowledge
+from labtax.sdg.leaf_run import LeafRun, NoProgress, Progress
+from labtax.sdg.params import PIPELINE_VERSION, GenerationParams
+from labtax.sdg.plan import GenerationConfig, GenerationPlan, LeafPlan, generation_config, plan_generation
+from labtax.sdg.skill_pipelines import run_freeform, run_grounded
 from labtax.sdg.store import (
     GENERATION_FORMAT,
     INDEX_FILE,
@@ -41,180 +33,14 @@ from labtax.sdg.store import (
     REJECTED_FILE,
     SAMPLES_FILE,
     SUMMARY_FILE,
-    CacheEntry,
     Journal,
     leaf_dir,
     scan_cache,
     write_run_summary,
 )
-from labtax.sdg.teacher import LocalSettings, LocalTeacher, OpenAITeacher, Teacher, TeacherSettings, local_teacher_name
+from labtax.sdg.teacher import Teacher
+from labtax.sdg.teacher_spec import TeacherSpec
 from labtax.taxonomy.leaf import Leaf, LeafKind
-
-CACHE_KEY_FORMAT = "labtax-generation-key/1"
-
-# Plan actions
-CACHED, GENERATE, RESUME, SKIP = "cached", "generate", "resume", "skip"
-
-
-@dataclass(frozen=True)
-class TeacherSpec:
-    """Which teacher, and how to talk to it. `model` naming a directory means a local transformers model."""
-
-    model: str
-    url: str | None = None
-    concurrency: int = 32
-    timeout_s: float = 120.0
-    context_length: int | None = None
-    batch_size: int = 8
-    backoff_base_s: float = 0.5
-    max_retries: int = 6
-
-    @property
-    def is_local(self) -> bool:
-        return Path(self.model).is_dir()
-
-    def identity(self) -> str:
-        """The teacher as the cache key sees it: the served model name, or a local model's digest."""
-        return local_teacher_name(Path(self.model).resolve()) if self.is_local else self.model
-
-    def validate(self) -> None:
-        if self.is_local:
-            if self.url:
-                raise UsageError(
-                    f"--teacher-model '{self.model}' is a local directory, so it would run here and ignore "
-                    f"--teacher-url {self.url}; drop one of them (a served model's name must not be a local path)"
-                )
-            LocalTeacher(LocalSettings(Path(self.model), batch_size=self.batch_size))
-            return
-        if not self.url:
-            raise UsageError(
-                f"--teacher-model '{self.model}' is not a local model directory, so --teacher-url is needed "
-                "(an OpenAI-compatible server such as vLLM: http://localhost:8000/v1)"
-            )
-        self.http_settings().validate()
-
-    def http_settings(self) -> TeacherSettings:
-        return TeacherSettings(
-            url=self.url or "",
-            model=self.model,
-            concurrency=self.concurrency,
-            timeout_s=self.timeout_s,
-            context_length=self.context_length,
-            backoff_base_s=self.backoff_base_s,
-            max_retries=self.max_retries,
-        )
-
-    def open(self) -> AbstractAsyncContextManager[Any]:
-        if self.is_local:
-            return LocalTeacher(LocalSettings(Path(self.model), batch_size=self.batch_size))
-        return OpenAITeacher(self.http_settings())
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    output_dir: Path
-    teacher: str  # TeacherSpec.identity()
-    params: GenerationParams = field(default_factory=GenerationParams)
-    project_root: Path = Path(".")
-    selected: frozenset[str] | None = None  # leaf paths that may be generated (--base); None: every leaf
-
-
-@dataclass(frozen=True)
-class LeafPlan:
-    leaf: Leaf
-    pipeline: str
-    cache_key: str
-    action: str  # cached | generate | resume | skip
-    target: int
-    expected_requests: int  # at the nominal keep rates; 0 for cached and skipped leaves
-    max_requests: int  # the leaf's request budget
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "leaf": self.leaf.path,
-            "leaf_hash": self.leaf.leaf_hash,
-            "kind": str(self.leaf.kind),
-            "pipeline": self.pipeline,
-            "cache_key": self.cache_key,
-            "action": self.action,
-            "target": self.target,
-            "expected_requests": self.expected_requests,
-            "max_requests": self.max_requests,
-        }
-
-
-@dataclass(frozen=True)
-class GenerationPlan:
-    teacher: str
-    leaves: tuple[LeafPlan, ...]
-
-    @property
-    def to_run(self) -> tuple[LeafPlan, ...]:
-        return tuple(p for p in self.leaves if p.action in (GENERATE, RESUME))
-
-    @property
-    def expected_requests(self) -> int:
-        return sum(p.expected_requests for p in self.leaves)
-
-    @property
-    def max_requests(self) -> int:
-        return sum(p.max_requests for p in self.to_run)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "teacher": self.teacher,
-            "expected_requests": self.expected_requests,
-            "max_requests": self.max_requests,
-            "leaves": [p.as_json() for p in self.leaves],
-        }
-
-
-def cache_key(leaf: Leaf, teacher: str, params: GenerationParams) -> str:
-    """Hash of (leaf hash, pipeline and prompt versions, teacher, generation parameters)."""
-    pipeline = pipeline_for(leaf)
-    material = {
-        "format": CACHE_KEY_FORMAT,
-        "leaf_hash": leaf.leaf_hash,
-        "pipeline": f"{pipeline.name}@{pipeline.version}",
-        "prompts": pipeline.prompt_version,
-        "teacher": teacher,
-        "params": params.key_fields(leaf.kind),
-    }
-    encoded = json.dumps(material, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return hashlib.sha256(encoded).hexdigest()[:32]
-
-
-def plan_generation(
-    leaves: Iterable[Leaf], config: GenerationConfig, cache: Mapping[str, CacheEntry] | None = None
-) -> GenerationPlan:
-    """What a run would do for every leaf. Pure: pass `cache` (from `store.scan_cache`) to see hits.
-
-    A leaf is `cached` when a finished complete result exists for its cache key, `resume` when a
-    journal or an incomplete result exists, `generate` otherwise, and `skip` when it is not among
-    `config.selected` (and not cached). `expected_requests` assumes the nominal keep rates.
-    """
-    cache = cache or {}
-    plans = []
-    for leaf in sorted(leaves, key=lambda item: item.path):
-        key = cache_key(leaf, config.teacher, config.params)
-        entry = cache.get(key)
-        budget = config.params.budget_for(leaf.kind)
-        expected = expected_requests(leaf.kind, config.params)
-        if entry is not None and entry.finished and entry.status == "complete":
-            action, expected = CACHED, 0
-        elif config.selected is not None and leaf.path not in config.selected:
-            action, expected = SKIP, 0
-        elif entry is not None:
-            action, expected = RESUME, max(0, expected - entry.journal_lines)
-        else:
-            action = GENERATE
-        plans.append(
-            LeafPlan(leaf, pipeline_for(leaf).name, key, action, config.params.target_for(leaf.kind), expected, budget)
-        )
-    return GenerationPlan(config.teacher, tuple(plans))
-
-
-# --- running --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -228,29 +54,12 @@ class GenerationResult:
     incomplete: list[dict[str, Any]] = field(default_factory=list)
 
 
-def chunker_name(spec: TeacherSpec) -> str:
-    """A local teacher's tokenizer measures chunks; otherwise whitespace words (docs/generation.md)."""
-    return f"tokenizer:{spec.identity()}" if spec.is_local else "words"
-
-
 def chunker_spans(spec: TeacherSpec) -> Spans:
     if spec.is_local:
         from transformers import AutoTokenizer
 
         return tokenizer_spans(AutoTokenizer.from_pretrained(spec.model))
     return word_spans
-
-
-def generation_config(
-    spec: TeacherSpec,
-    output_dir: Path,
-    params: GenerationParams | None = None,
-    project_root: Path = Path("."),
-    selected: frozenset[str] | None = None,
-) -> GenerationConfig:
-    """The configuration a run with `spec` uses (its chunk unit filled in), for `plan_generation` or a dry run."""
-    params = replace(params or GenerationParams(), chunker=chunker_name(spec))
-    return GenerationConfig(output_dir, spec.identity(), params, project_root, selected)
 
 
 def prepare_chunks(leaf: Leaf, project_root: Path, params: GenerationParams, spans: Spans) -> list[Chunk]:
@@ -466,3 +275,11 @@ def _finish(
     }
     summary_path = write_run_summary(config.output_dir, summary, started)
     return GenerationResult(plan, entries, summary, summary_path, index_path, sent, incomplete)
+
+
+def runner_for(run: LeafRun, chunks: Sequence[Chunk]) -> Callable[[], Awaitable[None]]:
+    if run.leaf.kind is LeafKind.KNOWLEDGE:
+        return lambda: run_knowledge(run, chunks)
+    if run.leaf.kind is LeafKind.GROUNDED_SKILL:
+        return lambda: run_grounded(run)
+    return lambda: run_freeform(run)
