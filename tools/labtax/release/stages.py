@@ -202,7 +202,7 @@ def generate(
         leaves, spec, generation_dir, params=generation_params(options), project_root=config.project_root
     )
     if result.incomplete:
-        names = ", ".join(str(entry.get("leaf")) for entry in result.incomplete[:5])
+        names = ", ".join(row.leaf for row in result.incomplete[:5])
         raise LabtaxError(
             f"generation is incomplete for {len(result.incomplete)} leaves ({names}); "
             "run the same release command again to resume it"
@@ -217,12 +217,13 @@ def generate(
 
 def generation_entries(generation_dir: Path) -> dict[str, str]:
     """cache key -> SHA-256 of samples.jsonl, for every leaf in generation.json."""
-    summary = json.loads((generation_dir / "generation.json").read_text(encoding="utf-8"))
+    from labtax.records.generation import read_generation_index
+
     entries = {}
-    for leaf in summary.get("leaves", []):
-        samples = generation_dir / leaf["samples"]
+    for leaf in read_generation_index(generation_dir).leaves:
+        samples = generation_dir / leaf.samples
         if samples.is_file():
-            entries[leaf["cache_key"]] = file_sha256(samples)
+            entries[leaf.cache_key] = file_sha256(samples)
     return entries
 
 

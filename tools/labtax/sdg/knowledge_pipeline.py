@@ -8,15 +8,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from labtax.records.sample import ANSWER, QUESTION, TeacherExchange
 from labtax.sdg.chunking import Chunk
-from labtax.sdg.leaf_run import LeafRun, keep_rate
+from labtax.sdg.leaf_run import Example, LeafRun, keep_rate
 from labtax.sdg.params import NOMINAL_KNOWLEDGE_KEEP
 from labtax.sdg.prompts import load_prompt
 from labtax.taxonomy.leaf import Leaf, training_seeds
 
 
-def _knowledge_examples(leaf: Leaf) -> list[str]:
-    return [f"Q: {pair.question}\nA: {pair.answer}" for seed in training_seeds(leaf) for pair in seed.qna]
+def _knowledge_examples(leaf: Leaf) -> list[Example]:
+    # training_seeds drops only each seed's last pair, so positions are the qna.yaml ones: seed n, pair m
+    return [
+        (f"{n}.{m}", f"Q: {pair.question}\nA: {pair.answer}")
+        for n, seed in enumerate(training_seeds(leaf), start=1)
+        for m, pair in enumerate(seed.qna, start=1)
+    ]
 
 
 async def run_knowledge(run: LeafRun, chunks: Sequence[Chunk]) -> None:
@@ -49,8 +55,8 @@ async def run_knowledge(run: LeafRun, chunks: Sequence[Chunk]) -> None:
             )
             for j, chunk in enumerate(picked)
         ]
-        candidates: list[tuple[Chunk, str, str]] = []
-        for chunk, answer in zip(picked, await run.ask_all(requests), strict=True):
+        candidates: list[tuple[Chunk, str, str, TeacherExchange]] = []
+        for chunk, request, answer in zip(picked, requests, await run.ask_all(requests), strict=True):
             if not answer.ok:
                 run.failed("knowledge_qa", answer, {"source": chunk.source, "chunk": chunk.index})
                 continue
@@ -59,10 +65,11 @@ async def run_knowledge(run: LeafRun, chunks: Sequence[Chunk]) -> None:
                 question, reply = str(pair["question"]).strip(), str(pair["answer"]).strip()
                 content = {"source": chunk.source, "chunk": chunk.index, "question": question, "answer": reply}
                 if run.novel("knowledge_qa", question, content):
-                    candidates.append((chunk, question, reply))
+                    item = {"question": question, "answer": reply}
+                    candidates.append((chunk, question, reply, run.exchange(request, answer, (QUESTION, ANSWER), item)))
                     run.stats["knowledge_qa"].kept += 1
         affordable = run.reserve(min(len(candidates), run.remaining))
-        for _, question, reply in candidates[affordable:]:
+        for _, question, reply, _ in candidates[affordable:]:
             run.drop(
                 "knowledge_judge", "budget: the leaf's request budget is spent", {"question": question, "answer": reply}
             )
@@ -73,10 +80,10 @@ async def run_knowledge(run: LeafRun, chunks: Sequence[Chunk]) -> None:
                 run.build_request(
                     judge, f"{slot}/judge/{i}", {"chunk": chunk.text, "question": question, "answer": reply}, judge=True
                 )
-                for i, (chunk, question, reply) in enumerate(candidates)
+                for i, (chunk, question, reply, _) in enumerate(candidates)
             ]
         )
-        for (chunk, question, reply), verdict in zip(candidates, verdicts, strict=True):
+        for (chunk, question, reply, exchange), verdict in zip(candidates, verdicts, strict=True):
             content = {"source": chunk.source, "chunk": chunk.index, "question": question, "answer": reply}
             if not verdict.ok:
                 run.failed("knowledge_judge", verdict, content)
@@ -97,6 +104,6 @@ async def run_knowledge(run: LeafRun, chunks: Sequence[Chunk]) -> None:
                     "knowledge_judge", f"{'+'.join(problems)}: {verdict.data.get('reason', '')}", {**content, **scores}
                 )
                 continue
-            run.keep("knowledge_judge", question, reply, scores)
+            run.keep("knowledge_judge", question, reply, scores, (exchange,))
         if not candidates and not count:
             break

@@ -18,12 +18,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from labtax.records.generation import COMPLETE, INCOMPLETE, LeafSummary, RejectedCandidate, StageCounts, TeacherFailure
+from labtax.records.sample import Message, Sample, SampleMetadata, TeacherExchange
 from labtax.sdg.params import SCORE_KEYS, GenerationParams, pipeline_for
 from labtax.sdg.prompts import PromptTemplate
 from labtax.sdg.store import Journal
 from labtax.sdg.teacher import Teacher, TeacherRequest, TeacherResult
 from labtax.taxonomy.leaf import Leaf, heldout_pairs
 from labtax.text import normalise
+
+# An in-context example a prompt may show: (seed id, text). Seed ids: see labtax.records.sample.
+Example = tuple[str, str]
 
 
 class Progress(Protocol):
@@ -52,16 +57,10 @@ class StageStats:
     kept: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "sent": self.sent,
-            "replayed": self.replayed,
-            "failed": self.failed,
-            "rescued": self.rescued,
-            "kept": self.kept,
-            "dropped": dict(self.dropped),
-        }
+    def record(self) -> StageCounts:
+        return StageCounts(
+            self.requests, self.sent, self.replayed, self.failed, self.rescued, self.kept, dict(self.dropped)
+        )
 
 
 class LeafRun:
@@ -86,9 +85,9 @@ class LeafRun:
         self.target = params.target_for(leaf.kind)
         self.budget = params.budget_for(leaf.kind)
         self.issued = 0
-        self.samples: list[dict[str, Any]] = []
-        self.rejected: list[dict[str, Any]] = []
-        self.failures: list[dict[str, Any]] = []
+        self.samples: list[Sample] = []
+        self.rejected: list[RejectedCandidate] = []
+        self.failures: list[TeacherFailure] = []
         self.stats: dict[str, StageStats] = {name: StageStats() for name in self.pipeline.prompts}
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -124,17 +123,18 @@ class LeafRun:
         template: PromptTemplate,
         slot: str,
         values: dict[str, object],
-        examples: Sequence[str] = (),
+        examples: Sequence[Example] = (),
         *,
         judge: bool = False,
     ) -> TeacherRequest:
-        """Render `template`; with `examples`, as many as fit the teacher's context (at least one)."""
+        """Render `template`; with `examples`, as many as fit the teacher's context (at least one). The
+        request records the seed ids of the examples it shows."""
         max_tokens = self.params.judge_max_tokens if judge else self.params.max_tokens
         shown = list(examples)
         while True:
             rendered = dict(values)
             if "examples" in template.user:
-                rendered["examples"] = "\n\n".join(shown) if shown else "(none)"
+                rendered["examples"] = "\n\n".join(text for _, text in shown) if shown else "(none)"
             messages = template.render(**rendered)
             if len(shown) <= 1 or self.teacher.count_tokens(messages) + max_tokens <= self.teacher.context_length:
                 break
@@ -142,7 +142,10 @@ class LeafRun:
         temperature = self.params.judge_temperature if judge else self.params.temperature
         material = json.dumps([slot, messages, max_tokens, temperature], ensure_ascii=False)
         key = hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
-        return TeacherRequest(key, template.name, messages, template.schema, max_tokens, temperature, int(key[:8], 16))
+        seed_ids = tuple(seed for seed, _ in shown) if "examples" in template.user else ()
+        return TeacherRequest(
+            key, template.name, messages, template.schema, max_tokens, temperature, int(key[:8], 16), seed_ids
+        )
 
     async def ask(self, request: TeacherRequest) -> TeacherResult:
         stats = self.stats[request.stage]
@@ -162,13 +165,7 @@ class LeafRun:
         if not answer.ok:
             stats.failed += 1
             self.failures.append(
-                {
-                    "key": request.key,
-                    "stage": request.stage,
-                    "kind": answer.error_kind,
-                    "error": answer.error,
-                    "attempts": answer.attempts,
-                }
+                TeacherFailure(request.key, request.stage, answer.error_kind or "", answer.error or "", answer.attempts)
             )
         return answer
 
@@ -177,18 +174,33 @@ class LeafRun:
             self.progress.queued(requests[0].stage, len(requests))
         return list(await asyncio.gather(*(self.ask(request) for request in requests)))
 
+    @staticmethod
+    def exchange(
+        request: TeacherRequest, answer: TeacherResult, wrote: tuple[str, ...], item: object
+    ) -> TeacherExchange:
+        """The record of a request whose answer became part of a sample; `item` is the sample's part of
+        the answer, written back as a one-item answer in the stage's schema."""
+        field_name = next(iter(request.schema["properties"]))
+        one = item if request.schema["properties"][field_name].get("type") != "array" else [item]
+        return TeacherExchange(
+            stage=request.stage,
+            request_id=request.key,
+            messages=tuple(Message(role, content) for role, content in request.messages),
+            output=answer.text,
+            finish_reason=answer.finish_reason,
+            seed_ids=request.seed_ids,
+            wrote=wrote,
+            item_output=json.dumps({field_name: one}, ensure_ascii=False),
+        )
+
     # outcomes -------------------------------------------------------------------------------------
 
     def drop(self, stage: str, reason: str, content: dict[str, Any]) -> None:
         self.stats[stage].dropped[reason.split(":")[0]] += 1
         self.rejected.append(
-            {
-                "leaf": self.leaf.path,
-                "leaf_hash": self.leaf.leaf_hash,
-                "stage": stage,
-                "reason": reason,
-                "content": json.dumps(content, ensure_ascii=False),
-            }
+            RejectedCandidate(
+                self.leaf.path, self.leaf.leaf_hash, stage, reason, json.dumps(content, ensure_ascii=False)
+            )
         )
 
     def failed(self, stage: str, answer: TeacherResult, content: dict[str, Any]) -> None:
@@ -209,7 +221,14 @@ class LeafRun:
         self.seen.add(key)
         return True
 
-    def keep(self, stage: str, user: str, assistant: str, scores: Mapping[str, int | None]) -> None:
+    def keep(
+        self,
+        stage: str,
+        user: str,
+        assistant: str,
+        scores: Mapping[str, int | None],
+        exchanges: Sequence[TeacherExchange],
+    ) -> None:
         if len(self.samples) >= self.target:
             self.drop(
                 stage, "target-met: the leaf already has its target of samples", {"user": user, "assistant": assistant}
@@ -217,55 +236,57 @@ class LeafRun:
             return
         self.stats[stage].kept += 1
         self.samples.append(
-            {
-                "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}],
-                "metadata": {
-                    "leaf": self.leaf.path,
-                    "leaf_hash": self.leaf.leaf_hash,
-                    "pipeline": self.pipeline.name,
-                    "prompt_version": self.pipeline.prompt_version,
-                    "teacher": self.teacher.name,
-                    "scores": {key: _score(scores.get(key)) for key in SCORE_KEYS},
-                },
-            }
+            Sample(
+                messages=(Message("user", user), Message("assistant", assistant)),
+                metadata=SampleMetadata(
+                    leaf=self.leaf.path,
+                    leaf_hash=self.leaf.leaf_hash,
+                    pipeline=self.pipeline.name,
+                    prompt_version=self.pipeline.prompt_version,
+                    teacher=self.teacher.name,
+                    scores={key: _score(scores.get(key)) for key in SCORE_KEYS},
+                    exchanges=tuple(exchanges),
+                ),
+            )
         )
 
     def rng(self, slot: str) -> random.Random:
         return random.Random(f"{self.cache_key}/{slot}")
 
-    def pick(self, items: Sequence[str], slot: str) -> list[str]:
+    def pick(self, items: Sequence[Example], slot: str) -> list[Example]:
         """A reproducible random choice of in-context examples for one request."""
         count = min(len(items), self.params.examples_in_prompt)
         return self.rng(slot).sample(list(items), count)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "leaf": self.leaf.path,
-            "leaf_hash": self.leaf.leaf_hash,
-            "branch": self.leaf.branch,
-            "kind": str(self.leaf.kind),
-            "pipeline": self.pipeline.name,
-            "pipeline_version": self.pipeline.version,
-            "prompt_version": self.pipeline.prompt_version,
-            "cache_key": self.cache_key,
-            "teacher": self.teacher.name,
-            "params": self.params.key_fields(self.leaf.kind),
-            "status": "complete" if len(self.samples) >= self.target else "incomplete",
-            "kept": len(self.samples),
-            "target": self.target,
-            "rejected": len(self.rejected),
-            "rounds": self.rounds,
-            "budget": self.budget,
-            "requests": sum(s.requests for s in self.stats.values()),
-            "sent": sum(s.sent for s in self.stats.values()),
-            "replayed": sum(s.replayed for s in self.stats.values()),
-            "failed": sum(s.failed for s in self.stats.values()),
-            "rescued": sum(s.rescued for s in self.stats.values()),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "stages": {name: stats.as_json() for name, stats in self.stats.items()},
-            "failures": self.failures,
-        }
+    def summary(self) -> LeafSummary:
+        stats = self.stats.values()
+        return LeafSummary(
+            leaf=self.leaf.path,
+            leaf_hash=self.leaf.leaf_hash,
+            branch=self.leaf.branch,
+            kind=str(self.leaf.kind),
+            pipeline=self.pipeline.name,
+            pipeline_version=self.pipeline.version,
+            prompt_version=self.pipeline.prompt_version,
+            cache_key=self.cache_key,
+            teacher=self.teacher.name,
+            params=self.params.key_fields(self.leaf.kind),
+            status=COMPLETE if len(self.samples) >= self.target else INCOMPLETE,
+            kept=len(self.samples),
+            target=self.target,
+            rejected=len(self.rejected),
+            rounds=self.rounds,
+            budget=self.budget,
+            requests=sum(s.requests for s in stats),
+            sent=sum(s.sent for s in stats),
+            replayed=sum(s.replayed for s in stats),
+            failed=sum(s.failed for s in stats),
+            rescued=sum(s.rescued for s in stats),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            stages={name: s.record() for name, s in self.stats.items()},
+            failures=tuple(self.failures),
+        )
 
 
 def _score(value: int | None) -> int:

@@ -19,7 +19,8 @@ from labtax.sdg.store import CacheEntry
 from labtax.sdg.teacher_spec import TeacherSpec
 from labtax.taxonomy.leaf import Leaf
 
-CACHE_KEY_FORMAT = "labtax-generation-key/1"
+# /2: samples record their teacher exchanges (labtax-sample/1); results cached under /1 keys lack them.
+CACHE_KEY_FORMAT = "labtax-generation-key/2"
 
 # Plan actions
 CACHED, GENERATE, RESUME, SKIP = "cached", "generate", "resume", "skip"

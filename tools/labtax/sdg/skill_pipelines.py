@@ -11,34 +11,48 @@ A leaf runs in rounds until it has its target of kept samples or its request bud
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from labtax.sdg.leaf_run import LeafRun, keep_rate
+from labtax.records.sample import ANSWER, CONTEXT, QUESTION, TeacherExchange
+from labtax.sdg.leaf_run import Example, LeafRun, keep_rate
 from labtax.sdg.params import NOMINAL_INSTRUCTION_KEEP, NOMINAL_PAIR_KEEP
 from labtax.sdg.prompts import load_prompt
-from labtax.sdg.teacher import TeacherResult
+from labtax.sdg.teacher import TeacherRequest, TeacherResult
 from labtax.taxonomy.leaf import Leaf, LeafKind, training_seeds
 
 
-def _instruction_examples(leaf: Leaf) -> list[str]:
-    return [f"- {seed.qna[0].question}" for seed in training_seeds(leaf)]
+@dataclass(frozen=True)
+class Candidate:
+    """An instruction on its way through a skill pipeline, with the teacher exchanges that made it."""
+
+    text: str
+    context: str | None
+    exchanges: tuple[TeacherExchange, ...]
 
 
-def _response_examples(leaf: Leaf) -> list[str]:
+def _instruction_examples(leaf: Leaf) -> list[Example]:
+    # training_seeds keeps the leading seeds in file order, so position n is seed id n
+    return [(str(n), f"- {seed.qna[0].question}") for n, seed in enumerate(training_seeds(leaf), start=1)]
+
+
+def _response_examples(leaf: Leaf) -> list[Example]:
     out = []
-    for seed in training_seeds(leaf):
+    for n, seed in enumerate(training_seeds(leaf), start=1):
         context = f"Context:\n{seed.context}\n" if seed.context else ""
-        out.append(f"{context}Instruction: {seed.qna[0].question}\nResponse: {seed.qna[0].answer}")
+        out.append((str(n), f"{context}Instruction: {seed.qna[0].question}\nResponse: {seed.qna[0].answer}"))
     return out
 
 
-async def _respond_and_judge(run: LeafRun, round_slot: str, items: list[tuple[str, str | None]]) -> None:
-    """Responses, then the pair judge, for (instruction, context) items; keeps pairs rated 2 or 3."""
+async def _respond_and_judge(run: LeafRun, round_slot: str, items: list[Candidate]) -> None:
+    """Responses, then the pair judge, for candidate instructions; keeps pairs rated 2 or 3."""
     leaf = run.leaf
     respond, judge = load_prompt("response"), load_prompt("pair_judge")
     affordable = run.reserve(2 * min(len(items), run.remaining // 2)) // 2
-    for instruction, context in items[affordable:]:
+    for item in items[affordable:]:
         run.drop(
-            "response", "budget: the leaf's request budget is spent", {"instruction": instruction, "context": context}
+            "response",
+            "budget: the leaf's request budget is spent",
+            {"instruction": item.text, "context": item.context},
         )
     items = items[:affordable]
     examples = _response_examples(leaf)
@@ -48,34 +62,36 @@ async def _respond_and_judge(run: LeafRun, round_slot: str, items: list[tuple[st
             f"{round_slot}/response/{i}",
             {
                 "task_description": leaf.task_description,
-                "context_block": _context_block(context),
-                "instruction": instruction,
+                "context_block": _context_block(item.context),
+                "instruction": item.text,
             },
             run.pick(examples, f"{round_slot}/response/{i}"),
         )
-        for i, (instruction, context) in enumerate(items)
+        for i, item in enumerate(items)
     ]
     answers = await run.ask_all(requests)
-    pairs = []
-    for (instruction, context), answer in zip(items, answers, strict=True):
+    pairs: list[tuple[Candidate, str, TeacherExchange]] = []
+    for item, request, answer in zip(items, requests, answers, strict=True):
         if not answer.ok:
-            run.failed("response", answer, {"instruction": instruction, "context": context})
+            run.failed("response", answer, {"instruction": item.text, "context": item.context})
             continue
         assert answer.data is not None
-        pairs.append((instruction, context, str(answer.data["response"]).strip()))
+        response = str(answer.data["response"]).strip()
+        pairs.append((item, response, run.exchange(request, answer, (ANSWER,), answer.data["response"])))
         run.stats["response"].kept += 1
     judged = await run.ask_all(
         [
             run.build_request(
                 judge,
                 f"{round_slot}/pair_judge/{i}",
-                {"context_block": _context_block(context), "instruction": instruction, "response": response},
+                {"context_block": _context_block(item.context), "instruction": item.text, "response": response},
                 judge=True,
             )
-            for i, (instruction, context, response) in enumerate(pairs)
+            for i, (item, response, _) in enumerate(pairs)
         ]
     )
-    for (instruction, context, response), verdict in zip(pairs, judged, strict=True):
+    for (item, response, responded), verdict in zip(pairs, judged, strict=True):
+        instruction, context = item.text, item.context
         content = {"instruction": instruction, "context": context, "response": response}
         if not verdict.ok:
             run.failed("pair_judge", verdict, content)
@@ -91,6 +107,7 @@ async def _respond_and_judge(run: LeafRun, round_slot: str, items: list[tuple[st
             user,
             response,
             {"pair": score, "instruction": 1 if run.leaf.kind is LeafKind.FREEFORM_SKILL else None},
+            (*item.exchanges, responded),
         )
 
 
@@ -120,7 +137,7 @@ async def run_freeform(run: LeafRun) -> None:
             for j in range(count)
         ]
         candidates = _novel_items(
-            run, "freeform_instructions", await run.ask_all(requests), "instructions", "instruction"
+            run, "freeform_instructions", requests, await run.ask_all(requests), "instructions", "instruction"
         )
         # Judge only what the budget can carry through responses and the pair judge (3 requests each).
         candidates = _affordable(run, candidates, "instruction_judge", "instruction")
@@ -130,14 +147,15 @@ async def run_freeform(run: LeafRun) -> None:
                 run.build_request(
                     judge,
                     f"{slot}/instruction_judge/{i}",
-                    {"task_description": leaf.task_description, "instruction": text},
+                    {"task_description": leaf.task_description, "instruction": candidate.text},
                     judge=True,
                 )
-                for i, text in enumerate(candidates)
+                for i, candidate in enumerate(candidates)
             ]
         )
-        accepted: list[tuple[str, str | None]] = []
-        for text, verdict in zip(candidates, verdicts, strict=True):
+        accepted: list[Candidate] = []
+        for candidate, verdict in zip(candidates, verdicts, strict=True):
+            text = candidate.text
             if not verdict.ok:
                 run.failed("instruction_judge", verdict, {"instruction": text})
             elif not verdict.data or not verdict.data["keep"]:
@@ -145,16 +163,26 @@ async def run_freeform(run: LeafRun) -> None:
                 run.drop("instruction_judge", f"judged-unfit: {reason}", {"instruction": text})
             else:
                 run.stats["instruction_judge"].kept += 1
-                accepted.append((text, None))
+                accepted.append(candidate)
         if not candidates and not count:
             break
         await _respond_and_judge(run, slot, accepted)
 
 
-def _novel_items(run: LeafRun, stage: str, answers: list[TeacherResult], field: str, record_key: str) -> list[str]:
-    """The new texts a generation stage's answers list under `field`; failures and repeats are recorded."""
-    items: list[str] = []
-    for answer in answers:
+def _novel_items(
+    run: LeafRun,
+    stage: str,
+    requests: list[TeacherRequest],
+    answers: list[TeacherResult],
+    field: str,
+    record_key: str,
+) -> list[Candidate]:
+    """The new texts a generation stage's answers list under `field`, each with the exchange that proposed
+    it (it wrote the sample's instruction, or for `grounded_contexts` its context); failures and repeats
+    are recorded."""
+    wrote = (CONTEXT,) if record_key == "context" else (QUESTION,)
+    items: list[Candidate] = []
+    for request, answer in zip(requests, answers, strict=True):
         if not answer.ok:
             run.failed(stage, answer, {})
             continue
@@ -162,17 +190,17 @@ def _novel_items(run: LeafRun, stage: str, answers: list[TeacherResult], field: 
         for text in answer.data[field]:
             text = str(text).strip()
             if run.novel(stage, text, {record_key: text}):
-                items.append(text)
+                items.append(Candidate(text, None, (run.exchange(request, answer, wrote, text),)))
                 run.stats[stage].kept += 1
     return items
 
 
-def _affordable(run: LeafRun, items: list[str], next_stage: str, record_key: str) -> list[str]:
+def _affordable(run: LeafRun, items: list[Candidate], next_stage: str, record_key: str) -> list[Candidate]:
     """As many items as the budget carries through `next_stage`, a response and the pair judge (3 requests
     each); the rest are recorded as dropped for budget."""
     affordable = run.reserve(min(len(items), run.remaining // 3))
-    for text in items[affordable:]:
-        run.drop(next_stage, "budget: the leaf's request budget is spent", {record_key: text})
+    for item in items[affordable:]:
+        run.drop(next_stage, "budget: the leaf's request budget is spent", {record_key: item.text})
     return items[:affordable]
 
 
@@ -180,7 +208,7 @@ async def run_grounded(run: LeafRun) -> None:
     leaf = run.leaf
     make_contexts, make_questions = load_prompt("grounded_contexts"), load_prompt("grounded_questions")
     seeds = training_seeds(leaf)
-    context_examples = [f"- {seed.context}" for seed in seeds if seed.context]
+    context_examples = [(str(n), f"- {seed.context}") for n, seed in enumerate(seeds, start=1) if seed.context]
     question_examples = _instruction_examples(leaf)
     tried = 0
     while run.needed and run.remaining and run.rounds < run.params.max_rounds:
@@ -201,25 +229,25 @@ async def run_grounded(run: LeafRun) -> None:
             )
             for j in range(count)
         ]
-        contexts = _novel_items(run, "grounded_contexts", await run.ask_all(requests), "contexts", "context")
+        contexts = _novel_items(run, "grounded_contexts", requests, await run.ask_all(requests), "contexts", "context")
         contexts = _affordable(run, contexts, "grounded_questions", "context")
-        answers = await run.ask_all(
-            [
-                run.build_request(
-                    make_questions,
-                    f"{slot}/questions/{i}",
-                    {
-                        "task_description": leaf.task_description,
-                        "count": run.params.questions_per_context,
-                        "context": context,
-                    },
-                    run.pick(question_examples, f"{slot}/questions/{i}"),
-                )
-                for i, context in enumerate(contexts)
-            ]
-        )
-        items: list[tuple[str, str | None]] = []
-        for context, answer in zip(contexts, answers, strict=True):
+        question_requests = [
+            run.build_request(
+                make_questions,
+                f"{slot}/questions/{i}",
+                {
+                    "task_description": leaf.task_description,
+                    "count": run.params.questions_per_context,
+                    "context": context.text,
+                },
+                run.pick(question_examples, f"{slot}/questions/{i}"),
+            )
+            for i, context in enumerate(contexts)
+        ]
+        answers = await run.ask_all(question_requests)
+        items: list[Candidate] = []
+        for made, request, answer in zip(contexts, question_requests, answers, strict=True):
+            context = made.text
             if not answer.ok:
                 run.failed("grounded_questions", answer, {"context": context})
                 continue
@@ -227,7 +255,8 @@ async def run_grounded(run: LeafRun) -> None:
             for question in answer.data["questions"][: run.params.questions_per_context]:
                 question = str(question).strip()
                 if run.novel("grounded_questions", question, {"context": context, "instruction": question}):
-                    items.append((question, context))
+                    asked = run.exchange(request, answer, (QUESTION,), question)
+                    items.append(Candidate(question, context, (*made.exchanges, asked)))
                     run.stats["grounded_questions"].kept += 1
         tried += len(items)
         if not items and not count:

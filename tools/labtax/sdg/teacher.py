@@ -34,6 +34,7 @@ class TeacherRequest:
     max_tokens: int
     temperature: float
     seed: int = 0  # sent as the OpenAI `seed`: vLLM samples reproducibly with it
+    seed_ids: tuple[str, ...] = ()  # the leaf's seed examples shown in `messages` (never sent)
 
     def chat(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
