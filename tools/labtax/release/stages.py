@@ -7,7 +7,6 @@ facts the release records. Keeping the glue here keeps `release.py` a readable s
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -18,12 +17,9 @@ from typing import TYPE_CHECKING, Any
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
 from labtax.fileio import file_sha256, write_text_atomic
-from labtax.release.manifest import (
-    DataFile,
-    ReleaseManifest,
-    fingerprint,
-    hash_data_files,
-)
+from labtax.records.evaluation import Scores, read_eval_report
+from labtax.records.release import DataFile, ReleaseEvaluation, ReleaseGate, ReleaseManifest
+from labtax.release.manifest import fingerprint, hash_data_files
 
 if TYPE_CHECKING:
     from labtax.release.release import ReleaseOptions
@@ -55,7 +51,7 @@ class TrainingOutcome:
 class EvaluationOutcome:
     passed: bool
     reason: str
-    summary: dict[str, Any]
+    summary: ReleaseEvaluation
 
 
 def load_release_leaves(config: Config) -> list[Leaf]:
@@ -324,26 +320,23 @@ def evaluate(
     return read_evaluation(output / "eval.json")
 
 
-def _metrics(scores: dict[str, Any]) -> dict[str, float]:
-    names = {"loss": "heldout_loss", "perplexity": "heldout_perplexity", "exact_match": "exact_match", "f1": "token_f1"}
-    return {label: float(scores[key]) for key, label in names.items() if isinstance(scores.get(key), int | float)}
+def _metrics(scores: Scores) -> dict[str, float]:
+    values = {
+        "heldout_loss": scores.loss,
+        "heldout_perplexity": scores.perplexity,
+        "exact_match": scores.exact_match,
+        "token_f1": scores.f1,
+    }
+    return {label: float(value) for label, value in values.items() if value is not None}
 
 
 def read_evaluation(path: Path) -> EvaluationOutcome:
-    """The gate verdict and the overall metrics of an eval.json (`labtax-eval/1`)."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LabtaxError(f"{path}: cannot read the evaluation results ({exc})") from None
-    gate = raw.get("gate") if isinstance(raw.get("gate"), dict) else {}
-    status = str(gate.get("status", "skipped"))
-    passed = status != "fail"
-    failures = [str(item) for item in gate.get("failures") or []]
-    reason = "; ".join(failures) or str(gate.get("note") or status)
-    overall = raw.get("overall") if isinstance(raw.get("overall"), dict) else {}
-    summary = {
-        "overall": _metrics(overall.get("model") or {}),
-        "baseline": _metrics(overall.get("baseline") or {}),
-        "gate": {"passed": passed, "status": status, "reason": reason, "previous": gate.get("previous")},
-    }
-    return EvaluationOutcome(passed, reason, summary)
+    """The gate verdict and the overall metrics of an eval.json, as the release records them."""
+    report = read_eval_report(path)
+    gate = report.gate
+    summary = ReleaseEvaluation(
+        overall=_metrics(report.overall.model),
+        baseline=_metrics(report.overall.baseline),
+        gate=ReleaseGate(gate.passed, gate.status, gate.reason, gate.previous),
+    )
+    return EvaluationOutcome(gate.passed, gate.reason, summary)
