@@ -24,11 +24,11 @@ from labtax.report import (
     near_duplicates,
     render_markdown,
     reviewer_report,
-    shingles,
     text,
 )
-from labtax.sdg.pipelines import GenerationParams, expected_requests
+from labtax.sdg.params import GenerationParams, expected_requests
 from labtax.taxonomy.leaf import LeafKind
+from labtax.text import shingles
 from labtax.validate import validate_paths
 
 HAIKU = "compositional_skills/writing/freeform/haiku"
@@ -178,7 +178,7 @@ def test_near_duplicate_similarity_is_the_exact_jaccard_of_shingles() -> None:
     haiku = next(leaf for leaf in leaves if leaf.path == f"{HAIKU}/qna.yaml")
     found = near_duplicates([haiku], leaves)
     assert found == {haiku.path: []}  # the starter taxonomy has no near-duplicates
-    a, b = shingles("the quick brown fox jumps"), shingles("the quick brown fox sleeps")
+    a, b = shingles("the quick brown fox jumps", 3), shingles("the quick brown fox sleeps", 3)
     assert len(a & b) / len(a | b) == pytest.approx(2 / 4)
 
 

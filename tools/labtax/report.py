@@ -27,6 +27,7 @@ from labtax.errors import Diagnostic, Severity
 from labtax.gitdiff import ChangeStatus, DiffResult, LeafChange, changed_leaves
 from labtax.taxonomy.discover import display_path
 from labtax.taxonomy.leaf import Leaf, SeedExample
+from labtax.text import normalise
 
 REPORT_MARKER = "<!-- labtax-report -->"
 NEAR_DUPLICATE_THRESHOLD = 0.5
@@ -34,7 +35,6 @@ MAX_NEAR_DUPLICATES_PER_LEAF = 5
 MINHASH_PERMUTATIONS = 128
 SHINGLE_WORDS = 3
 EXCERPT_CHARS = 80
-_WORD = re.compile(r"\w+")
 
 
 # --- near-duplicate seeds --------------------------------------------------------------------------
@@ -61,14 +61,6 @@ def seed_text(seed: SeedExample) -> str:
     return " ".join(part for part in parts if part)
 
 
-def shingles(text: str) -> frozenset[str]:
-    """Word 3-grams of the lower-cased text (the words themselves when it has fewer than three)."""
-    words = _WORD.findall(text.lower())
-    if len(words) < SHINGLE_WORDS:
-        return frozenset(words)
-    return frozenset(" ".join(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1))
-
-
 def _excerpt(seed: SeedExample) -> str:
     first = seed.qna[0].question if seed.qna else (seed.context or "")
     text = " ".join(first.split())
@@ -80,36 +72,31 @@ def near_duplicates(
 ) -> dict[str, list[NearDuplicate]]:
     """For each changed leaf, its seeds that nearly repeat a seed of another leaf, most similar first.
 
-    datasketch's MinHash LSH proposes candidate pairs in sub-linear time; the similarity reported is
-    the exact Jaccard similarity of the shingle sets, so a reviewer sees a true number.
+    `labtax.neardup` (the same routine as curation's dedup) proposes candidates by MinHash LSH; the
+    similarity reported is the exact Jaccard similarity of the shingle sets, so a reviewer sees a true number.
     """
-    from datasketch import MinHash, MinHashLSH
+    from labtax.neardup import NearDuplicateIndex, minhash_signatures
 
-    seeds: list[tuple[SeedRef, frozenset[str]]] = []
-    for leaf in {leaf.path: leaf for leaf in [*taxonomy, *changed]}.values():
-        for number, seed in enumerate(leaf.seed_examples, start=1):
-            grams = shingles(seed_text(seed))
-            if grams:
-                seeds.append((SeedRef(leaf.path, number, _excerpt(seed)), grams))
+    seeds = [
+        (SeedRef(leaf.path, number, _excerpt(seed)), seed_text(seed))
+        for leaf in {leaf.path: leaf for leaf in [*taxonomy, *changed]}.values()
+        for number, seed in enumerate(leaf.seed_examples, start=1)
+        if normalise(seed_text(seed))
+    ]
     if not seeds:
         return {}
-    hashes = MinHash.bulk(
-        [[gram.encode("utf-8") for gram in grams] for _, grams in seeds], num_perm=MINHASH_PERMUTATIONS
-    )
-    index = MinHashLSH(threshold=threshold, num_perm=MINHASH_PERMUTATIONS)
-    for number, minhash in enumerate(hashes):
-        index.insert(number, minhash)
+    signatures = minhash_signatures([text for _, text in seeds], SHINGLE_WORDS, MINHASH_PERMUTATIONS)
+    index = NearDuplicateIndex(ngram=SHINGLE_WORDS, num_perm=MINHASH_PERMUTATIONS, threshold=threshold)
+    for number, (_, text) in enumerate(seeds):
+        index.add(number, text, signatures[number])
     changed_paths = {leaf.path for leaf in changed}
     found: dict[str, list[NearDuplicate]] = {path: [] for path in changed_paths}
-    for number, (ref, grams) in enumerate(seeds):
+    for number, (ref, text) in enumerate(seeds):
         if ref.leaf not in changed_paths:
             continue
-        for other_number in index.query(hashes[number]):
-            other, other_grams = seeds[other_number]
-            if other.leaf == ref.leaf:
-                continue
-            similarity = len(grams & other_grams) / len(grams | other_grams)
-            if similarity >= threshold:
+        for other_number, similarity in index.matches(text, signatures[number]):
+            other = seeds[other_number][0]
+            if other.leaf != ref.leaf:
                 found[ref.leaf].append(NearDuplicate(ref, other, similarity))
     for pairs in found.values():
         pairs.sort(key=lambda d: (-d.similarity, d.seed.index, d.other.leaf, d.other.index))
@@ -144,7 +131,7 @@ class Report:
 
 def build_report(config: Config, diff: DiffResult, *, repository_url: str | None = None) -> Report:
     """Gather everything the page shows: diagnostics, near-duplicates and planned generation per leaf."""
-    from labtax.sdg.pipelines import GenerationParams, expected_requests, pipeline_for
+    from labtax.sdg.params import GenerationParams, expected_requests, pipeline_for
     from labtax.validate import validate_paths
 
     validation = validate_paths(config) if config.taxonomy_root.is_dir() else None

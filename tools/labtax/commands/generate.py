@@ -10,7 +10,8 @@ import typer
 from labtax.cli_utils import QuietOption, RootOption, echo, entry
 
 if TYPE_CHECKING:
-    from labtax.sdg.run import GenerationPlan, GenerationResult
+    from labtax.sdg.plan import GenerationPlan
+    from labtax.sdg.run import GenerationResult
 
 
 @entry
@@ -73,9 +74,11 @@ def command(
     """
     from labtax.config import load_config
     from labtax.errors import LabtaxError, UsageError
-    from labtax.sdg.pipelines import GenerationParams
-    from labtax.sdg.run import TeacherSpec, generate, generation_config, plan_generation
+    from labtax.sdg.params import GenerationParams
+    from labtax.sdg.plan import generation_config, plan_generation
+    from labtax.sdg.run import generate
     from labtax.sdg.store import scan_cache
+    from labtax.sdg.teacher_spec import TeacherSpec
     from labtax.validate import load_leaves
 
     if base is not None and all_leaves:
@@ -122,8 +125,8 @@ def command(
         echo(render_summary(result))
     for row in result.incomplete:
         echo(
-            f"warning: {row['leaf']}: {row['kept']} of {row['target']} samples "
-            f"(see {output}/leaves/{row['cache_key']}/summary.json)",
+            f"warning: {row.leaf}: {row.kept} of {row.target} samples "
+            f"(see {output}/leaves/{row.cache_key}/summary.json)",
             err=True,
         )
     return 1 if result.incomplete else 0
@@ -179,27 +182,27 @@ def render_plan(plan: GenerationPlan) -> str:
 def render_summary(result: GenerationResult) -> str:
     summary = result.summary
     lines = [f"{'status':<11}{'kept':>6}{'target':>7}{'sent':>7}{'replay':>7}{'failed':>7}  leaf"]
-    for row in summary["leaves"]:
+    for row in summary.leaves:
         lines.append(
-            f"{row['status']:<11}{row['kept']:>6}{row['target']:>7}{row.get('sent', 0):>7}"
-            f"{row.get('replayed', 0):>7}{row.get('failed', 0):>7}  {row['leaf']}"
+            f"{row.outcome:<11}{row.kept:>6}{row.target:>7}{row.sent or 0:>7}"
+            f"{row.replayed or 0:>7}{row.failed or 0:>7}  {row.leaf}"
         )
-    if summary["stages"]:
+    if summary.stages:
         lines += ["", f"{'stage':<24}{'requests':>9}{'sent':>7}{'failed':>7}{'rescued':>8}{'kept':>7}{'dropped':>8}"]
-        for stage, stats in summary["stages"].items():
+        for stage, stats in summary.stages.items():
             lines.append(
-                f"{stage:<24}{stats['requests']:>9}{stats['sent']:>7}{stats['failed']:>7}{stats['rescued']:>8}"
-                f"{stats['kept']:>7}{stats['dropped']:>8}"
+                f"{stage:<24}{stats.requests:>9}{stats.sent:>7}{stats.failed:>7}{stats.rescued:>8}"
+                f"{stats.kept:>7}{stats.dropped:>8}"
             )
     lines += [
         "",
-        f"{summary['leaves_run']} of {summary['leaves_total']} leaves run in {summary['seconds']:.1f} s: "
-        f"{summary['sent']} requests sent ({summary['http_requests']} teacher calls, retries included), "
-        f"{summary['replayed']} replayed from the journal, {summary['failed']} failed, "
-        f"{summary['rescued']} rescued by the fallback parser; "
-        f"{summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion tokens",
+        f"{summary.leaves_run} of {summary.leaves_total} leaves run in {summary.seconds:.1f} s: "
+        f"{summary.sent} requests sent ({summary.http_requests} teacher calls, retries included), "
+        f"{summary.replayed} replayed from the journal, {summary.failed} failed, "
+        f"{summary.rescued} rescued by the fallback parser; "
+        f"{summary.prompt_tokens} prompt + {summary.completion_tokens} completion tokens",
         f"index: {result.index_path}   run summary: {result.summary_path}",
     ]
-    if summary["missing"]:
-        lines.append(f"{len(summary['missing'])} leaves have no data (not selected by --base and not cached)")
+    if summary.missing:
+        lines.append(f"{len(summary.missing)} leaves have no data (not selected by --base and not cached)")
     return "\n".join(lines)

@@ -37,19 +37,21 @@ from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
 from labtax.fileio import write_text_atomic
 from labtax.git import GitError, run_git
-from labtax.release.manifest import (
+from labtax.records.release import (
     MANIFEST_FILE,
     HubTarget,
-    LeafChanges,
     LeafRecord,
     ReleaseManifest,
+    read_manifest,
+    write_manifest,
+)
+from labtax.release.manifest import (
+    LeafChanges,
     check_version,
     compare_leaves,
     fingerprint,
     leaves_fingerprint,
-    read_manifest,
     version_key,
-    write_manifest,
 )
 
 if TYPE_CHECKING:
