@@ -39,12 +39,16 @@ REFUSED = "refused"
 
 @dataclass(frozen=True)
 class TeacherRequest:
-    """One chat completion whose answer must be a JSON object following `schema`."""
+    """One chat completion whose answer must be a JSON object following `schema`.
+
+    `schema` None asks for free text (the precheck's answers): no `response_format` is sent, any
+    answer is accepted, cut off at `max_tokens` or not, and `TeacherResult.data` is `{"text": answer}`.
+    """
 
     key: str  # unique per request within a leaf; the journal's key
     stage: str
     messages: tuple[tuple[str, str], ...]  # (role, content)
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None
     max_tokens: int
     temperature: float
     seed: int = 0  # sent as the OpenAI `seed`: vLLM samples reproducibly with it
@@ -369,7 +373,7 @@ class OpenAITeacher:
                 ),
             )
             return result
-        validator = validator_for(request.schema)
+        validator = validator_for(request.schema) if request.schema is not None else None
         payload: dict[str, Any] = {
             "model": self.settings.model,
             "messages": request.chat(),
@@ -390,7 +394,7 @@ class OpenAITeacher:
                 try:
                     # Built once the slot is ours, so that a server's refusal of structured output,
                     # learnt meanwhile from another request, already applies.
-                    sent_structured = self.structured_output
+                    sent_structured = self.structured_output and request.schema is not None
                     body = json.dumps({**payload, "response_format": structured} if sent_structured else payload)
                     self.requests_sent += 1
                     response = await self._send("POST", "/chat/completions", body.encode("utf-8"))
@@ -449,6 +453,9 @@ class OpenAITeacher:
         result.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         result.completion_tokens += int(usage.get("completion_tokens") or 0)
         result.text, result.finish_reason = text, finish
+        if validator is None:  # free text: the answer as it came, cut off at max_tokens or not
+            result.data, result.error_kind, result.error = {"text": text}, None, None
+            return None
         if finish == "length":
             result.error_kind, result.error = TRUNCATED, "the answer was cut off at max_tokens (finish_reason=length)"
             return TRUNCATED
@@ -656,7 +663,11 @@ class LocalTeacher:
             result.prompt_tokens, result.completion_tokens = len(prompts[row]), len(new_tokens)
             result.text = self._tokenizer.decode(new_tokens, skip_special_tokens=True)
             result.finish_reason = "stop" if finished else "length"
-            data, rescued, problem = parse_answer(result.text, validator_for(requests[index].schema))
+            schema = requests[index].schema
+            if schema is None:  # free text
+                result.data = {"text": result.text}
+                continue
+            data, rescued, problem = parse_answer(result.text, validator_for(schema))
             if data is not None:
                 result.data, result.rescued = data, rescued
             elif not finished:
