@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 from labtax.config import Config
 from labtax.errors import Diagnostic, Severity
 from labtax.gitdiff import ChangeStatus, DiffResult, LeafChange, changed_leaves
-from labtax.seeddiff import ADDED, EDITED, REMOVED, LeafDiff, SeedChange, added_leaf, diff_leaf, tokens, word_diff
+from labtax.seeddiff import ADDED, EDITED, REMOVED, LeafDiff, SeedChange, leaf_change_diff, tokens, word_diff
 from labtax.taxonomy.discover import display_path
 from labtax.taxonomy.leaf import Leaf, SeedExample
 
@@ -198,15 +198,6 @@ def build_report(config: Config, diff: DiffResult, *, repository_url: str | None
         except ValueError:
             project_prefix = ""
     return Report(diff, sections, repository_url, "" if project_prefix == "." else project_prefix)
-
-
-def leaf_change_diff(change: LeafChange) -> LeafDiff | None:
-    """What changed inside the leaf: every seed for an added leaf, the seed-level diff for an edited one."""
-    if change.leaf is None or not change.drives_generation:
-        return None
-    if change.old_leaf is None:
-        return added_leaf(change.leaf) if change.status is ChangeStatus.ADDED else None
-    return diff_leaf(change.old_leaf, change.leaf)
 
 
 def _by_directory(diagnostics: Iterable[Diagnostic]) -> dict[str, list[Diagnostic]]:

@@ -21,6 +21,7 @@ import bisect
 import difflib
 from dataclasses import dataclass
 
+from labtax.gitdiff import ChangeStatus, LeafChange
 from labtax.taxonomy.leaf import DocumentRef, Leaf, SeedExample
 
 EDIT_SIMILARITY = 0.5
@@ -240,6 +241,16 @@ def _document_changes(old: Leaf, new: Leaf) -> list[FieldChange]:
     return changes
 
 
+def leaf_change_diff(change: LeafChange) -> LeafDiff | None:
+    """What changed inside a changed leaf: every seed of an added leaf, the seed-level diff of an edited
+    (or renamed and edited) one; None for deletions, pure renames and unreadable qna.yaml files."""
+    if change.leaf is None or not change.drives_generation:
+        return None
+    if change.old_leaf is None:
+        return added_leaf(change.leaf) if change.status is ChangeStatus.ADDED else None
+    return diff_leaf(change.old_leaf, change.leaf)
+
+
 def _describe(document: DocumentRef | None) -> str:
     return f"{document.repo} @ {document.commit}" if document else "none"
 
@@ -290,6 +301,7 @@ __all__ = [
     "SeedChange",
     "added_leaf",
     "diff_leaf",
+    "leaf_change_diff",
     "match_seeds",
     "tokens",
     "word_diff",
