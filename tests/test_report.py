@@ -278,9 +278,9 @@ def test_seed_diff_add_remove_edit(repo: Path) -> None:
     assert "✏️ modified: seeds 1 added, 1 edited, 1 removed" in markdown
     rendered = renderer().render(markdown)
     assert "<details open>" in rendered and "<summary>Seed changes: 1 added, 1 edited, 1 removed</summary>" in rendered
-    assert "<strong>#3</strong> (was #2)" in rendered
+    assert "<strong>seed 3</strong> (was seed 2)" in rendered
     assert "<br> a <del>last</del> <ins>night</ins> bus sighs" in rendered  # the word diff of the answer
-    assert "<strong>was #4</strong>" in rendered and "Write a haiku about the tide going out." in rendered
+    assert "<strong>was seed 4</strong>" in rendered and "Write a haiku about the tide going out." in rendered
     assert "Seed changes:</strong> 1 added, 1 edited, 1 removed; 4 unchanged" in rendered
 
 
@@ -297,7 +297,7 @@ def test_seed_diff_reorder_is_a_reorder(repo: Path) -> None:
     assert (moved.status, moved.old_index, moved.new_index) == ("unchanged", 1, 6)
     assert not leaf_diff.with_status("edited") and not leaf_diff.with_status("added")
     rendered = renderer().render(markdown)
-    assert "<strong>#6</strong> (was #1, moved): Write a haiku about autumn rain." in rendered
+    assert "<strong>seed 6</strong> (was seed 1, moved): Write a haiku about autumn rain." in rendered
     assert "<del>" not in rendered and "<ins>" not in rendered
 
 

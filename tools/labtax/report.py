@@ -461,13 +461,14 @@ def _seed_fields(seed: SeedExample) -> list[tuple[str, str]]:
 
 def _seed_item(change: SeedChange) -> list[str]:
     """One seed as a list item: its number (and old number), then its fields, or the changed ones as a word diff."""
+    # "seed 3", not "#3": GitHub would link "#3" to issue 3.
     if change.status == ADDED:
-        head = f"- **#{change.new_index}**"
+        head = f"- **seed {change.new_index}**"
     elif change.status == REMOVED:
-        head = f"- **was #{change.old_index}**"
+        head = f"- **was seed {change.old_index}**"
     else:
-        was = f"was #{change.old_index}" + (", moved" if change.moved else "")
-        head = f"- **#{change.new_index}** ({was})"
+        was = f"was seed {change.old_index}" + (", moved" if change.moved else "")
+        head = f"- **seed {change.new_index}** ({was})"
     if change.status in (ADDED, REMOVED):
         return [head, *(f"  - **{name}:** {clipped(value)}" for name, value in _seed_fields(change.seed))]
     if change.status != EDITED:  # moved only
@@ -553,7 +554,7 @@ def _duplicate_lines(duplicates: list[NearDuplicate]) -> list[str]:
     ]
     for d in duplicates:
         lines.append(
-            f"  | #{d.seed.index}: {text(d.seed.excerpt)} | #{d.other.index}: {text(d.other.excerpt)} "
+            f"  | seed {d.seed.index}: {text(d.seed.excerpt)} | seed {d.other.index}: {text(d.other.excerpt)} "
             f"| {code(d.other.leaf)} | {d.similarity:.2f} |"
         )
     lines.append("")
