@@ -278,3 +278,60 @@ def test_rouge_l() -> None:
 def test_redact_url() -> None:
     assert redact_url("https://user:pw@host.example:8443/v1?key=k#f") == "https://host.example:8443/v1"
     assert redact_url("http://[::1]:8000/v1") == "http://[::1]:8000/v1"
+
+
+def test_the_comment_for_a_one_leaf_change_shows_the_changed_seeds_and_the_answers(
+    repo: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr.yml's commands, then the trusted precheck, then pr-comment.yml's script (under Node.js): the
+    posted comment holds the seed diff and the model's answers beside the seeds' answers."""
+    from tests.test_workflows import run_comment_script
+
+    path = repo / "taxonomy" / HAIKU / "qna.yaml"
+    content = yaml.safe_load(path.read_text())
+    content["seed_examples"][0]["answer"] = (
+        "Cold rain on the roof\nmaple leaves cling to the glass\nthe kettle hums low"
+    )
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    git(repo, "commit", "-q", "-am", "one edited seed")
+    monkeypatch.chdir(repo)
+    artifact = tmp_path / "labtax-report"
+    assert main(["report", "--base", "main", "-o", str(artifact / "report.md")]) == 0
+    assert main(["precheck", "--base", "main", "--json", str(artifact / "q.json"), "-o", str(artifact / "p.md")]) == 0
+    answered = tmp_path / "answered.md"
+    code = main(
+        [
+            "precheck",
+            "--questions",
+            str(artifact / "q.json"),
+            "--model",
+            str(tiny_model_dir),
+            "--max-tokens",
+            "4",
+            "-o",
+            str(answered),
+            "--json",
+            str(tmp_path / "answered.json"),
+        ]
+    )
+    assert code == 0
+    [item] = items_by_question(json.loads((tmp_path / "answered.json").read_text())).values()
+    assert item["question"] == "Write a haiku about autumn rain." and item["answer"] is not None
+
+    (tmp_path / "node").mkdir()
+    calls = run_comment_script(
+        tmp_path / "node",
+        "12",
+        (artifact / "report.md").read_text(),
+        "abc",
+        [],
+        untrusted_precheck=(artifact / "p.md").read_text(),
+        trusted_precheck=answered.read_text(),
+        configured=True,
+    )
+    [create] = [c for c in calls if c[0] == "create"]
+    html = rendered(create[2])
+    assert "<summary>Seed changes: 1 edited</summary>" in html
+    assert "maple leaves <del>stick</del> <ins>cling</ins> to the glass" in html
+    assert "Model’s answer" in html or "Model's answer" in html
+    assert "Write a haiku about autumn rain." in html and "not configured" not in html
