@@ -33,7 +33,16 @@ def test_every_command_has_help() -> None:
 
     names = [command.name for command in app.registered_commands]
     assert names == [
-        "validate", "check", "diff", "report", "precheck", "generate", "curate", "train", "evaluate", "release"
+        "validate",
+        "check",
+        "diff",
+        "report",
+        "precheck",
+        "generate",
+        "curate",
+        "train",
+        "evaluate",
+        "release",
     ]
     for name in names:
         assert main([name, "--help"]) == 0

@@ -102,7 +102,8 @@ def _question_list(result: PrecheckResult) -> list[str]:
 
 def _where(item: PrecheckItem) -> str:
     # "seed 3", not "#3": GitHub would link "#3" to issue 3.
-    return f"seed {item.seed}" + (f", Q{item.pair}" if item.pair > 1 else "") + (" (with context)" if item.context else "")
+    pair = f", Q{item.pair}" if item.pair > 1 else ""
+    return f"seed {item.seed}{pair}" + (" (with context)" if item.context else "")
 
 
 def _mean(values: list[float]) -> str:
