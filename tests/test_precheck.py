@@ -259,8 +259,10 @@ def test_usage_errors_name_the_option(
     monkeypatch.chdir(repo)
     assert main(["precheck", "--model-url", "http://127.0.0.1:9/v1"]) == 2
     assert "--model-url needs --model" in capsys.readouterr().err
-    assert main(["precheck", "--base", "main", "--model", str(repo / "no-such-model")]) == 2
+    section = repo.parent / "p.md"
+    assert main(["precheck", "--base", "main", "--model", str(repo / "no-such-model"), "-o", str(section)]) == 2
     assert "not a local transformers model directory" in capsys.readouterr().err
+    assert "Precheck failed" in section.read_text()  # the comment says why there are no answers
     assert main(["precheck", "--base", "main", "--model", "m", "--judge-url", "http://127.0.0.1:9/v1"]) == 2
     assert "--judge-url needs --judge-model" in capsys.readouterr().err
     assert main(["precheck", "--base", "main"]) == 0

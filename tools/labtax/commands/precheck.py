@@ -126,7 +126,8 @@ def command(
         try:
             result = answer_questions(asked, spec, judge=judge, max_tokens=max_tokens, known_rouge=known_rouge)
         except LabtaxError as exc:
-            if output is not None and not isinstance(exc, UsageError):
+            # In CI the section is all a reviewer sees: it says why there are no answers.
+            if output is not None:
                 write_text_atomic(output, render_precheck_failure(str(exc)))
             raise
     if json_output is not None:
