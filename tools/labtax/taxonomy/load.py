@@ -23,6 +23,12 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  
 YamlPath = tuple[str | int, ...]
 
 _STR_TAG = "tag:yaml.org,2002:str"
+# The tags plain YAML resolves by itself. Any other tag was written on purpose (`!!python/object:...`,
+# `!!binary`, `!!set`, a custom `!include`): a qna.yaml has no use for one, and a tool that honours it
+# differently from labtax would read different content, so it is an error (`yaml-tag`).
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map")
+)
 # A qna.yaml holds a few hundred nodes. The budget stops "billion laughs" alias expansion early.
 MAX_NODES = 200_000
 # A qna.yaml nests 5 levels deep. Deeper input is rejected before libyaml's recursive composer sees it:
@@ -98,6 +104,10 @@ class _Builder:
             raise _TooDeep
         # An alias shares the node object of its anchor, so the first visit wins the position.
         self.doc.positions.setdefault(path, _pos(node.start_mark))
+        if node.tag not in _PLAIN_TAGS and node.tag != "tag:yaml.org,2002:merge":
+            self._report_tag(node, path)
+            if isinstance(node, yaml.ScalarNode):
+                return node.value  # read as the text it is; the diagnostic makes the leaf invalid
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR_TAG:  # most of a leaf; what SafeConstructor would return, without its overhead
                 return node.value
@@ -123,6 +133,21 @@ class _Builder:
         finally:
             self._active.discard(id(node))
         return None  # pragma: no cover - the three node kinds above are all there is
+
+    def _report_tag(self, node: yaml.Node, path: YamlPath) -> None:
+        from labtax.output import untrusted
+
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        self.diagnostics.append(
+            Diagnostic(
+                self.file,
+                *_pos_tuple(node.start_mark),
+                rule="yaml-tag",
+                message=f"YAML tag '{untrusted(tag, 60)}' is not allowed in a qna.yaml; remove it and write the "
+                "value as plain text, a list or a mapping",
+                yaml_path=format_yaml_path(path),
+            )
+        )
 
     def _build_mapping(self, node: yaml.MappingNode, path: YamlPath) -> dict[Any, Any]:
         result: dict[Any, Any] = {}

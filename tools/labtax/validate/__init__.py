@@ -22,22 +22,19 @@ from labtax.taxonomy.discover import (
     leaf_path,
     taxonomy_relative,
 )
+from labtax.taxonomy.files import NotRegular, read_regular_file
 from labtax.taxonomy.leaf import (
-    ATTRIBUTION_FILE,
-    Attribution,
     Leaf,
     document_ref,
     leaf_from_content,
     leaf_kind,
     local_document_digest,
-    parse_attribution,
 )
 from labtax.taxonomy.load import YamlPath, format_yaml_path, load_yaml_text, whitespace_diagnostics
 from labtax.validate.rules import (
     LeafChecker,
-    check_attribution,
     document_is_usable,
-    read_attribution_text,
+    load_attribution,
     unknown_rule_diagnostics,
 )
 from labtax.validate.schema import LATEST_VERSION, SUPPORTED_VERSIONS, validate_schema
@@ -95,40 +92,30 @@ def apply_severities(config: Config, diagnostics: Iterable[Diagnostic]) -> list[
 
 
 def read_leaf_text(config: Config, path: Path, file: str) -> tuple[str | None, list[Diagnostic]]:
-    """The file's text, or a diagnostic saying why it cannot be read (never an exception)."""
+    """The file's text, or a diagnostic saying why it cannot be read (never an exception).
+
+    The file is read as a regular file only: a symbolic link is reported, never followed, and a FIFO or a
+    device is refused without being opened (labtax.taxonomy.files)."""
 
     def problem(rule: str, message: str, line: int = 1, column: int = 1) -> tuple[None, list[Diagnostic]]:
         return None, [Diagnostic(file, line, column, rule, message)]
 
-    if path.is_symlink():
-        try:
-            target = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            return problem("unreadable", "this symlink points to nothing (or to itself); fix or remove it")
-        try:
-            target.relative_to(config.project_root)
-        except ValueError:
-            return problem("symlink-outside", "this symlink points outside the repository; copy the file in instead")
-    if path.is_dir():
-        return problem("file-name", "'qna.yaml' is a directory; a leaf's qna.yaml must be a file")
     try:
-        size = path.stat().st_size
-        if size > config.max_file_bytes:
+        data = read_regular_file(path, config.max_file_bytes)
+    except NotRegular as exc:
+        if exc.kind == "symlink":
+            return problem(*_symlink_problem(config, path))
+        if exc.kind == "directory":
+            return problem("file-name", "'qna.yaml' is a directory; a leaf's qna.yaml must be a file")
+        if exc.kind == "too-large":
             return problem(
                 "file-too-large",
-                f"the file is {size / 1_000_000:.1f} MB; the limit is {config.max_file_bytes / 1_000_000:.1f} MB "
+                f"the file is {exc.size / 1_000_000:.1f} MB; the limit is {config.max_file_bytes / 1_000_000:.1f} MB "
                 "(a leaf holds a handful of examples)",
             )
-        if not path.is_file():
-            return problem("unreadable", "not a regular file")
-        with path.open("rb") as handle:
-            data = handle.read(config.max_file_bytes + 1)
-    except PermissionError:
-        return problem("unreadable", "permission denied reading this file; check its permissions")
-    except OSError as exc:
-        return problem("unreadable", f"cannot read this file: {exc.strerror or exc}")
-    if len(data) > config.max_file_bytes:
-        return problem("file-too-large", f"the file is larger than the limit of {config.max_file_bytes:,} bytes")
+        return problem(
+            "unreadable", f"{exc.reason}; replace it by a regular file" if exc.kind == "special" else exc.reason
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -144,6 +131,19 @@ def read_leaf_text(config: Config, path: Path, file: str) -> tuple[str | None, l
             column,
         )
     return text.removeprefix("\ufeff"), []
+
+
+def _symlink_problem(config: Config, path: Path) -> tuple[str, str]:
+    """The rule and message for a qna.yaml that is a symbolic link (which is never followed)."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "unreadable", "this symlink points to nothing (or to itself); fix or remove it"
+    try:
+        target.relative_to(config.project_root)
+    except ValueError:
+        return "symlink-outside", "this symlink points outside the repository; copy the file in instead"
+    return "symlink", "this qna.yaml is a symbolic link; labtax never follows links in the taxonomy: put the file here"
 
 
 def validate_leaf_file(
@@ -215,13 +215,15 @@ def validate_leaf_file(
         return None, diagnostics
     diagnostics.extend(validate_schema(doc, file, branch, version))
     kind = leaf_kind(branch, content)
-    diagnostics.extend(LeafChecker(doc, file, kind, version, config).run())
+    diagnostics.extend(LeafChecker(doc, file, kind, version, config, branch).run())
     leaf_dir = path.parent
     display_dir = file.rsplit("/", 1)[0] if "/" in file else ""
-    diagnostics.extend(check_attribution(leaf_dir, display_dir))
+    attribution, attribution_diagnostics = load_attribution(leaf_dir, display_dir, config)
+    diagnostics.extend(attribution_diagnostics)
     document = document_ref(content.get("document")) if kind == "knowledge" else None
-    # An unsafe reference (absolute path, '..', absolute pattern) is reported by the rules and never resolved.
-    resolvable = document is not None and document_is_usable(document.repo, document.patterns)
+    # An unsafe reference (absolute path, '..', absolute pattern, a source the configuration does not
+    # allow) is reported by the rules and never resolved.
+    resolvable = document is not None and document_is_usable(document.repo, document.patterns, config)
     if check_documents and document is not None and resolvable:
         from labtax.documents import check_document
 
@@ -233,7 +235,6 @@ def validate_leaf_file(
                     file, position.line, position.column, "document-check", message, yaml_path=format_yaml_path(where)
                 )
             )
-    attribution = _read_attribution(leaf_dir)
     digest = (
         local_document_digest(config.project_root, document)
         if document is not None and document.is_local and resolvable
@@ -260,11 +261,6 @@ def _bad_version_message(version: object) -> str:
         return f"version must be a number, not text: write 'version: {version.strip()}' without quotes"
     shown = "empty" if version is None else repr(version) if isinstance(version, str) else str(version).lower()
     return f"version {shown} is not a known qna.yaml version; use {LATEST_VERSION} (supported: {supported})"
-
-
-def _read_attribution(leaf_dir: Path) -> Attribution | None:
-    text = read_attribution_text(leaf_dir / ATTRIBUTION_FILE)
-    return None if text is None else parse_attribution(text)[0]
 
 
 def load_leaves(config: Config, paths: Iterable[Path] | None = None) -> ValidationResult:
