@@ -332,7 +332,9 @@ _TRAILING_SPACE = re.compile(r"[ \t]+(?=\r?\n|\Z)")
 
 def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
     """Tabs, trailing spaces, line endings and the final newline: the checks InstructLab runs yamllint
-    for (its errors under the `relaxed` configuration), done in-process. Only offending lines are visited."""
+    for (its errors under the `relaxed` configuration), done in-process. Only offending lines are visited,
+    and positions come from one index of line starts, so a file full of findings stays linear."""
+    lines = _LineIndex(text)
     if "\t" in text:
         for number, text_line in enumerate(text.splitlines(), start=1):
             tab = text_line.find("\t")
@@ -347,13 +349,13 @@ def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
     # The regex tries every run of spaces in the text; a substring test first keeps clean files cheap.
     has_trailing = any(marker in text for marker in (" \n", "\t\n", " \r", "\t\r")) or text.endswith((" ", "\t"))
     for match in _TRAILING_SPACE.finditer(text) if has_trailing else ():
-        line, column = _line_column(text, match.start())
+        line, column = lines.position(match.start())
         yield Diagnostic(
             file, line, column, rule="trailing-space", message="trailing whitespace at the end of the line; remove it"
         )
     carriage_return = text.find("\r")
     if carriage_return >= 0:
-        line, column = _line_column(text, carriage_return)
+        line, column = lines.position(carriage_return)
         yield Diagnostic(
             file,
             line,
@@ -364,13 +366,23 @@ def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
             severity=Severity.WARNING,
         )
     if text and not text.endswith("\n"):
-        line, column = _line_column(text, len(text))
+        line, column = lines.position(len(text))
         yield Diagnostic(
             file, line, column, rule="final-newline", message="the file does not end with a newline; add one"
         )
 
 
-def _line_column(text: str, offset: int) -> tuple[int, int]:
-    """1-based line and column of a character offset."""
-    line_start = text.rfind("\n", 0, offset) + 1
-    return text.count("\n", 0, offset) + 1, offset - line_start + 1
+class _LineIndex:
+    """1-based line and column of character offsets; the line starts are found once, when first needed."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts: list[int] | None = None
+
+    def position(self, offset: int) -> tuple[int, int]:
+        import bisect
+
+        if self.starts is None:
+            self.starts = [0, *(match.end() for match in re.finditer("\n", self.text))]
+        line = bisect.bisect_right(self.starts, offset)
+        return line, offset - self.starts[line - 1] + 1
