@@ -8,6 +8,7 @@ could be built.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,9 @@ class ValidationResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     leaves: list[Leaf] = field(default_factory=list)
     files_checked: int = 0
+    # Leaves (Leaf.path) whose knowledge documents were not resolved by this run: remote documents without
+    # --check-documents. A report says "not checked" for them, never a silent pass.
+    documents_not_checked: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
@@ -56,16 +60,35 @@ class ValidationResult:
 
 
 def validate_paths(
-    config: Config, paths: Iterable[Path] | None = None, *, check_documents: bool = False
+    config: Config,
+    paths: Iterable[Path] | None = None,
+    *,
+    check_documents: bool = False,
+    local_documents: bool = True,
+    teacher_context: int | None = None,
 ) -> ValidationResult:
+    """Validate the leaves under `paths` (default: the whole taxonomy).
+
+    Documents kept in this repository are checked against their pin by default (offline and cheap, from
+    git objects); `check_documents` also fetches remote ones. `teacher_context` (tokens) adds the check
+    that every seed and document chunk fits the teacher's context with its prompt (rule `context-fit`).
+    """
     found = discover(config, paths)
     result = ValidationResult(diagnostics=[*unknown_rule_diagnostics(config), *found.diagnostics])
     for leaf_file in found.leaf_files:
-        leaf, diagnostics = validate_leaf_file(config, leaf_file, check_documents=check_documents)
+        leaf, diagnostics, checked = _validate_leaf(
+            config,
+            leaf_file,
+            remote_documents=check_documents,
+            local_documents=local_documents,
+            teacher_context=teacher_context,
+        )
         result.files_checked += 1
         result.diagnostics.extend(diagnostics)
         if leaf is not None:
             result.leaves.append(leaf)
+            if leaf.document is not None and not checked:
+                result.documents_not_checked.append(leaf.path)
     result.diagnostics = apply_severities(config, result.diagnostics)
     result.diagnostics.sort(key=lambda d: (d.file, d.line, d.column, d.rule))
     return result
@@ -150,10 +173,23 @@ def validate_leaf_file(
     config: Config, path: Path, *, check_documents: bool = False
 ) -> tuple[Leaf | None, list[Diagnostic]]:
     """Validate one qna.yaml (and its attribution.txt). Returns the Leaf when its content is usable."""
+    leaf, diagnostics, _ = _validate_leaf(config, path, remote_documents=check_documents)
+    return leaf, diagnostics
+
+
+def _validate_leaf(
+    config: Config,
+    path: Path,
+    *,
+    remote_documents: bool = False,
+    local_documents: bool = True,
+    teacher_context: int | None = None,
+) -> tuple[Leaf | None, list[Diagnostic], bool]:
+    """The leaf, its diagnostics, and whether its documents were resolved."""
     file = display_path(path, config)
     text, diagnostics = read_leaf_text(config, path, file)
     if text is None:
-        return None, diagnostics
+        return None, diagnostics, False
     branch = find_branch(path, config)
     if taxonomy_relative(path, config) is None and not is_outside_project(path, config):
         diagnostics.append(
@@ -183,14 +219,14 @@ def validate_leaf_file(
     doc, load_diagnostics = load_yaml_text(text, file)
     diagnostics.extend(load_diagnostics)
     if doc is None:
-        return None, diagnostics
+        return None, diagnostics, False
     if doc.value is None:
         diagnostics.append(
             Diagnostic(
                 file, 1, 1, "empty-file", "the file is empty; a leaf needs a version, a description and seed examples"
             )
         )
-        return None, diagnostics
+        return None, diagnostics, False
     if not isinstance(doc.value, dict):
         diagnostics.append(
             Diagnostic(
@@ -202,7 +238,7 @@ def validate_leaf_file(
                 f"{'a list' if isinstance(doc.value, list) else 'a single value'}",
             )
         )
-        return None, diagnostics
+        return None, diagnostics, False
     content = doc.value
     version = content.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
@@ -212,7 +248,7 @@ def validate_leaf_file(
                 file, position.line, position.column, "bad-version", _bad_version_message(version), yaml_path=".version"
             )
         )
-        return None, diagnostics
+        return None, diagnostics, False
     diagnostics.extend(validate_schema(doc, file, branch, version))
     kind = leaf_kind(branch, content)
     diagnostics.extend(LeafChecker(doc, file, kind, version, config, branch).run())
@@ -224,10 +260,14 @@ def validate_leaf_file(
     # An unsafe reference (absolute path, '..', absolute pattern, a source the configuration does not
     # allow) is reported by the rules and never resolved.
     resolvable = document is not None and document_is_usable(document.repo, document.patterns, config)
-    if check_documents and document is not None and resolvable:
-        from labtax.documents import check_document
+    texts: list[tuple[str, str]] | None = None
+    checked = False
+    if document is not None and resolvable and (local_documents if document.is_local else remote_documents):
+        from labtax.documents import inspect_documents
 
-        for message in check_document(config.project_root, document):
+        texts, problems = inspect_documents(config.project_root, document, timeout_s=config.fetch_timeout_s)
+        checked = True
+        for message in problems:
             where = _document_problem_path(content, message)
             position = doc.position(where)
             diagnostics.append(
@@ -241,7 +281,17 @@ def validate_leaf_file(
         else None
     )
     leaf = leaf_from_content(leaf_path(path, config), branch, content, attribution, digest)
-    return leaf, diagnostics
+    if teacher_context is not None:
+        from labtax.validate.context_fit import context_fit_problems
+
+        for where, message in context_fit_problems(leaf, teacher_context, texts):
+            position = doc.position(where)
+            diagnostics.append(
+                Diagnostic(
+                    file, position.line, position.column, "context-fit", message, yaml_path=format_yaml_path(where)
+                )
+            )
+    return leaf, diagnostics, checked
 
 
 def _document_problem_path(content: dict[str, object], message: str) -> YamlPath:
@@ -268,4 +318,37 @@ def load_leaves(config: Config, paths: Iterable[Path] | None = None) -> Validati
     return validate_paths(config, paths)
 
 
-__all__ = ["ValidationResult", "apply_severities", "load_leaves", "validate_leaf_file", "validate_paths"]
+@dataclass(frozen=True)
+class UsableLeaves:
+    """The leaves a stage may use (no error in any of their files) and the others, with their errors."""
+
+    leaves: list[Leaf]
+    invalid: dict[str, list[Diagnostic]]  # Leaf.path -> its error diagnostics
+
+
+def usable_leaves(config: Config, result: ValidationResult) -> UsableLeaves:
+    """Split validated leaves into usable and invalid ones. Generation and release plan only the usable
+    ones: an error in one leaf never stops the others (issue 12), and an invalid leaf is listed, not lost."""
+    errors_by_dir: dict[str, list[Diagnostic]] = {}
+    for diagnostic in result.diagnostics:
+        if diagnostic.severity is Severity.ERROR:
+            errors_by_dir.setdefault(posixpath.dirname(diagnostic.file), []).append(diagnostic)
+    usable, invalid = [], {}
+    for leaf in result.leaves:
+        directory = posixpath.dirname(display_path(config.taxonomy_root / leaf.path, config))
+        if directory in errors_by_dir:
+            invalid[leaf.path] = errors_by_dir[directory]
+        else:
+            usable.append(leaf)
+    return UsableLeaves(usable, invalid)
+
+
+__all__ = [
+    "UsableLeaves",
+    "ValidationResult",
+    "apply_severities",
+    "load_leaves",
+    "usable_leaves",
+    "validate_leaf_file",
+    "validate_paths",
+]
