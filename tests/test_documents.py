@@ -198,5 +198,5 @@ def test_a_pdf_document_gives_the_same_text_to_validation_and_generation(tmp_pat
     leaves = {leaf.path.split("/")[1]: leaf for leaf in result.leaves}
     [chunk] = prepare_chunks(leaves["good"], project.root, GenerationParams(), lambda text: [(0, len(text))])
     assert "Tides rise twice a day." in chunk.text and "The Moon pulls the sea." in chunk.text
-    with pytest.raises(Exception, match="scan.pdf is a PDF without a text layer"):
+    with pytest.raises(Exception, match=r"scan\.pdf is a PDF without a text layer"):
         prepare_chunks(leaves["scan"], project.root, GenerationParams(), lambda text: [(0, len(text))])

@@ -25,12 +25,16 @@ import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labtax.config import Config
 from labtax.errors import Diagnostic, Severity
 from labtax.git import GitError, git_toplevel, run_git, zsplit
 from labtax.taxonomy.discover import display_path
 from labtax.taxonomy.leaf import ATTRIBUTION_FILE, LEAF_FILE
+
+if TYPE_CHECKING:
+    from labtax.validate import ValidationResult
 
 PRE_EXISTING = "pre-existing, not blocking this change"
 
@@ -161,3 +165,24 @@ def _leaves_using(config: Config, toplevel: Path, files: list[Path]) -> list[Pat
             except ValueError:
                 continue
     return [toplevel / path for path in sorted(_leaves_using_documents(toplevel, prefix, project_prefix, changed))]
+
+
+def recheck_touched_documents(
+    config: Config, result: ValidationResult, scope: ChangeScope, teacher_context: int | None
+) -> ValidationResult:
+    """`result` with the remote documents of the leaves the change touches fetched and checked (theirs only:
+    a pull request is not held up by, nor waits for, the documents of leaves it does not touch)."""
+    from labtax.validate import validate_paths
+
+    directories = {posixpath.dirname(path) for path in scope.touched} | set(scope.new_leaf_dirs)
+    leaf_files = [config.project_root / directory / LEAF_FILE for directory in sorted(directories)]
+    leaf_files = [path for path in leaf_files if path.is_file()]
+    if not leaf_files:
+        return result
+    rechecked = validate_paths(config, leaf_files, check_documents=True, teacher_context=teacher_context)
+    fresh = [d for d in rechecked.diagnostics if posixpath.dirname(d.file) in directories]
+    kept = [d for d in result.diagnostics if posixpath.dirname(d.file) not in directories]
+    result.diagnostics = sorted([*kept, *fresh], key=lambda d: (d.file, d.line, d.column, d.rule))
+    rechecked_paths = {leaf.path for leaf in rechecked.leaves}
+    result.documents_not_checked = [p for p in result.documents_not_checked if p not in rechecked_paths]
+    return result
