@@ -100,12 +100,12 @@ def _misfits(leaf: Leaf, settings: FitSettings, documents: Sequence[tuple[str, s
     task = leaf.task_description
     if leaf.kind is LeafKind.KNOWLEDGE:
         chunks = _chunks(documents, settings) if documents is not None else []
-        smallest_chunk = min((text for _, text in chunks), key=len, default="")
         smallest_pair = min((_pair_example(p) for p in leaf.qna_pairs), key=len, default="(none)")
         header: dict[str, object] = {"domain": leaf.domain, "outline": leaf.document_outline, "count": 3}
         for index, seed in enumerate(leaf.seed_examples):
             for pair in seed.qna:
-                values = {**header, "examples": _pair_example(pair), "chunk": smallest_chunk}
+                # The pair alone (an empty chunk): what is reported is the pair's own size, not a chunk's.
+                values = {**header, "examples": _pair_example(pair), "chunk": ""}
                 what = f"a question/answer pair of seed example {index + 1}"
                 if found := check(("seed_examples", index), what, "knowledge_qa", settings.max_tokens, values):
                     yield found
@@ -163,18 +163,27 @@ def context_fit_problems(
     return [(m.where, m.message) for m in misfits(leaf, FitSettings(context_length), documents)]
 
 
-def plan_misfits(leaves: Sequence[Leaf], settings: FitSettings, project_root: Path, config: Config) -> str:
-    """Lines naming every seed and chunk of `leaves` that cannot fit (empty when all fit), for
-    `labtax generate --dry-run` and the reviewer report. Knowledge documents are read as generation reads
-    them (labtax.documents); a document that cannot be read is left to validation to report."""
+def leaf_misfits(
+    leaf: Leaf, settings: FitSettings, project_root: Path, config: Config, *, remote: bool = True
+) -> list[Misfit]:
+    """`misfits` of one leaf, its knowledge documents read as generation reads them (labtax.documents;
+    remote ones only with `remote`, since that may fetch); a document that cannot be read is left to
+    validation to report."""
     from labtax.documents import inspect_documents
 
+    texts = None
+    if leaf.kind is LeafKind.KNOWLEDGE and leaf.document is not None and (remote or leaf.document.is_local):
+        texts, _ = inspect_documents(project_root, leaf.document, timeout_s=config.fetch_timeout_s)
+    return misfits(leaf, settings, texts)
+
+
+def plan_misfits(leaves: Sequence[Leaf], settings: FitSettings, project_root: Path, config: Config) -> str:
+    """Lines naming every seed and chunk of `leaves` that cannot fit (empty when all fit), for
+    `labtax generate --dry-run`."""
     lines = []
     for leaf in leaves:
-        texts = None
-        if leaf.kind is LeafKind.KNOWLEDGE and leaf.document is not None:
-            texts, _ = inspect_documents(project_root, leaf.document, timeout_s=config.fetch_timeout_s)
-        lines += [f"does not fit: {leaf.path}: {misfit.message}" for misfit in misfits(leaf, settings, texts)]
+        found = leaf_misfits(leaf, settings, project_root, config)
+        lines += [f"does not fit: {leaf.path}: {misfit.message}" for misfit in found]
     if lines:
         lines.insert(
             0,
