@@ -97,3 +97,25 @@ def test_checks_are_linear_in_the_size_of_the_leaf(tmp_path: Path, shape: str) -
     small, large = calls(400), calls(3_200)
     # Quadratic work would make the ratio ~64; linear work ~8.
     assert large / small < 12, (small, large)
+
+
+def test_text_output_neutralises_escape_sequences_and_newlines(tmp_path: Path) -> None:
+    """A directory name or a value can carry ANSI escapes (that clear or rewrite a terminal or a CI log) and
+    newlines (that forge extra diagnostic lines); text and annotation output shows them as inert escapes."""
+    project = make_project(tmp_path / "p")
+    evil_dir = "compositional_skills/evil\x1b[2J\nfake.yaml:1:1: error [x] forged"
+    project.leaf(evil_dir, skill_yaml(count=3))
+    project.leaf(
+        "compositional_skills/value",
+        skill_yaml().replace("created_by: tester", "created_by: tester\n\"\\e[31mevil\\nkey\": 1"),
+    )
+    for output_format in ("text", "github"):
+        result = run_cli(project.root, "validate", "--format", output_format, fresh_process=True)
+        assert result.returncode == 1
+        assert "\x1b" not in result.stdout + result.stderr, output_format
+        lines = result.stdout.splitlines()
+        assert not any(line.startswith("fake.yaml") for line in lines), output_format
+        newline = "\\x0a" if output_format == "text" else "%0A"  # GitHub decodes its own escape, not ESC
+        assert any(f"evil\\x1b[2J{newline}fake.yaml" in line for line in lines), lines
+        [unknown] = [line for line in lines if "unknown-key" in line]
+        assert f"\\x1b[31mevil{newline}key" in unknown
