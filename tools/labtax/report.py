@@ -280,7 +280,9 @@ def document_link(report: Report, leaf: Leaf) -> str | None:
             # Relative to the repository root, where the report file is written in CI.
             where = f"[{text(document.repo)}]({quote(directory)})"
         return f"{where} (in this repository; tree {code(document.commit[:12])}), patterns {patterns}"
-    repository = document.repo.removesuffix(".git").rstrip("/")
+    from labtax.output import redact_credentials
+
+    repository = redact_credentials(document.repo).removesuffix(".git").rstrip("/")
     url = f"{repository}/tree/{document.commit}"
     if urlsplit(repository).netloc == "gitlab.com":
         url = f"{repository}/-/tree/{document.commit}"

@@ -35,9 +35,9 @@ RULE_IDS = frozenset(
         "yaml-syntax yaml-too-complex duplicate-key tab trailing-space final-newline line-endings unknown-key "
         "missing-key wrong-type too-few-items empty-value duplicate-item bad-version deprecated-version schema "
         "file-name leaf-place symlink symlink-outside unreadable file-too-large encoding empty-file not-a-mapping "
-        "yaml-tag context-too-long qna-too-long seed-too-long leaf-too-long context-fit duplicate-question document-repo "
-        "document-commit "
-        "document-check document-pattern attribution-missing attribution-field attribution-license unknown-rule"
+        "yaml-tag context-too-long qna-too-long seed-too-long leaf-too-long context-fit duplicate-question "
+        "document-repo document-commit document-check document-pattern "
+        "attribution-missing attribution-field attribution-license unknown-rule"
     ).split()
 )
 
