@@ -200,3 +200,24 @@ def test_a_pdf_document_gives_the_same_text_to_validation_and_generation(tmp_pat
     assert "Tides rise twice a day." in chunk.text and "The Moon pulls the sea." in chunk.text
     with pytest.raises(Exception, match=r"scan\.pdf is a PDF without a text layer"):
         prepare_chunks(leaves["scan"], project.root, GenerationParams(), lambda text: [(0, len(text))])
+
+
+def test_outside_git_documents_are_read_as_git_would_store_them(tmp_path: Path) -> None:
+    """A copy of a taxonomy outside git has no objects: the pin is checked against the files, read without
+    following links, and a link or a FIFO in the selection is refused as it is in git."""
+    import os
+
+    secret = tmp_path / "token"
+    secret.write_text(SECRET)
+    project = make_project(tmp_path / "p")
+    project.write("documents/notes/a.md", "# A\n")
+    tree = git_tree_id(project.root / "documents/notes")
+    [document] = read_documents(project.root, DocumentRef("documents/notes", tree, ("*.md",)))
+    assert (document.path, document.data) == ("a.md", b"# A\n")
+    (project.root / "documents/notes/link.md").symlink_to(secret)
+    os.mkfifo(project.root / "documents/notes/pipe.md")
+    tree = git_tree_id(project.root / "documents/notes")
+    with pytest.raises(DocumentError) as raised:
+        read_documents(project.root, DocumentRef("documents/notes", tree, ("*.md",)))
+    assert "'link.md' (a symbolic link)" in str(raised.value) and "'pipe.md' (not a regular file)" in str(raised.value)
+    assert SECRET not in str(raised.value)

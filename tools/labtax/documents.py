@@ -14,7 +14,9 @@ A document selection is a git tree and the patterns that pick files from it:
 Either way a selected entry must be a regular file (a blob, mode 100644 or 100755): a symbolic link, a
 submodule (gitlink) or anything else is an error naming its path. Reading through the file system would
 follow a link to `/proc/self/environ` or `~/.cache/huggingface/token` into the teacher's prompts; git
-objects hold a link as the text of its target and nothing more.
+objects hold a link as the text of its target and nothing more. A copy of a taxonomy outside git (no
+objects to read) has its local documents read as git would store them: regular files only, opened
+without following links (labtax.taxonomy.files), after the same check of the pin against those files.
 
 Text comes out of `document_text`: UTF-8 for text files, pypdfium2 for PDF (docling when installed and
 asked for), so `labtax validate --check-documents` and `labtax generate` give the same verdict.
@@ -117,13 +119,49 @@ def read_documents(
         repository, tree = _local_tree(project_root, ref)
     else:
         repository, tree = _fetch(ref, timeout_s), ref.commit
-    entries = _select(_list_tree(repository, tree), ref)
+    if repository is None:  # not a git repository: the directory, read as git would store it
+        listed, contents = _directory_entries(project_root / ref.repo)
+        entries = _select(listed, ref)
+    else:
+        entries = _select(_list_tree(repository, tree), ref)
     if not unmatched_ok:
         for pattern in ref.patterns:
             if not any(matches_document_pattern(entry.path, pattern) for entry in entries):
                 raise DocumentError(f"pattern '{pattern}' matches no file in {_where(ref)}")
+    if repository is None:
+        return [DocumentFile(entry.path, contents[entry.path]) for entry in entries]
     blobs = _read_blobs(repository, [entry.oid for entry in entries])
     return [DocumentFile(entry.path, blobs[entry.oid]) for entry in entries]
+
+
+def _directory_entries(base: Path) -> tuple[list[_Entry], dict[str, bytes]]:
+    """Outside git: the directory's entries as git would list them, and the bytes of its regular files,
+    read once each without following a link or opening anything else (labtax.taxonomy.files)."""
+    import stat
+
+    from labtax.taxonomy.files import NotRegular, read_regular_file
+    from labtax.taxonomy.leaf import MAX_DOCUMENT_BYTES
+
+    entries: list[_Entry] = []
+    contents: dict[str, bytes] = {}
+    for current, dirnames, filenames in os.walk(base, followlinks=False):
+        directory = Path(current)
+        dirnames[:] = [name for name in dirnames if name != ".git"]
+        for name in [*filenames, *(d for d in dirnames if (directory / d).is_symlink())]:
+            path = directory / name
+            relative = path.relative_to(base).as_posix()
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                entries.append(_Entry("120000", "blob", "", relative))
+            elif not stat.S_ISREG(mode):
+                entries.append(_Entry("000000", "special", "", relative))
+            else:
+                try:
+                    contents[relative] = read_regular_file(path, MAX_DOCUMENT_BYTES)
+                except NotRegular as exc:
+                    raise DocumentError(f"document {relative} cannot be read: {exc}") from None
+                entries.append(_Entry("100644", "blob", "", relative))
+    return entries, contents
 
 
 def _where(ref: DocumentRef) -> str:
@@ -162,6 +200,8 @@ def _describe_entry(entry: _Entry) -> str:
         return "a symbolic link"
     if entry.kind == "commit" or entry.mode == "160000":
         return "a submodule"
+    if entry.kind == "special":
+        return "not a regular file"
     return f"git mode {entry.mode}"
 
 
@@ -188,8 +228,9 @@ def _read_blobs(repository: Path, oids: list[str]) -> dict[str, bytes]:
 # --- documents kept in this repository ---------------------------------------------------------------
 
 
-def _local_tree(project_root: Path, ref: DocumentRef) -> tuple[Path, str]:
-    """The git repository and the tree id to read a local reference from, after checking the pin."""
+def _local_tree(project_root: Path, ref: DocumentRef) -> tuple[Path | None, str]:
+    """The git repository and the tree id to read a local reference from, after checking the pin
+    (no repository when the project is not in git)."""
     relative = PurePosixPath(os.path.normpath(ref.repo).replace(os.sep, "/"))
     if relative.is_absolute() or ".." in relative.parts:
         raise DocumentError(f"document repo '{ref.repo}' points outside the repository")
@@ -211,10 +252,9 @@ def _local_tree(project_root: Path, ref: DocumentRef) -> tuple[Path, str]:
         )
     toplevel = git_toplevel(project_root)
     if toplevel is None:
-        raise DocumentError(
-            f"the documents in '{ref.repo}' are read from git objects, and {project_root} is not a git repository; "
-            "run `git init` and `git add` the documents"
-        )
+        # A copy of a taxonomy outside git (an unpacked archive): the pin was just checked against the files
+        # themselves, read as git would store them, and they are read the same way (`_directory_entries`).
+        return None, ref.commit
     if _object_kind(toplevel, ref.commit) == "tree":
         return toplevel, ref.commit
     # Staged but never committed: write the directory's tree from the index, as `git commit` would.
