@@ -5,6 +5,8 @@ parser into the schema and the rules."""
 
 from __future__ import annotations
 
+import os
+import re
 import string
 
 import yaml
@@ -17,9 +19,15 @@ from labtax.output import Format, render
 from labtax.taxonomy.load import load_yaml_text, whitespace_diagnostics
 from labtax.validate import validate_leaf_file
 
-# No example database: the suite runs on clean clones and writes nothing into the working tree.
+# Deterministic in the suite (the same examples on every run, no example database written into the
+# working tree); LABTAX_FUZZ_EXAMPLES=5000 explores further, with fresh random examples.
+_EXAMPLES = int(os.environ.get("LABTAX_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(
-    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=_EXAMPLES or 150,
+    derandomize=not _EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 # Pieces that make YAML interesting: indicators, tags, anchors, aliases, quotes, block scalars, controls.
@@ -74,7 +82,8 @@ YAML_TEXT = st.lists(st.one_of(YAML_PIECES, st.text(string.printable, max_size=8
 
 
 def _inside(diagnostic: Diagnostic, text: str) -> bool:
-    lines = text.count("\n") + 1
+    # YAML (and editors) also break lines at a lone CR, NEL and the Unicode line separators.
+    lines = len(re.split("\r\n|[\r\n\x85\u2028\u2029]", text))
     return 1 <= diagnostic.line <= lines + 1 and diagnostic.column >= 1
 
 

@@ -336,7 +336,9 @@ def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
     and positions come from one index of line starts, so a file full of findings stays linear."""
     lines = _LineIndex(text)
     if "\t" in text:
-        for number, text_line in enumerate(text.splitlines(), start=1):
+        # Lines as the other checks count them (split at LF only: str.splitlines would also split at a
+        # form feed or U+2028 and put the finding on a line that does not exist; found by fuzzing).
+        for number, text_line in enumerate(text.split("\n"), start=1):
             tab = text_line.find("\t")
             if tab >= 0:
                 yield Diagnostic(
