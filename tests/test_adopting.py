@@ -9,6 +9,7 @@ change through, with notes about the old problems, and still stop a bad one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -195,6 +196,10 @@ def test_adopting_an_instructlab_taxonomy_with_old_problems(tmp_path: Path, hook
     errors = [line for line in pr.stdout.splitlines() if line.startswith("::error")]
     assert errors == [] and len(notices) >= 4
     assert len(notices) == len(set(notices))  # once each
+    as_json = run_cli(root, "validate", "--base", "main", "--format", "json")
+    records = json.loads(as_json.stdout)  # one array, blocking findings and notices together
+    assert as_json.returncode == 0 and {r["severity"] for r in records} == {"notice"}
+    assert len(records) == len(notices)
 
     # A bad change is still stopped, by the hook and by the PR workflow.
     project.leaf("compositional_skills/writing/freeform/sonnets", skill_yaml(count=3))

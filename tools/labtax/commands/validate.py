@@ -82,7 +82,7 @@ def command(
         config,
         targets,
         # With --base, remote documents are fetched for the leaves the change touches only.
-        check_documents=check_documents and scope is None,
+        check_documents=check_documents and (scope is None or touched),
         teacher_context=teacher_context,
     )
     diagnostics, notices = result.diagnostics, list[Diagnostic]()
@@ -90,16 +90,19 @@ def command(
         if check_documents and not touched:
             result = recheck_touched_documents(config, result, scope, teacher_context)
         diagnostics, notices = scope.split(result.diagnostics)
-    rendered = render(diagnostics, output_format)
-    if rendered:
-        echo(rendered)
-    if notices and output_format is not Format.JSON:
-        if output_format is Format.TEXT and not quiet:
-            where = scope.description if scope is not None else ""
-            echo(f"{len(notices)} pre-existing problems in files this change does not touch ({where}):", err=True)
-        echo(render(notices, output_format), err=output_format is Format.TEXT)
-    elif notices:
-        echo(render(notices, output_format))
+    if output_format is Format.JSON:
+        echo(render([*diagnostics, *notices], output_format))  # one array; notices have severity "notice"
+    else:
+        rendered = render(diagnostics, output_format)
+        if rendered:
+            echo(rendered)
+        if notices:
+            if output_format is Format.TEXT and not quiet and scope is not None:
+                echo(
+                    f"{len(notices)} pre-existing problems in files this change does not touch ({scope.description}):",
+                    err=True,
+                )
+            echo(render(notices, output_format))
     errors = sum(1 for d in diagnostics if d.severity == "error")
     warnings = sum(1 for d in diagnostics if d.severity == "warning")
     if output_format is Format.TEXT and not quiet:
