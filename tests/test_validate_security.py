@@ -107,7 +107,7 @@ def test_text_output_neutralises_escape_sequences_and_newlines(tmp_path: Path) -
     project.leaf(evil_dir, skill_yaml(count=3))
     project.leaf(
         "compositional_skills/value",
-        skill_yaml().replace("created_by: tester", "created_by: tester\n\"\\e[31mevil\\nkey\": 1"),
+        skill_yaml().replace("created_by: tester", 'created_by: tester\n"\\e[31mevil\\nkey": 1'),
     )
     for output_format in ("text", "github"):
         result = run_cli(project.root, "validate", "--format", output_format, fresh_process=True)
