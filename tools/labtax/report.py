@@ -122,6 +122,9 @@ class LeafSection:
     target_samples: int
     expected_requests: int
     leaf_diff: LeafDiff | None = None  # what changed inside the leaf; None for deletions and pure renames
+    # Checks the report did not run for this leaf ("remote documents"), shown as "not checked", never as ✅.
+    not_checked: tuple[str, ...] = ()
+    context_misfits: tuple[str, ...] = ()  # seeds or chunks that cannot fit the teacher's context
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def build_report(config: Config, diff: DiffResult, *, repository_url: str | None
                 target,
                 requests,
                 leaf_change_diff(change),
+                *_unchecked_and_misfits(config, change, validation),
             )
         )
     project_prefix = ""
@@ -186,6 +190,25 @@ def build_report(config: Config, diff: DiffResult, *, repository_url: str | None
         except ValueError:
             project_prefix = ""
     return Report(diff, sections, repository_url, "" if project_prefix == "." else project_prefix)
+
+
+def _unchecked_and_misfits(
+    config: Config, change: LeafChange, validation: object
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the report did not check for a changed leaf, and what of it cannot fit the default teacher context."""
+    from labtax.validate.context_fit import FitSettings, leaf_misfits
+
+    leaf = change.leaf
+    if leaf is None or change.status is ChangeStatus.DELETED:
+        return (), ()
+    unchecked = ("remote documents",) if leaf.document is not None and not leaf.document.is_local else ()
+    fit = FitSettings(TEACHER_CONTEXT_ASSUMED)
+    misfits = tuple(m.message for m in leaf_misfits(leaf, fit, config.project_root, config, remote=False))
+    return unchecked, misfits
+
+
+# The report does not know the teacher; it checks context fit against generate's default context.
+TEACHER_CONTEXT_ASSUMED = 4096
 
 
 def _by_directory(diagnostics: Iterable[Diagnostic]) -> dict[str, list[Diagnostic]]:
@@ -253,7 +276,9 @@ def document_link(report: Report, leaf: Leaf) -> str | None:
             # Relative to the repository root, where the report file is written in CI.
             where = f"[{text(document.repo)}]({quote(directory)})"
         return f"{where} (in this repository; tree {code(document.commit[:12])}), patterns {patterns}"
-    repository = document.repo.removesuffix(".git").rstrip("/")
+    from labtax.output import redact_credentials
+
+    repository = redact_credentials(document.repo).removesuffix(".git").rstrip("/")
     url = f"{repository}/tree/{document.commit}"
     if urlsplit(repository).netloc == "gitlab.com":
         url = f"{repository}/-/tree/{document.commit}"
@@ -278,16 +303,19 @@ def _status_cell(change: LeafChange, leaf_diff: LeafDiff | None = None) -> str:
     return f"{_STATUS_ICON[str(change.status)]} {label}"
 
 
-def _problems_cell(diagnostics: list[Diagnostic]) -> str:
-    errors = sum(1 for d in diagnostics if d.severity is Severity.ERROR)
-    warnings = len(diagnostics) - errors
-    if not diagnostics:
-        return "✅ none"
+def _problems_cell(
+    diagnostics: list[Diagnostic], not_checked: tuple[str, ...] = (), misfits: tuple[str, ...] = ()
+) -> str:
+    errors = sum(1 for d in diagnostics if d.severity is Severity.ERROR) + len(misfits)
+    warnings = len(diagnostics) + len(misfits) - errors
+    unchecked = f"; ⚪ {', '.join(not_checked)} not checked" if not_checked else ""
+    if not diagnostics and not misfits:
+        return f"✅ none{unchecked}"
     parts = [
         f"❌ {errors} error{'s' * (errors != 1)}" if errors else "",
         f"⚠️ {warnings} warning{'s' * (warnings != 1)}" if warnings else "",
     ]
-    return ", ".join(p for p in parts if p)
+    return ", ".join(p for p in parts if p) + unchecked
 
 
 def _summary_table(report: Report) -> list[str]:
@@ -305,7 +333,9 @@ def _summary_table(report: Report) -> list[str]:
             str(len(leaf.seed_examples)) if leaf else "?",
             str(len(leaf.qna_pairs)) if leaf else "?",
             str(word_count(leaf)) if leaf else "?",
-            _problems_cell(section.diagnostics) if change.status is not ChangeStatus.DELETED else "",
+            _problems_cell(section.diagnostics, section.not_checked, section.context_misfits)
+            if change.status is not ChangeStatus.DELETED
+            else "",
             str(section.expected_requests) if section.pipeline else "none",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -362,6 +392,14 @@ def _leaf_section(report: Report, section: LeafSection) -> list[str]:
     else:
         lines.append("- **Generation:** none (pure rename: same leaf hash, cached data is reused)")
     lines.extend(_diagnostic_lines(section.diagnostics))
+    if section.not_checked:
+        lines.append(
+            f"- **Not checked:** ⚪ {text(', '.join(section.not_checked))} (the report does not fetch them; "
+            "`labtax validate --check-documents` does, in the pull-request workflow)"
+        )
+    if section.context_misfits:
+        lines.append(f"- **Context fit** (teacher context of {TEACHER_CONTEXT_ASSUMED} tokens assumed):")
+        lines += [f"  - ❌ {text(message)}" for message in section.context_misfits]
     lines.extend(_duplicate_lines(section.near_duplicates))
     if section.leaf_diff is not None:
         lines.extend(seed_details(section.leaf_diff, all_new=change.old_leaf is None))
