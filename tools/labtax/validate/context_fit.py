@@ -9,8 +9,9 @@ times before anyone noticed; this module finds it before the first request, for 
 
 Prompt sizes are estimated as the OpenAI-compatible client estimates them when the teacher's tokenizer is
 not at hand (`labtax.sdg.openai_teacher.estimate_tokens`: an upper estimate, UTF-8 bytes / 3); the example
-formats are those of labtax/sdg/skill_pipelines.py and knowledge_pipeline.py. Generated parts of a prompt (a new instruction, a response)
-are counted as empty: what is reported can never fit, whatever the teacher writes.
+formats are those of labtax/sdg/skill_pipelines.py and knowledge_pipeline.py. Generated parts of a
+prompt (a new instruction, a response) are counted as empty: what is reported can never fit, whatever the
+teacher writes.
 """
 
 from __future__ import annotations
