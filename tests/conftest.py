@@ -6,9 +6,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from real_model import ServedModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +62,32 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from labtax.train.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a transformers directory, prepared by `.ci/run` before the suite."""
+    from real_model import require_smollm2
+
+    try:
+        return require_smollm2()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def served_smollm2(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
+    """`transformers serve` with SmolLM2-135M-Instruct on 127.0.0.1, shared by the session's tests."""
+    from real_model import serve
+
+    with serve(smollm2_dir, tmp_path_factory.mktemp("serve-smollm2")) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def served_tiny_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
+    """`transformers serve` with the tiny random model on 127.0.0.1: a real server, answers of random words."""
+    from real_model import serve
+
+    with serve(tiny_model_dir, tmp_path_factory.mktemp("serve-tiny")) as served:
+        yield served

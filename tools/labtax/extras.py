@@ -3,10 +3,12 @@
 The core install (`pip install labtax`: validate, check, diff, report and the pre-commit hook) carries
 only what those need. The heavy stages live behind extras (pyproject.toml):
 
+    pdf        PDF text (pypdfium2)                       PDF documents (validate --check-documents,
+                                                          generate); the exported hook installs it
     generate   the teacher client                         labtax generate
     curate     MinHash dedup, language id                 labtax curate
-    train      torch, transformers, peft, accelerate      labtax train, labtax evaluate (and a local teacher,
-                                                          embedding selection and influence scoring)
+    train      torch, transformers, peft, accelerate      labtax train, evaluate, model import (and a local
+                                                          teacher, embedding selection, influence scoring)
     release    the Hub client, and all of the above       labtax release
     all        everything
 
@@ -30,16 +32,17 @@ R = TypeVar("R")
 
 # The import names each extra adds, in step with [project.optional-dependencies] in pyproject.toml
 # (tests/test_extras.py holds the two together). An extra's own modules only: `release` also needs
-# everything `generate`, `curate` and `train` need (see INCLUDES).
+# everything `pdf`, `generate`, `curate` and `train` need (see INCLUDES).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "pdf": ("pypdfium2",),
     "generate": ("aiohttp", "tqdm"),
     "curate": ("datasketch", "numpy", "py3langid", "xxhash"),
-    "train": ("accelerate", "peft", "tokenizers", "torch", "tqdm", "transformers"),
+    "train": ("accelerate", "gguf", "peft", "tokenizers", "torch", "tqdm", "transformers"),
     "release": ("huggingface_hub",),
 }
 INCLUDES: dict[str, tuple[str, ...]] = {
-    "release": ("generate", "curate", "train"),
-    "all": ("generate", "curate", "train", "release"),
+    "release": ("pdf", "generate", "curate", "train"),
+    "all": ("pdf", "generate", "curate", "train", "release"),
 }
 
 

@@ -7,8 +7,9 @@ Two layers, for two kinds of caller:
   objects; blob reads through its persistent `git cat-file --batch` process (one process for the whole
   command, however many blobs are read); plumbing with `-z` (diff, ls-files, ls-tree, grep) through its
   command runner, with paths NUL-separated so that spaces, newlines and non-ASCII names survive.
-- `run_git` is one plain subprocess. `labtax validate` (and so the pre-commit hook) uses it to fetch
-  pinned documents: the hook must start fast, so validation never loads GitPython
+- `run_git` (with `git_toplevel`) is one plain subprocess, with a time limit for network commands.
+  `labtax validate` (and so the pre-commit hook) uses it to read and fetch pinned documents and to
+  find what a change touches: the hook must start fast, so validation never loads GitPython
   (tests/test_cli_imports.py).
 
 Variables a calling git sets (a pre-commit hook runs inside one) would redirect our calls to its
@@ -54,23 +55,66 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def run_git(args: Sequence[str], cwd: Path, *, check: bool = True) -> bytes:
-    """Run `git args...` in `cwd` and return its stdout. Raises GitError with git's message on failure."""
+class GitTimeout(GitError):
+    """git did not finish within its time limit (a server that accepts the connection and never answers)."""
+
+
+def run_git(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    check: bool = True,
+    input_bytes: bytes | None = None,
+    timeout_s: float | None = None,
+) -> bytes:
+    """Run `git args...` in `cwd` and return its stdout. Raises GitError with git's message on failure.
+
+    With `timeout_s`, git and every helper it started (git-remote-https, ssh) are killed when the time is up,
+    and GitTimeout is raised: network commands (fetch, ls-remote) always pass one."""
     try:
-        result = subprocess.run(
-            ["git", "-c", "core.quotepath=off", *args], cwd=cwd, capture_output=True, env=_environment(), check=False
+        process = subprocess.Popen(
+            ["git", "-c", "core.quotepath=off", *args],
+            cwd=cwd,
+            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_environment(),
+            # Its own process group, so that a timeout kills the remote helpers too: they hold the pipes open.
+            start_new_session=timeout_s is not None,
         )
     except FileNotFoundError:
         raise GitError(_NOT_INSTALLED) from None
-    if check and result.returncode != 0:
-        stderr = result.stderr.decode("utf-8", "replace").strip()
-        raise GitError(f"git {' '.join(args[:3])} failed: {stderr}", result.returncode, stderr)
-    return result.stdout
+    try:
+        stdout, stderr = process.communicate(input_bytes, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        import signal
+
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.communicate()
+        raise GitTimeout(
+            f"git {' '.join(args[:2])} did not finish within {timeout_s:g} s", returncode=-9, stderr=""
+        ) from None
+    if check and process.returncode != 0:
+        message = stderr.decode("utf-8", "replace").strip()
+        raise GitError(f"git {' '.join(args[:3])} failed: {message}", process.returncode, message)
+    return stdout
 
 
 def zsplit(output: bytes) -> list[str]:
     """Split `-z` output into paths (decoded as UTF-8, undecodable bytes kept via surrogateescape)."""
     return [part.decode("utf-8", "surrogateescape") for part in output.split(b"\0") if part]
+
+
+def git_toplevel(path: Path) -> Path | None:
+    """The work-tree top of the repository holding `path` (plain git; for validation), or None outside one."""
+    try:
+        out = run_git(["rev-parse", "--show-toplevel"], path if path.is_dir() else path.parent)
+    except GitError:
+        return None
+    return Path(out.decode().strip())
 
 
 # --- GitPython (diff, report, release) -------------------------------------------------------------------

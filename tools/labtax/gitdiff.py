@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
@@ -329,8 +329,18 @@ def _normalise_repo(repo: str) -> str | None:
     return None if normal.startswith("..") or normal.startswith("/") else ("" if normal == "." else normal)
 
 
-def _leaves_using_documents(repo: Repository, prefix: str, project_prefix: str, changed: list[str]) -> set[str]:
-    """Leaf files (toplevel-relative) whose local document directory contains one of `changed` (one git grep)."""
+class GitRunner(Protocol):
+    """Runs `git args...` in the work tree and returns its stdout: `Repository.run`, or a plain subprocess."""
+
+    def __call__(self, *args: str, check: bool = True) -> bytes: ...
+
+
+def _leaves_using_documents(run: GitRunner, prefix: str, project_prefix: str, changed: list[str]) -> set[str]:
+    """Leaf files (toplevel-relative) whose local document directory contains one of `changed` (one git grep).
+
+    `run` is how git is reached: the diff passes its GitPython `Repository.run`; validation (which never
+    loads GitPython) a plain subprocess.
+    """
     changed_dirs: set[str] = set()
     for path in changed:
         relative = _under(path, project_prefix)
@@ -338,7 +348,7 @@ def _leaves_using_documents(repo: Repository, prefix: str, project_prefix: str, 
             changed_dirs.update(_ancestors(relative))
     if not changed_dirs:
         return set()
-    out = repo.run(
+    out = run(
         "grep",
         "-z",
         "-I",
@@ -374,10 +384,17 @@ def _leaves_using_documents(repo: Repository, prefix: str, project_prefix: str, 
 
 
 def _read_text_file(path: Path) -> str | None:
+    """A regular file's text; a link, FIFO or device is never opened (labtax.taxonomy.files)."""
+    from labtax.taxonomy.files import NotRegular, read_regular_file
+
     try:
-        return path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+        return read_regular_file(path, MAX_LEAF_FILE_BYTES).decode("utf-8")
+    except (NotRegular, UnicodeDecodeError):
         return None
+
+
+# Far above any real qna.yaml or attribution.txt; validation reports files over its own, smaller limit.
+MAX_LEAF_FILE_BYTES = 64 * 1024 * 1024
 
 
 def _new_leaf(config: Config, toplevel: Path | None, top_path: str, leaf_path: str) -> Leaf | None:
@@ -498,7 +515,7 @@ def _leaf_changes(config: Config, repo: Repository, prefix: str, merge_base: str
                 other_paths.append(path)
     project_prefix = _project_prefix(config, repo.toplevel)
     if other_paths and project_prefix is not None:
-        candidates |= _leaves_using_documents(repo, prefix, project_prefix, other_paths)
+        candidates |= _leaves_using_documents(repo.run, prefix, project_prefix, other_paths)
     if not candidates:
         return []
     old_tree, removed, present = _merge_base_side(repo, merge_base, file_changes, candidates)
