@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from labtax.config import load_config
 from labtax.report import (
     NEAR_DUPLICATE_THRESHOLD,
+    SHINGLE_WORDS,
     NearDuplicate,
     SeedRef,
     _excerpt,
@@ -44,10 +45,10 @@ def minhash_near_duplicates(
     """The report's previous implementation (datasketch MinHash LSH candidates, exact Jaccard on them)."""
     from datasketch import MinHash, MinHashLSH
 
-    seeds: list[tuple[SeedRef, frozenset[str]]] = []
+    seeds: list[tuple[SeedRef, set[str]]] = []
     for leaf in {leaf.path: leaf for leaf in [*taxonomy, *changed]}.values():
         for number, seed in enumerate(leaf.seed_examples, start=1):
-            grams = shingles(seed_text(seed))
+            grams = shingles(seed_text(seed), SHINGLE_WORDS)
             if grams:
                 seeds.append((SeedRef(leaf.path, number, _excerpt(seed)), grams))
     hashes = MinHash.bulk([[g.encode("utf-8") for g in grams] for _, grams in seeds], num_perm=PERMUTATIONS)
