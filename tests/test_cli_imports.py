@@ -1,11 +1,14 @@
 """The pre-commit hook must start fast: `labtax.cli` (and so every command module) may not pull in
-the heavy stacks at import time. This runs a fresh interpreter, so earlier tests cannot hide it."""
+the heavy stacks at import time, and `labtax validate` and `check` (the hook) never load GitPython, which
+only diff, report and release use. This runs fresh interpreters, so earlier tests cannot hide it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import REPO_ROOT
 
 HEAVY = (
     "torch",
@@ -18,6 +21,12 @@ HEAVY = (
     "httpx",
     "aiohttp",
     "numpy",
+    "scipy",
+    "xxhash",
+    "py3langid",
+    "tqdm",
+    "git",  # GitPython: diff, report and release only
+    "gitdb",
 )
 
 
@@ -26,6 +35,31 @@ def test_cli_import_pulls_in_no_heavy_module() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(result.stdout.split())
     assert not [name for name in HEAVY if name in loaded]
+
+
+def _modules_loaded_by(*argv: str) -> set[str]:
+    code = (
+        "import sys\n"
+        "from labtax.cli import main\n"
+        f"code = main({list(argv)!r})\n"
+        "print('--- modules ---', *sorted(sys.modules), sep='\\n')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert "Traceback" not in result.stderr, result.stderr
+    return {name for name in result.stdout.split("--- modules ---\n")[-1].split() if "." not in name}
+
+
+def test_validation_loads_no_git_layer_and_nothing_heavy() -> None:
+    leaf = REPO_ROOT / "taxonomy/compositional_skills/writing/freeform/haiku/qna.yaml"
+    for argv in (["validate", str(leaf)], ["check", "--root", str(REPO_ROOT / "taxonomy")]):
+        loaded = _modules_loaded_by(*argv)
+        assert not [name for name in (*HEAVY, "smmap") if name in loaded], argv
+
+
+def test_diff_loads_the_git_layer_lazily(tmp_path: Path) -> None:
+    loaded = _modules_loaded_by("diff", "--root", str(REPO_ROOT / "taxonomy"), "--base", "empty")
+    assert "git" in loaded  # GitPython is what diff uses
+    assert not [name for name in HEAVY if name in loaded and name not in ("git", "gitdb")]
 
 
 def test_every_command_has_help() -> None:

@@ -419,3 +419,53 @@ def test_instructlab_layout_with_the_taxonomy_at_the_repository_top(tmp_path: Pa
 
     [change] = changed_leaves(load_config(start=root), "main").changes
     assert (change.status, change.path) == ("modified", "compositional_skills/writing/alpha/qna.yaml")
+
+
+def test_old_blobs_are_read_through_one_persistent_cat_file(repo: Path, tmp_path: Path) -> None:
+    """Twenty modified leaves and their attributions: every old blob comes from one `cat-file --batch`."""
+    for number in range(20):
+        write_leaf(repo, f"compositional_skills/writing/many_{number:02d}", skill_text(f"many {number}"))
+    commit_all(repo, "many")
+    git(repo, "branch", "-f", "main", "HEAD")
+    for number in range(20):
+        write_leaf(repo, f"compositional_skills/writing/many_{number:02d}", skill_text(f"many {number}", " Edited."))
+    log = tmp_path / "git-calls.log"
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    (wrapper / "git").write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec "{shutil.which("git")}" "$@"\n')
+    (wrapper / "git").chmod(0o755)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{wrapper}:{os.environ['PATH']}")
+        result = diff(repo)
+    assert len(result.changes) == 20 and all(c.old_hash and c.hash != c.old_hash for c in result.changes)
+    calls = log.read_text().splitlines()
+    assert [call for call in calls if "cat-file" in call and "--batch" in call.split()] == ["cat-file --batch"]
+
+
+def test_variables_of_a_calling_git_do_not_redirect_the_diff(repo: Path, tmp_path: Path) -> None:
+    """Inside a hook, git exports GIT_DIR, GIT_INDEX_FILE...: labtax still diffs the repository it is asked about."""
+    write_leaf(repo, "compositional_skills/writing/epsilon", skill_text("epsilon"))
+    expected = statuses(diff(repo))
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIT_DIR", str(other / ".git"))
+        patch.setenv("GIT_WORK_TREE", str(other))
+        patch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+        assert statuses(diff(repo)) == expected == {leaf("epsilon"): ("added", None)}
+
+
+def test_linked_worktree_and_a_subdirectory_start(repo: Path, tmp_path: Path) -> None:
+    """`git worktree add` checkouts (a .git file, not a directory) are found like any work tree."""
+    write_leaf(repo, "compositional_skills/writing/alpha", skill_text("alpha", " Edited."))
+    commit_all(repo, "edit alpha")
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "-b", "second", str(linked), "feature")
+    write_leaf(linked, "compositional_skills/writing/omega", skill_text("omega"))
+    config = load_config(start=linked / "taxonomy" / "compositional_skills")
+    result = changed_leaves(config, "main")
+    assert statuses(result) == {leaf("alpha"): ("modified", leaf("alpha")), leaf("omega"): ("added", None)}
+    assert result.repository is not None and result.repository.resolve() == linked.resolve()
+    assert result.base_info is not None and result.base_info.summary == "base"
+    assert result.base_info.sha == result.base_commit

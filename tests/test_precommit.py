@@ -1,9 +1,12 @@
 """The pre-commit hooks, run for real: `git commit` in temporary repositories with `pre-commit install`,
 this repository's `.pre-commit-config.yaml`, and `.pre-commit-hooks.yaml` used as an external repository
-(pre-commit clones it and pip-installs labtax into its own environment, once per test session)."""
+(pre-commit clones it and pip-installs labtax's core install into its own environment, once per test
+session). Nothing is downloaded while the tests run: pip works offline from the wheelhouse `.ci/setup`
+fills beforehand."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -23,6 +26,26 @@ OWN_CONFIG = REPO_ROOT / ".pre-commit-config.yaml"
 BAD_LINE = "taxonomy/compositional_skills/bad/qna.yaml:5:3: error [too-few-items] 'seed_examples' has 3 seed examples"
 
 
+WHEELHOUSE = REPO_ROOT / ".labtax-cache" / "wheelhouse"
+
+
+def wheelhouse() -> Path:
+    """The packages the hook environments install, put there by `.ci/setup` for these inputs."""
+    stamp = WHEELHOUSE / ".complete"
+    inputs = b"".join((REPO_ROOT / name).read_bytes() for name in STAMP_INPUTS)
+    if not stamp.is_file() or stamp.read_text().strip() != hashlib.sha256(inputs).hexdigest():
+        pytest.fail("the hook environments' packages are missing or out of date: run .ci/setup", pytrace=False)
+    return WHEELHOUSE
+
+
+STAMP_INPUTS = (
+    "pyproject.toml",
+    ".pre-commit-config.yaml",
+    ".pre-commit-hooks.yaml",
+    ".ci/constraints.txt",
+)  # as .ci/setup
+
+
 @pytest.fixture(scope="session")
 def shared_pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One PRE_COMMIT_HOME for the session: hook environments are built once (pip installs are slow)."""
@@ -33,6 +56,11 @@ def shared_pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def hook_env(shared_pre_commit_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PRE_COMMIT_HOME", str(shared_pre_commit_home))
+    # pip in the hook environments installs from the wheelhouse only: a missing package fails, never downloads.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheelhouse()))
+    monkeypatch.setenv("VIRTUALENV_NO_PERIODIC_UPDATE", "1")  # virtualenv's background wheel refresh
+    monkeypatch.setenv("VIRTUALENV_NO_DOWNLOAD", "1")
     # `language: system` hooks find `labtax` on PATH, as in a developer's activated environment.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("PRE_COMMIT", raising=False)
@@ -211,3 +239,51 @@ def test_exported_hook_as_an_external_repository(tmp_path: Path, hook_env: Path)
     ]
     assert not (site_packages / "torch").exists()
     assert not (site_packages / "transformers").exists()
+    core_install_runs_the_contributor_commands(site_packages.parents[2] / "bin", repo)
+
+
+def core_install_runs_the_contributor_commands(bin_dir: Path, repo: Path) -> None:
+    """The hook environment is a real core install (`pip install labtax`): nothing an extra is for is in
+    it, validate/check/diff/report work there, and the other commands name the extra they need."""
+    from labtax.extras import modules_of
+
+    python = bin_dir / "python"
+    probe = "import importlib.util, sys; print(*[m for m in sys.argv[1:] if importlib.util.find_spec(m)])"
+    # The exported hook installs the `pdf` extra on purpose (.pre-commit-hooks.yaml); nothing else.
+    heavy = sorted(set(modules_of("all")) - set(modules_of("pdf")))
+    present = subprocess.run([python, "-c", probe, *heavy], capture_output=True, text=True, check=True)
+    assert present.stdout.split() == []
+
+    def labtax(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [bin_dir / "labtax", *args], cwd=repo, capture_output=True, text=True, timeout=300, check=False
+        )
+
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "good leaves")
+    git(repo, "checkout", "-qb", "topic")
+    copy = repo / "taxonomy/compositional_skills/good_again"
+    shutil.copytree(repo / "taxonomy/compositional_skills/good", copy)
+    assert labtax("check").returncode == 0
+    diff = labtax("diff", "--base", "main")
+    assert diff.returncode == 0 and diff.stdout.split() == ["added", "compositional_skills/good_again/qna.yaml"]
+    report = labtax("report", "--base", "main")
+    assert report.returncode == 0, report.stderr
+    assert "**Near-duplicate seeds** (Jaccard" in report.stdout  # found by the exact join: no extra needed
+    for command, extra in (("generate", "generate"), ("curate", "curate"), ("train", "train"), ("evaluate", "train")):
+        result = labtax(command, "--help")
+        assert result.returncode == 0, result.stderr
+        arguments = {
+            "generate": ["-o", "gen", "--teacher-model", "m"],
+            "curate": ["--samples", "gen", "--output", "data"],
+            "train": ["--base-model", "m", "--data", "data", "--output", "run"],
+            "evaluate": ["--model", "run", "--baseline", "m"],
+        }[command]
+        result = labtax(command, *arguments)
+        assert result.returncode == 2
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"error: this needs the '{extra}' extra") and line.endswith(
+            f"pip install 'labtax[{extra}]'"
+        )
+    release = labtax("release", "v1.0.0", "--dry-run")
+    assert release.returncode == 2 and release.stderr.strip().endswith("pip install 'labtax[release]'")

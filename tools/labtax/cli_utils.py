@@ -1,8 +1,9 @@
 """What every command shares: option declarations (once, as Annotated aliases), error handling, output.
 
 A command is a function returning an exit code, wrapped by `entry`: LabtaxError prints its message
-and exits with its code (2 for usage), Ctrl-C exits 130, and an unexpected exception (a bug) exits 3
-after writing the traceback to a log file the message names.
+and exits with its code (2 for usage), a missing optional extra names the `pip install` that adds it
+(labtax.extras), Ctrl-C exits 130, and an unexpected exception (a bug) exits 3 after writing the crash
+log (labtax.crash: versions and traceback) to a file the message names.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec
+from typing import Annotated, NoReturn, ParamSpec
 
 import typer
 
 from labtax.errors import LabtaxError
+from labtax.extras import missing_extra_error
 from labtax.output import Format
 
 P = ParamSpec("P")
@@ -42,13 +43,6 @@ BaseOption = Annotated[
         ),
     ),
 ]
-
-
-def log_path() -> Path:
-    root = os.environ.get("LABTAX_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "labtax"
-    )
-    return Path(root) / "labtax.log"
 
 
 def echo(message: str = "", *, err: bool = False) -> None:
@@ -76,19 +70,25 @@ def entry(func: Callable[P, int]) -> Callable[P, None]:
             raise typer.Exit(141) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except ModuleNotFoundError as exc:
+            missing = missing_extra_error(exc)
+            if missing is None:
+                _report_bug(exc)
+            echo(f"error: {missing}", err=True)
+            raise typer.Exit(missing.exit_code) from None
         except Exception as exc:
-            path = log_path()
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a", encoding="utf-8") as handle:
-                    handle.write(f"labtax {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
-                where = f"; the details are in {path}"
-            except OSError:
-                where = ""
-            echo(
-                f"error: an unexpected error occurred ({type(exc).__name__}: {exc}){where}. Please report it.", err=True
-            )
-            raise typer.Exit(3) from None
+            _report_bug(exc)
         raise typer.Exit(code)
 
     return wrapper
+
+
+def _report_bug(exc: BaseException) -> NoReturn:
+    """An unexpected error: write the crash log, say where it is, exit 3."""
+    from labtax.crash import redact, write_crash_log
+
+    path = write_crash_log(sys.argv[1:], exc)
+    where = f"; the details are in {path}" if path is not None else ""
+    summary = redact(f"{type(exc).__name__}: {exc}")
+    echo(f"error: an unexpected error occurred ({summary}){where}. Please report it.", err=True)
+    raise typer.Exit(3) from None

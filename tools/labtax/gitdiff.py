@@ -2,12 +2,13 @@
 
 The working tree (committed, staged, unstaged and untracked-but-not-ignored files) is compared with
 the merge-base of HEAD and the base ref. Git tells us which files changed in a constant number of
-calls (`merge-base`, `diff --name-status -M`, `ls-files --others`, `ls-tree`, `cat-file --batch`);
+calls (`merge-base`, `diff --raw -M`, `ls-files --others`, `ls-tree`), through GitPython
+(`labtax.git.Repository`), and old blobs come from its one persistent `cat-file --batch` process;
 we never walk the commit graph. A leaf is a `qna.yaml`; its `attribution.txt` and the in-repository
 documents its knowledge leaf references belong to it, so changing them changes the leaf.
 
 Whether a candidate leaf really changed is decided by its leaf hash (docs/leaf-hash.md), computed the
-same way for the old version (read from the merge-base with `git cat-file --batch`) and the new one
+same way for the old version (read from the merge-base through `cat-file --batch`) and the new one
 (read from the working tree). A pure rename keeps its hash; an edited rename is paired by git's rename
 detection. Without git, or with `--base empty`, every leaf is added.
 """
@@ -20,11 +21,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
-from labtax.git import GitError, git_toplevel, run_git, run_git_concurrently, zsplit
+from labtax.git import CommitInfo, Repository, open_repository, zsplit
 from labtax.taxonomy.discover import discover
 from labtax.taxonomy.leaf import (
     ATTRIBUTION_FILE,
@@ -106,6 +107,7 @@ class DiffResult:
     base_commit: str | None  # the merge-base; None when everything is new
     head_commit: str | None  # HEAD; None outside git or on an unborn branch
     repository: Path | None  # the git work-tree top; None outside git
+    base_info: CommitInfo | None = None  # the merge-base's summary, author and date; None when everything is new
 
     @property
     def everything_new(self) -> bool:
@@ -152,21 +154,23 @@ def changed_leaves(config: Config, base: str | None = None) -> DiffResult:
     `base` None means `origin/main` if it exists, else `main`; `"empty"` means every leaf is added.
     Outside a git repository every leaf is added too.
     """
-    start = config.taxonomy_root if config.taxonomy_root.is_dir() else config.project_root
-    toplevel = git_toplevel(start) if start.is_dir() else None
     if base is not None and base.startswith("-"):
         raise UsageError(f"--base {base!r}: a git ref cannot start with '-'")
-    if toplevel is None:
+    start = config.taxonomy_root if config.taxonomy_root.is_dir() else config.project_root
+    repository = open_repository(start) if start.is_dir() else None
+    if repository is None:
         return DiffResult(_all_added(config, None, ""), base or EMPTY_BASE, None, None, None)
-    prefix = _relative_prefix(config.taxonomy_root, toplevel, "taxonomy root")
-    head = _resolve_commit(toplevel, "HEAD")
-    if base == EMPTY_BASE or head is None:
-        # An unborn branch has no history to compare with: everything in the working tree is new.
-        return DiffResult(_all_added(config, toplevel, prefix), base or EMPTY_BASE, None, head, toplevel)
-    base_name, base_commit = _resolve_base(toplevel, base)
-    merge_base = _merge_base(toplevel, head, base_commit, base_name)
-    changes = _leaf_changes(config, toplevel, prefix, merge_base)
-    return DiffResult(changes, base_name, merge_base, head, toplevel)
+    with repository as repo:
+        toplevel = repo.toplevel
+        prefix = _relative_prefix(config.taxonomy_root, toplevel, "taxonomy root")
+        head = repo.resolve_commit("HEAD")
+        if base == EMPTY_BASE or head is None:
+            # An unborn branch has no history to compare with: everything in the working tree is new.
+            return DiffResult(_all_added(config, repo, prefix), base or EMPTY_BASE, None, head, toplevel)
+        base_name, base_commit = _resolve_base(repo, base)
+        merge_base = _merge_base(repo, head, base_commit, base_name)
+        changes = _leaf_changes(config, repo, prefix, merge_base)
+        return DiffResult(changes, base_name, merge_base, head, toplevel, repo.commit_info(merge_base))
 
 
 # --- git plumbing ---------------------------------------------------------------------------------------
@@ -182,16 +186,10 @@ def _relative_prefix(path: Path, toplevel: Path, what: str) -> str:
     return "" if text == "." else text
 
 
-def _resolve_commit(toplevel: Path, ref: str) -> str | None:
-    out = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], toplevel, check=False)
-    sha = out.decode("ascii", "replace").strip()
-    return sha or None
-
-
-def _resolve_base(toplevel: Path, base: str | None) -> tuple[str, str]:
+def _resolve_base(repo: Repository, base: str | None) -> tuple[str, str]:
     candidates = (base,) if base is not None else DEFAULT_BASES
     for name in candidates:
-        commit = _resolve_commit(toplevel, name)
+        commit = repo.resolve_commit(name)
         if commit is not None:
             return name, commit
     if base is None:
@@ -207,19 +205,12 @@ def _resolve_base(toplevel: Path, base: str | None) -> tuple[str, str]:
     )
 
 
-def _merge_base(toplevel: Path, head: str, base_commit: str, base_name: str) -> str:
-    try:
-        out = run_git(["merge-base", head, base_commit], toplevel)
-    except GitError as exc:
-        if exc.returncode != 1:
-            raise
-        out = b""
-    merge_base = out.decode("ascii", "replace").strip()
+def _merge_base(repo: Repository, head: str, base_commit: str, base_name: str) -> str:
+    merge_base = repo.merge_base(head, base_commit)
     if merge_base:
         return merge_base
-    shallow = run_git(["rev-parse", "--is-shallow-repository"], toplevel).strip() == b"true"
-    if shallow:
-        fetched = int(run_git(["rev-list", "--count", head], toplevel).strip() or b"0")
+    if repo.is_shallow():
+        fetched = repo.count_commits(head)
         raise LabtaxError(
             f"HEAD and {base_name} share no commit in this shallow clone: the merge-base lies deeper than the "
             f"{fetched} commit(s) of HEAD fetched so far. Fetch more history with "
@@ -250,7 +241,7 @@ class _FileChange:
     old: _TreeEntry | None  # the blob at the merge-base (of old_path for a rename); None when absent there
 
 
-def _working_tree_changes(toplevel: Path, merge_base: str) -> list[_FileChange]:
+def _working_tree_changes(repo: Repository, merge_base: str) -> list[_FileChange]:
     """Tracked changes (committed, staged and unstaged) since the merge-base, and untracked files.
 
     `git diff --raw <merge-base>` compares the merge-base with the working tree and names the old
@@ -258,8 +249,8 @@ def _working_tree_changes(toplevel: Path, merge_base: str) -> list[_FileChange]:
     `ls-files --others`; the two walks run at the same time.
     """
     diff_args = ["diff", "--raw", "-z", "--no-abbrev", "-M", "--no-ext-diff", "--no-textconv", "--ignore-submodules"]
-    diff_out, untracked_out = run_git_concurrently(
-        [[*diff_args, merge_base, "--"], ["ls-files", "-z", "--others", "--exclude-standard"]], toplevel
+    diff_out, untracked_out = repo.run_concurrently(
+        [[*diff_args, merge_base, "--"], ["ls-files", "-z", "--others", "--exclude-standard"]]
     )
     fields = zsplit(diff_out)
     changes: list[_FileChange] = []
@@ -278,39 +269,19 @@ def _working_tree_changes(toplevel: Path, merge_base: str) -> list[_FileChange]:
     return changes
 
 
-def _list_tree(toplevel: Path, commit: str, pathspecs: list[str]) -> dict[str, _TreeEntry]:
+def _list_tree(repo: Repository, commit: str, pathspecs: list[str]) -> dict[str, _TreeEntry]:
     """Blobs under `pathspecs` (literal paths; all if empty) at `commit`, by toplevel-relative path."""
     entries: dict[str, _TreeEntry] = {}
     # Chunks keep the command line far below the system's argument limit.
     chunks = [pathspecs[i : i + 1000] for i in range(0, len(pathspecs), 1000)] or [[]]
     for chunk in chunks:
         args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", commit, "--", *chunk]
-        for record in zsplit(run_git(args, toplevel)):
+        for record in zsplit(repo.run(*args)):
             meta, _, path = record.partition("\t")
             mode, kind, oid = meta.split(" ")
             if kind == "blob":
                 entries[path] = _TreeEntry(mode, oid)
     return entries
-
-
-def read_blobs(toplevel: Path, oids: Iterable[str]) -> dict[str, bytes]:
-    """The contents of many blobs in one `git cat-file --batch` call."""
-    wanted = list(dict.fromkeys(oids))
-    if not wanted:
-        return {}
-    out = run_git(["cat-file", "--batch"], toplevel, input_bytes=("\n".join(wanted) + "\n").encode("ascii"))
-    blobs: dict[str, bytes] = {}
-    position = 0
-    while position < len(out):
-        header_end = out.index(b"\n", position)
-        header = out[position:header_end].decode("ascii", "replace").split(" ")
-        position = header_end + 1
-        if len(header) < 3 or header[1] == "missing":
-            continue
-        size = int(header[2])
-        blobs[header[0]] = out[position : position + size]
-        position += size + 1  # the content is followed by a newline
-    return blobs
 
 
 # --- which leaves ------------------------------------------------------------------------------------
@@ -358,8 +329,18 @@ def _normalise_repo(repo: str) -> str | None:
     return None if normal.startswith("..") or normal.startswith("/") else ("" if normal == "." else normal)
 
 
-def _leaves_using_documents(toplevel: Path, prefix: str, project_prefix: str, changed: list[str]) -> set[str]:
-    """Leaf files (toplevel-relative) whose local document directory contains one of `changed` (one git grep)."""
+class GitRunner(Protocol):
+    """Runs `git args...` in the work tree and returns its stdout: `Repository.run`, or a plain subprocess."""
+
+    def __call__(self, *args: str, check: bool = True) -> bytes: ...
+
+
+def _leaves_using_documents(run: GitRunner, prefix: str, project_prefix: str, changed: list[str]) -> set[str]:
+    """Leaf files (toplevel-relative) whose local document directory contains one of `changed` (one git grep).
+
+    `run` is how git is reached: the diff passes its GitPython `Repository.run`; validation (which never
+    loads GitPython) a plain subprocess.
+    """
     changed_dirs: set[str] = set()
     for path in changed:
         relative = _under(path, project_prefix)
@@ -367,20 +348,17 @@ def _leaves_using_documents(toplevel: Path, prefix: str, project_prefix: str, ch
             changed_dirs.update(_ancestors(relative))
     if not changed_dirs:
         return set()
-    out = run_git(
-        [
-            "grep",
-            "-z",
-            "-I",
-            "--untracked",
-            "--no-color",
-            "-E",
-            "-e",
-            r"^[[:space:]]*repo[[:space:]]*:",
-            "--",
-            prefix or ".",
-        ],
-        toplevel,
+    out = run(
+        "grep",
+        "-z",
+        "-I",
+        "--untracked",
+        "--no-color",
+        "-E",
+        "-e",
+        r"^[[:space:]]*repo[[:space:]]*:",
+        "--",
+        prefix or ".",
         check=False,
     )
     leaves: set[str] = set()
@@ -396,8 +374,8 @@ def _leaves_using_documents(toplevel: Path, prefix: str, project_prefix: str, ch
         line = out[path_end + 1 : line_end].decode("utf-8", "replace")
         position = line_end + 1
         match = _REPO_LINE.match(line)
-        repo = _normalise_repo(match.group("value")) if match else None
-        if repo is not None and repo in changed_dirs and _is_leaf_file(path, prefix):
+        directory = _normalise_repo(match.group("value")) if match else None
+        if directory is not None and directory in changed_dirs and _is_leaf_file(path, prefix):
             leaves.add(path)
     return leaves
 
@@ -435,7 +413,7 @@ def _new_leaf(config: Config, toplevel: Path | None, top_path: str, leaf_path: s
 
 
 def _old_leaves(
-    toplevel: Path,
+    repo: Repository,
     merge_base: str,
     prefix: str,
     project_prefix: str | None,
@@ -445,7 +423,7 @@ def _old_leaves(
     """The merge-base versions of `wanted` leaf files (toplevel-relative), read in a few batched git calls."""
     attribution_of = {p: posixpath.join(posixpath.dirname(p), ATTRIBUTION_FILE) for p in wanted}
     oids = [old_tree[p].oid for p in wanted] + [old_tree[a].oid for a in attribution_of.values() if a in old_tree]
-    blobs = read_blobs(toplevel, oids)
+    blobs = repo.read_blobs(oids)
     contents: dict[str, dict[str, Any] | None] = {}
     for path in wanted:
         text = _decode(blobs.get(old_tree[path].oid))
@@ -456,7 +434,7 @@ def _old_leaves(
         if reference is not None:
             references[path] = reference
     digests = (
-        _old_document_digests(toplevel, merge_base, project_prefix, list(references.values()))
+        _old_document_digests(repo, merge_base, project_prefix, list(references.values()))
         if project_prefix is not None
         else {}
     )
@@ -482,7 +460,7 @@ def _decode(data: bytes | None) -> str | None:
 
 
 def _old_document_digests(
-    toplevel: Path, merge_base: str, project_prefix: str, references: list[DocumentRef]
+    repo: Repository, merge_base: str, project_prefix: str, references: list[DocumentRef]
 ) -> dict[DocumentRef, str]:
     """The document digests the referenced local directories had at the merge-base (two git calls)."""
     if not references:
@@ -493,7 +471,7 @@ def _old_document_digests(
         if directory is not None:
             directories[reference] = posixpath.join(project_prefix, directory) if project_prefix else directory
     pathspecs = sorted(set(directories.values()))
-    tree = _list_tree(toplevel, merge_base, [] if "" in pathspecs else pathspecs) if pathspecs else {}
+    tree = _list_tree(repo, merge_base, [] if "" in pathspecs else pathspecs) if pathspecs else {}
     selected: dict[DocumentRef, list[tuple[str, str]]] = {reference: [] for reference in references}
     for reference, directory in directories.items():
         for path, entry in tree.items():
@@ -503,7 +481,7 @@ def _old_document_digests(
                 continue
             if any(matches_document_pattern(relative, pattern) for pattern in reference.patterns):
                 selected[reference].append((relative, entry.oid))
-    blobs = read_blobs(toplevel, [oid for files in selected.values() for _, oid in files])
+    blobs = repo.read_blobs(oid for files in selected.values() for _, oid in files)
     return {
         reference: document_digest((name, blobs.get(oid, b"")) for name, oid in files)
         for reference, files in selected.items()
@@ -522,8 +500,8 @@ def _project_prefix(config: Config, toplevel: Path) -> str | None:
         return None
 
 
-def _leaf_changes(config: Config, toplevel: Path, prefix: str, merge_base: str) -> list[LeafChange]:
-    file_changes = _working_tree_changes(toplevel, merge_base)
+def _leaf_changes(config: Config, repo: Repository, prefix: str, merge_base: str) -> list[LeafChange]:
+    file_changes = _working_tree_changes(repo, merge_base)
     candidates: set[str] = set()
     other_paths: list[str] = []
     for change in file_changes:
@@ -535,23 +513,23 @@ def _leaf_changes(config: Config, toplevel: Path, prefix: str, merge_base: str) 
                 candidates.add(leaf_file)
             else:
                 other_paths.append(path)
-    project_prefix = _project_prefix(config, toplevel)
+    project_prefix = _project_prefix(config, repo.toplevel)
     if other_paths and project_prefix is not None:
-        candidates |= _leaves_using_documents(toplevel, prefix, project_prefix, other_paths)
+        candidates |= _leaves_using_documents(repo.run, prefix, project_prefix, other_paths)
     if not candidates:
         return []
-    old_tree, removed, present = _merge_base_side(toplevel, merge_base, file_changes, candidates)
+    old_tree, removed, present = _merge_base_side(repo, merge_base, file_changes, candidates)
     old_files = sorted(p for p in candidates if p in old_tree)
     new_files = sorted(p for p in candidates if p in present or (p in old_tree and p not in removed))
-    old_leaves = _old_leaves(toplevel, merge_base, prefix, project_prefix, old_tree, old_files)
-    new_leaves = {p: _new_leaf(config, toplevel, p, _leaf_path(p, prefix)) for p in new_files}
+    old_leaves = _old_leaves(repo, merge_base, prefix, project_prefix, old_tree, old_files)
+    new_leaves = {p: _new_leaf(config, repo.toplevel, p, _leaf_path(p, prefix)) for p in new_files}
     git_renames = {c.old_path: c.path for c in file_changes if c.status == "R" and c.old_path is not None}
     changed_files = {c.path for c in file_changes} | {c.old_path for c in file_changes if c.old_path is not None}
     return _pair(prefix, old_leaves, new_leaves, git_renames, changed_files)
 
 
 def _merge_base_side(
-    toplevel: Path, merge_base: str, file_changes: list[_FileChange], candidates: set[str]
+    repo: Repository, merge_base: str, file_changes: list[_FileChange], candidates: set[str]
 ) -> tuple[dict[str, _TreeEntry], set[str], set[str]]:
     """The merge-base blobs of the candidates' files, and which paths were removed or are present now.
 
@@ -577,7 +555,7 @@ def _merge_base_side(
     wanted = {p for leaf in candidates for p in (leaf, posixpath.join(posixpath.dirname(leaf), ATTRIBUTION_FILE))}
     unknown = sorted(p for p in wanted if p not in old_tree and p not in absent)
     if unknown:
-        old_tree.update(_list_tree(toplevel, merge_base, unknown))
+        old_tree.update(_list_tree(repo, merge_base, unknown))
     return old_tree, removed, present
 
 
@@ -651,12 +629,11 @@ def _change(
     )
 
 
-def _all_added(config: Config, toplevel: Path | None, prefix: str) -> list[LeafChange]:
+def _all_added(config: Config, repo: Repository | None, prefix: str) -> list[LeafChange]:
     """Every leaf of the working tree as added: git's view (ignored files excluded) or, outside git, discover's."""
-    if toplevel is not None:
-        listed = zsplit(
-            run_git(["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", prefix or "."], toplevel)
-        )
+    if repo is not None:
+        toplevel = repo.toplevel
+        listed = zsplit(repo.run("ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", prefix or "."))
         files = sorted({p for p in listed if _is_leaf_file(p, prefix) and (toplevel / p).is_file()})
         leaves = {p: _new_leaf(config, toplevel, p, _leaf_path(p, prefix)) for p in files}
     else:

@@ -1,4 +1,4 @@
-"""Near-duplicate text detection: the one MinHash routine in labtax.
+"""Near-duplicate text detection: the one MinHash routine in labtax, and an exact one for small sets.
 
 Texts are compared as sets of word n-gram shingles of their normalised words (`labtax.text.shingles`).
 MinHash signatures (datasketch, xxhash as the token hash, a pinned permutation scheme) go into a
@@ -6,15 +6,22 @@ MinHashLSH index, which only *proposes* candidates; every candidate is then veri
 Jaccard similarity of the two shingle sets, so nothing is ever called a duplicate on a MinHash
 estimate alone, and a similarity shown to a user is a true number.
 
-Users: curation's dedup and decontamination (`labtax.curate.dedup`) and the reviewer report's
-near-duplicate seeds (`labtax.report`). numpy and datasketch are imported inside the functions, so
+Users: curation's dedup and decontamination (`labtax.curate.dedup`), over hundreds of thousands of
+generated samples. numpy and datasketch are imported inside the functions (the `curate` extra), so
 importing this module costs nothing on the contributor path.
+
+`exact_matches` finds the same pairs without MinHash, exactly, in pure Python: the reviewer report's
+near-duplicate seeds (`labtax.report`) use it, because the report runs in the core install (the
+pre-commit hook's environment), which carries no numpy or scipy. It is fast for the few queries of a
+pull request against a taxonomy's seeds (benchmarks/report_near_duplicates.py).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -146,3 +153,38 @@ def find_near_duplicates(
             duplicates.append(DuplicateOf(position, best[0], best[1]))
         index.add(position, text, signatures[position])
     return duplicates
+
+
+def exact_matches(
+    sets: Sequence[set[str]], queries: Iterable[int], threshold: float
+) -> dict[int, list[tuple[int, float]]]:
+    """For each query index, every other set whose Jaccard similarity with it is >= `threshold`, exactly.
+
+    A set B at Jaccard >= t from A shares at least ceil(t * |A|) elements with it, so (pigeonhole: the
+    prefix filter of All-Pairs/PPJoin) B holds at least one of *any* |A| - ceil(t * |A|) + 1 elements of
+    A. A query therefore looks up only its rarest elements in an index of every set, and the few
+    candidates that share one are verified with the exact similarity. Nothing is missed (unlike LSH)
+    and nothing below the threshold is returned. Pairs come in index order; an empty query matches none.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], not {threshold}")
+    postings: defaultdict[str, list[int]] = defaultdict(list)
+    for number, elements in enumerate(sets):
+        for element in elements:
+            postings[element].append(number)
+    found: dict[int, list[tuple[int, float]]] = {}
+    for query in queries:
+        elements = sets[query]
+        found[query] = []
+        if not elements:
+            continue
+        # The epsilon keeps float rounding from shortening the probe (a longer one only adds candidates).
+        must_overlap = max(1, math.ceil(threshold * len(elements) - 1e-9))
+        probe = sorted(elements, key=lambda element: (len(postings[element]), element))
+        candidates = {other for element in probe[: len(elements) - must_overlap + 1] for other in postings[element]}
+        for other in sorted(candidates - {query}):
+            overlap = len(elements & sets[other])
+            similarity = overlap / (len(elements) + len(sets[other]) - overlap)
+            if similarity >= threshold:
+                found[query].append((other, similarity))
+    return found

@@ -4,8 +4,9 @@ For every changed leaf (from `labtax.gitdiff`): branch and kind, seed and word c
 inside it (seeds added, removed, edited with a word diff, and moved, matched by content in
 `labtax.seeddiff`; the document pin; other fields), validation diagnostics (from `validate_paths`,
 the same function CI runs), attribution and licence, the document reference as a link to the
-repository at that commit, near-duplicate seeds against the rest of the taxonomy (MinHash candidates
-from datasketch's LSH index, scored by the exact Jaccard similarity of word 3-gram shingles) and the
+repository at that commit, near-duplicate seeds against the rest of the taxonomy (every pair at or
+above the threshold of Jaccard similarity of word 3-gram shingles, found exactly by
+`labtax.neardup.exact_matches`: no MinHash, so no numpy or scipy in the core install) and the
 generation it will drive (expected teacher requests, from the SDG planner's `expected_requests`; none
 for pure renames and deletions).
 
@@ -30,12 +31,11 @@ from labtax.gitdiff import ChangeStatus, DiffResult, LeafChange, changed_leaves
 from labtax.seeddiff import ADDED, EDITED, REMOVED, LeafDiff, SeedChange, leaf_change_diff, tokens, word_diff
 from labtax.taxonomy.discover import display_path
 from labtax.taxonomy.leaf import Leaf, SeedExample
-from labtax.text import normalise
+from labtax.text import normalise, shingles
 
 REPORT_MARKER = "<!-- labtax-report -->"
 NEAR_DUPLICATE_THRESHOLD = 0.5
 MAX_NEAR_DUPLICATES_PER_LEAF = 5
-MINHASH_PERMUTATIONS = 128
 SHINGLE_WORDS = 3
 EXCERPT_CHARS = 80
 FIELD_CHARS = 1000  # a seed field (context, question, answer) is shown up to this many characters
@@ -79,29 +79,26 @@ def near_duplicates(
 ) -> dict[str, list[NearDuplicate]]:
     """For each changed leaf, its seeds that nearly repeat a seed of another leaf, most similar first.
 
-    `labtax.neardup` (the same routine as curation's dedup) proposes candidates by MinHash LSH; the
-    similarity reported is the exact Jaccard similarity of the shingle sets, so a reviewer sees a true number.
+    Exact, not approximate (`labtax.neardup.exact_matches`, a prefix-filtered lookup in pure Python):
+    every pair of seeds whose shingle sets have a Jaccard similarity of at least `threshold` is found,
+    and the similarity reported is the exact one. The report runs in the core install (the pre-commit
+    hook's environment), which has no MinHash (datasketch, numpy, scipy).
     """
-    from labtax.neardup import NearDuplicateIndex, minhash_signatures
+    from labtax.neardup import exact_matches
 
     seeds = [
-        (SeedRef(leaf.path, number, _excerpt(seed)), seed_text(seed))
+        (SeedRef(leaf.path, number, _excerpt(seed)), shingles(seed_text(seed), SHINGLE_WORDS))
         for leaf in {leaf.path: leaf for leaf in [*taxonomy, *changed]}.values()
         for number, seed in enumerate(leaf.seed_examples, start=1)
         if normalise(seed_text(seed))
     ]
-    if not seeds:
-        return {}
-    signatures = minhash_signatures([text for _, text in seeds], SHINGLE_WORDS, MINHASH_PERMUTATIONS)
-    index = NearDuplicateIndex(ngram=SHINGLE_WORDS, num_perm=MINHASH_PERMUTATIONS, threshold=threshold)
-    for number, (_, text) in enumerate(seeds):
-        index.add(number, text, signatures[number])
     changed_paths = {leaf.path for leaf in changed}
     found: dict[str, list[NearDuplicate]] = {path: [] for path in changed_paths}
-    for number, (ref, text) in enumerate(seeds):
-        if ref.leaf not in changed_paths:
-            continue
-        for other_number, similarity in index.matches(text, signatures[number]):
+    queries = [number for number, (ref, _) in enumerate(seeds) if ref.leaf in changed_paths]
+    matches = exact_matches([grams for _, grams in seeds], queries, threshold)
+    for number in queries:
+        ref = seeds[number][0]
+        for other_number, similarity in matches[number]:
             other = seeds[other_number][0]
             if other.leaf != ref.leaf:
                 found[ref.leaf].append(NearDuplicate(ref, other, similarity))
@@ -587,6 +584,11 @@ def _duplicate_lines(duplicates: list[NearDuplicate]) -> list[str]:
     return lines
 
 
+def _shorten(value: str, limit: int = EXCERPT_CHARS) -> str:
+    value = " ".join(value.split())
+    return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
+
+
 def _near_duplicate_summary(report: Report) -> str:
     flagged = [s for s in report.sections if s.near_duplicates]
     if not flagged:
@@ -609,6 +611,9 @@ def render_markdown(report: Report) -> str:
         against = "every leaf is new (no base to compare with)"
     else:
         against = f"compared with {code(diff.base_ref)} at merge-base {code((diff.base_commit or '')[:12])}"
+        if diff.base_info is not None:
+            # The commit's first line is untrusted text (anyone can push a branch): escaped like the rest.
+            against += f" ({diff.base_info.date.date().isoformat()}: {text(_shorten(diff.base_info.summary))})"
     if not diff.changes:
         lines.append(f"No leaf changed ({against}).")
         return "\n".join(lines) + "\n"

@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from labtax.cli_utils import QuietOption, RootOption, echo, entry
+from labtax.extras import needs_extra
 
 
 @entry
+@needs_extra("curate")
 def command(
     samples: Annotated[
         Path,

@@ -8,11 +8,13 @@ from typing import Annotated
 import typer
 
 from labtax.cli_utils import QuietOption, RootOption, echo, entry
+from labtax.extras import needs_extra
 
 _DEFAULTS = (0.05, 0.25, 0.05, 0.05)  # GateThresholds' defaults, repeated here so --help needs no import
 
 
 @entry
+@needs_extra("train")
 def command(
     model: Annotated[str, typer.Option("--model", help="The trained model: a directory (RUN/final) or Hub id.")],
     baseline: Annotated[str, typer.Option("--baseline", help="The model it was trained from: a directory or Hub id.")],

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from labtax.cli_utils import QuietOption, RootOption, echo, entry
+from labtax.extras import needs_extra
 
 if TYPE_CHECKING:
     from labtax.sdg.plan import GenerationPlan
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 
 @entry
+@needs_extra("generate")
 def command(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Generation directory (GEN): the cache and the results.")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from labtax.cli_utils import QuietOption, echo, entry
+from labtax.extras import needs_extra
 
 app = typer.Typer(
     name="model",
@@ -21,6 +22,7 @@ app = typer.Typer(
 
 @app.command("import")
 @entry
+@needs_extra("train")
 def import_command(
     source: Annotated[
         str,

@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from labtax.cli_utils import RootOption, echo, entry
+from labtax.extras import needs_extra
 
 
 @entry
+@needs_extra("release")
 def command(
     version: Annotated[
         str, typer.Argument(help="The version to release: a tag like v1.2.0 on the checked-out commit.")
@@ -200,15 +202,21 @@ def _default_source_url(project_root: Path) -> str | None:
     server, repository = os.environ.get("GITHUB_SERVER_URL"), os.environ.get("GITHUB_REPOSITORY")
     if server and repository:
         return f"{server.rstrip('/')}/{repository}"
-    from labtax.git import GitError, run_git
+    from urllib.parse import urlsplit, urlunsplit
 
-    try:
-        remote = run_git(["remote", "get-url", "origin"], project_root).decode().strip()
-    except GitError:
+    from labtax.git import open_repository
+
+    opened = open_repository(project_root) if project_root.is_dir() else None
+    if opened is None:
         return None
+    with opened as repo:
+        remote = (repo.remote_url("origin") or "").strip()
     if remote.startswith("git@") and ":" in remote:
         host, _, path = remote[4:].partition(":")
         remote = f"https://{host}/{path}"
     if not remote.startswith("https://"):
         return None
+    # A remote URL may carry credentials (https://user:token@host/...): they never reach a card.
+    parts = urlsplit(remote)
+    remote = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return remote.removesuffix(".git")

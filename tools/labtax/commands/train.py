@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from labtax.cli_utils import QuietOption, echo, entry
+from labtax.extras import needs_extra
 
 
 @entry
+@needs_extra("train")
 def command(
     base_model: Annotated[
         str, typer.Option("--base-model", help="Model to start from: a local directory or a Hugging Face Hub id.")

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
 from labtax.fileio import write_text_atomic
-from labtax.git import GitError, run_git
+from labtax.git import Repository, open_repository
 from labtax.records.release import (
     MANIFEST_FILE,
     HubTarget,
@@ -108,32 +108,21 @@ class ReleaseResult:
 # --- git ----------------------------------------------------------------------------------------------
 
 
-def git_top(config: Config) -> Path:
-    try:
-        return Path(run_git(["rev-parse", "--show-toplevel"], config.project_root).decode().strip())
-    except GitError:
+def open_git(config: Config) -> Repository:
+    """The work tree holding the project (GitPython); a release records its commit, so it must be one."""
+    repository = open_repository(config.project_root) if config.project_root.is_dir() else None
+    if repository is None:
         raise UsageError(
             f"{config.project_root} is not a git repository; a release records its commit, so run it in one"
-        ) from None
+        )
+    return repository
 
 
-def resolve_commit(top: Path, ref: str) -> str | None:
-    try:
-        return run_git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top).decode().strip() or None
-    except GitError:
-        return None
-
-
-def previous_release_tags(top: Path, version: str) -> list[str]:
+def previous_release_tags(repo: Repository, version: str) -> list[str]:
     """Release tags below `version` that are ancestors of HEAD, newest first (the sorted tag list)."""
-    listed = run_git(["tag", "--list", "v*", "--merged", "HEAD"], top).decode().split()
+    listed = repo.tags_merged_into("HEAD", "v*")
     earlier = [tag for tag in listed if version_key(tag)[0] >= 0 and version_key(tag) < version_key(version)]
     return sorted(earlier, key=version_key, reverse=True)
-
-
-def taxonomy_is_dirty(top: Path, config: Config) -> bool:
-    status = run_git(["status", "--porcelain", "--", str(config.taxonomy_root)], top)
-    return bool(status.strip())
 
 
 # --- the release --------------------------------------------------------------------------------------
@@ -174,29 +163,30 @@ def find_previous_manifest(options: ReleaseOptions, earlier_tags: list[str]) -> 
     return None
 
 
-def check_preconditions(config: Config, options: ReleaseOptions) -> tuple[Path, str]:
+def check_preconditions(config: Config, options: ReleaseOptions) -> tuple[str, list[str]]:
     """Everything a release needs that can be checked in a second: refused before hours of work.
 
-    Returns the git work-tree top and the commit released (HEAD).
+    Returns the commit released (HEAD) and the earlier release tags it descends from, newest first.
     """
     version = check_version(options.version)
-    top = git_top(config)
-    head = resolve_commit(top, "HEAD")
-    if head is None:
-        raise UsageError("the repository has no commit yet; commit the taxonomy before releasing it")
-    tagged = resolve_commit(top, f"refs/tags/{version}")
-    if tagged is not None and tagged != head:
-        raise UsageError(
-            f"tag {version} points at {tagged[:12]}, not at HEAD ({head[:12]}); check out the tag to release it"
-        )
-    if options.dry_run:
-        return top, head
-    if tagged is None:
-        raise UsageError(
-            f"tag {version} does not exist; tag the commit to release (git tag {version}) or use --dry-run"
-        )
-    if taxonomy_is_dirty(top, config):
-        raise UsageError("the taxonomy has uncommitted changes; a release describes a commit: commit or stash them")
+    with open_git(config) as repo:
+        head = repo.resolve_commit("HEAD")
+        if head is None:
+            raise UsageError("the repository has no commit yet; commit the taxonomy before releasing it")
+        tagged = repo.resolve_commit(f"refs/tags/{version}")
+        if tagged is not None and tagged != head:
+            raise UsageError(
+                f"tag {version} points at {tagged[:12]}, not at HEAD ({head[:12]}); check out the tag to release it"
+            )
+        earlier_tags = previous_release_tags(repo, version)
+        if options.dry_run:
+            return head, earlier_tags
+        if tagged is None:
+            raise UsageError(
+                f"tag {version} does not exist; tag the commit to release (git tag {version}) or use --dry-run"
+            )
+        if repo.has_changes(config.taxonomy_root):
+            raise UsageError("the taxonomy has uncommitted changes; a release describes a commit: commit or stash them")
     if not options.hub_repo:
         raise UsageError("no Hub repository: pass --repo owner/name (or set LABTAX_HUB_REPO), or use --dry-run")
     from huggingface_hub.constants import is_offline_mode
@@ -206,20 +196,19 @@ def check_preconditions(config: Config, options: ReleaseOptions) -> tuple[Path, 
     hub_token()
     if is_offline_mode():
         raise UsageError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or use --dry-run")
-    return top, head
+    return head, earlier_tags
 
 
 def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
     from labtax.release import stages
 
     version = options.version
-    top, head = check_preconditions(config, options)
+    head, earlier_tags = check_preconditions(config, options)
     stage_settings = stages.check_settings(config, options)  # bad configuration stops here, before any work
 
     skipped_leaves: list[str] = []
     leaves = stages.load_release_leaves(config, skipped_leaves)
     leaf_hashes = {leaf.path: leaf.leaf_hash for leaf in leaves}
-    earlier_tags = previous_release_tags(top, version)
     previous = find_previous_manifest(options, earlier_tags)
     inputs = release_inputs(options, leaf_hashes, stages.generation_keys(leaves, options), stage_settings)
     changes = compare_leaves(previous.leaf_hashes if previous else {}, leaf_hashes)

@@ -538,6 +538,8 @@ def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    # Every process writes its own RNG state into `partial`: none may still be writing when it is renamed.
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(partial / STATE_FILE, {"phase": number, "step": step})
         if target.exists():

@@ -164,7 +164,11 @@ def _leaves_using(config: Config, toplevel: Path, files: list[Path]) -> list[Pat
                 changed.append(path.resolve().relative_to(toplevel.resolve()).as_posix())
             except ValueError:
                 continue
-    return [toplevel / path for path in sorted(_leaves_using_documents(toplevel, prefix, project_prefix, changed))]
+
+    def run(*args: str, check: bool = True) -> bytes:  # plain git: validation never loads GitPython
+        return run_git(list(args), toplevel, check=check)
+
+    return [toplevel / path for path in sorted(_leaves_using_documents(run, prefix, project_prefix, changed))]
 
 
 def recheck_touched_documents(
