@@ -14,8 +14,8 @@ from labtax.train.data import (
     collate,
     encode_conversation,
     encode_rows,
-    model_supports_packing,
     plan_micro_batches,
+    probe_packing,
 )
 
 CONVERSATION = [
@@ -105,7 +105,7 @@ def test_packed_samples_do_not_attend_to_each_other(tokenizer: Any, model: Any) 
 
     from labtax.train.recipe import accepts_logits_to_keep, summed_token_loss
 
-    assert model_supports_packing(model)[0]
+    assert probe_packing(model, vocab_size=model.config.vocab_size).separated
     samples = []
     for conversation in (CONVERSATION, CONVERSATION[1:3]):
         input_ids, targets = encode_conversation(tokenizer, conversation, assistant_only_loss=True)

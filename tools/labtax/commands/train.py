@@ -53,17 +53,33 @@ def command(
 ) -> int:
     """Fine-tune a model in two phases (LAB): knowledge first, then skills with replay, from phase 1's weights.
 
+    Before the first step it prints, per phase, the optimizer steps, batch, warm-up and peak learning
+    rate, and warns when a phase would hardly train. A run that failed before finishing anything is
+    started over by the same command; one with a checkpoint or a finished phase continues with --resume.
+
     Exit code 0 when both phases finished, 1 when the run stopped early (halt_after_steps; continue
-    with --resume), 2 for usage errors (bad options are refused before any model loads).
+    with --resume), 2 for usage errors (bad options, data or base model are refused before anything
+    is written).
     """
     from labtax.train.config import TrainConfig, load_hyperparameters, parse_override
-    from labtax.train.recipe import run_training
+    from labtax.train.recipe import TrainingPlan, run_training
 
     hyper = load_hyperparameters(config_file, dict(parse_override(item) for item in overrides or []))
     config = TrainConfig(
         base_model=base_model, data_dir=data, output_dir=output, hyper=hyper, resume=resume, progress=not quiet
     )
-    result = run_training(config)
+
+    def show_plan(plan: TrainingPlan) -> None:
+        """Before the first step: what each phase will do, and what would make it train badly."""
+        if not quiet:
+            echo(f"base model: {plan.base_model.describe()}", err=True)
+            echo(f"batches: {'packed' if plan.packing.packed else 'padded'} ({plan.packing.reason})", err=True)
+            for phase in plan.phases:
+                echo(phase.describe(), err=True)
+        for warning in plan.warnings:
+            echo(f"warning: {warning}", err=True)
+
+    result = run_training(config, on_plan=show_plan)
     if not result.main_process:
         return 0 if result.completed else 1
     for phase in result.phases:
