@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from labtax.cli_utils import QuietOption, echo, entry
 
+if TYPE_CHECKING:
+    from labtax.train.recipe import TrainingPlan
+
 
 @entry
 def command(
     base_model: Annotated[
-        str, typer.Option("--base-model", help="Model to start from: a local directory or a Hugging Face Hub id.")
+        str,
+        typer.Option(
+            "--base-model",
+            help="Model to start from: a local directory (an existing path) or a Hugging Face Hub id, checked first.",
+        ),
     ],
     data: Annotated[
         Path,
@@ -62,24 +69,14 @@ def command(
     is written).
     """
     from labtax.train.config import TrainConfig, load_hyperparameters, parse_override
-    from labtax.train.recipe import TrainingPlan, run_training
+    from labtax.train.recipe import run_training
 
     hyper = load_hyperparameters(config_file, dict(parse_override(item) for item in overrides or []))
     config = TrainConfig(
         base_model=base_model, data_dir=data, output_dir=output, hyper=hyper, resume=resume, progress=not quiet
     )
 
-    def show_plan(plan: TrainingPlan) -> None:
-        """Before the first step: what each phase will do, and what would make it train badly."""
-        if not quiet:
-            echo(f"base model: {plan.base_model.describe()}", err=True)
-            echo(f"batches: {'packed' if plan.packing.packed else 'padded'} ({plan.packing.reason})", err=True)
-            for phase in plan.phases:
-                echo(phase.describe(), err=True)
-        for warning in plan.warnings:
-            echo(f"warning: {warning}", err=True)
-
-    result = run_training(config, on_plan=show_plan)
+    result = run_training(config, on_plan=lambda plan: show_plan(plan, quiet=quiet))
     if not result.main_process:
         return 0 if result.completed else 1
     for phase in result.phases:
@@ -106,3 +103,15 @@ def command(
         return 1
     echo(str(result.final_model))
     return 0
+
+
+def show_plan(plan: TrainingPlan, *, quiet: bool) -> None:
+    """Before the first step: what each phase will do, and what would make it train badly."""
+    if not quiet:
+        echo(f"base model: {plan.base_model.describe()}", err=True)
+        if plan.phases:
+            echo(f"batches: {'packed' if plan.packing.packed else 'padded'} ({plan.packing.reason})", err=True)
+        for phase in plan.phases:
+            echo(phase.describe(), err=True)
+    for warning in plan.warnings:
+        echo(f"warning: {warning}", err=True)
