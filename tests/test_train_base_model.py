@@ -58,6 +58,10 @@ def test_a_hub_id_is_checked_on_the_hub_then_found_in_the_cache_offline(
         assert "checked on the Hub" in online.describe()
         with pytest.raises(UsageError, match=r"no such local path .*; taken as a Hub id, .* has no such model"):
             resolve_model("org/nope")
+        api.create_repo("org/dataset-like")
+        api.upload_file(path_or_fileobj=b"# notes\n", path_in_repo="README.md", repo_id="org/dataset-like")
+        with pytest.raises(UsageError, match=r"the Hub repository has no config\.json"):
+            resolve_model("org/dataset-like")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the Hub is gone; the cache still holds what was checked
     cached = resolve_model("org/tiny")

@@ -87,11 +87,11 @@ def _resolve_local(name: str, path: Path, role: str) -> ResolvedModel:
 def _resolve_hub(name: str, path: Path, role: str) -> ResolvedModel:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
+        EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
         HFValidationError,
         LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -132,7 +132,7 @@ def _resolve_hub(name: str, path: Path, role: str) -> ResolvedModel:
             f"{taken}, but {endpoint} cannot be reached to check it; retry, or set HF_HUB_OFFLINE=1 to use "
             "the local cache"
         ) from None
-    except RemoteEntryNotFoundError:
+    except EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass: the Hub has no such file
         raise UsageError(f"{taken}, the Hub repository has no config.json: it is not a transformers model") from None
     except (HfHubHTTPError, OSError) as exc:
         raise LabtaxError(f"{taken}, but asking {endpoint} about it failed ({type(exc).__name__}); retry") from None
