@@ -1,4 +1,4 @@
-"""Near-duplicate removal: labtax's MinHash LSH (`labtax.curate.dedup.find_near_duplicates`) at scale,
+"""Near-duplicate removal: labtax's MinHash LSH (`labtax.neardup.find_near_duplicates`) at scale,
 and against an exact pairwise Jaccard scan on a subset.
 
     python benchmarks/dedup.py                       # 200,000 samples, 2 workers, 5,000-sample comparison
@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-from labtax.curate.dedup import find_near_duplicates
-from labtax.curate.text import jaccard, shingles
+from labtax.neardup import find_near_duplicates
+from labtax.text import jaccard, shingles
 
 QUESTIONS = (
     "What does the document say about {}?",

@@ -90,8 +90,9 @@ def process_cpu_s(pid: int) -> float:
 
 
 async def run(url: str, requests: int, concurrency: int, server_pid: int) -> tuple[float, float, float, int]:
+    from labtax.sdg.openai_teacher import OpenAITeacher, TeacherSettings
     from labtax.sdg.prompts import load_prompt
-    from labtax.sdg.teacher import OpenAITeacher, TeacherRequest, TeacherSettings
+    from labtax.sdg.teacher import TeacherRequest
 
     template = load_prompt("instruction_judge")
     batch = [

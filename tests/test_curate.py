@@ -5,6 +5,7 @@ outputs load with `datasets`, and the same inputs and seed give the same bytes."
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -14,17 +15,21 @@ from typing import Any
 import pytest
 
 from labtax.cli import main
+from labtax.config import load_config
 from labtax.curate import CurationConfig, DedupSettings, FilterSettings, MixSettings, SelectSettings, run_curation
-from labtax.curate.dedup import find_near_duplicates
 from labtax.curate.filters import build_filters, first_failure
 from labtax.curate.samples import Candidate
+from labtax.curate.samples import candidate as make_candidate
 from labtax.curate.select import k_center_greedy, ngram_vectors, select_diverse
-from labtax.curate.text import jaccard, normalise, shingles
 from labtax.errors import UsageError
-from labtax.taxonomy.leaf import heldout_pairs
+from labtax.neardup import find_near_duplicates
+from labtax.taxonomy.leaf import Leaf, heldout_pairs
+from labtax.text import jaccard, normalise, shingles
+from labtax.validate import load_leaves
 from test_curate_support import (
     GIT,
     HAIKU,
+    REPO_ROOT,
     TIDES,
     UNITS,
     build_generation,
@@ -61,12 +66,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def candidate(question: str, answer: str, *, leaf: str = TIDES, **metadata: Any) -> Candidate:
-    sample = {
-        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
-        "metadata": metadata,
-    }
-    return Candidate("id", leaf, "knowledge", 1, question, answer, sample)
+@functools.cache
+def tides_leaf() -> Leaf:
+    return next(leaf for leaf in load_leaves(load_config(REPO_ROOT)).leaves if leaf.path == TIDES)
+
+
+def candidate(question: str, answer: str, *, finish_reason: str = "stop") -> Candidate:
+    """A knowledge sample of the tides leaf, as generation writes it."""
+    return make_candidate(row(tides_leaf(), question, answer, finish_reason=finish_reason), TIDES, "knowledge", 1)
 
 
 # --- filters, one at a time ---------------------------------------------------------------------------
@@ -205,7 +212,7 @@ def test_outputs_load_with_datasets(curated: dict[str, Any]) -> None:
         assert len(dataset) == len(read_jsonl(curated["data"] / name))
         assert dataset[0]["messages"][0]["role"] == "user"
     report = load_dataset("json", data_files=str(curated["data"] / "curation.json"), split="train")
-    assert report[0]["format"] == "labtax-curation/1"
+    assert report[0]["format"] == "labtax-curation/2"
     dropped = load_dataset("json", data_files=str(curated["data"] / "dropped.jsonl"), split="train")
     totals = curated["report"]["totals"]
     assert len(dropped) == totals["read"] - totals["kept"]
@@ -297,7 +304,7 @@ def test_selection_trims_a_leaf_over_its_target_and_reports_it(project: Path, tm
     assert "no generated samples" in " ".join(report["notes"])
 
     overridden = dataclasses.replace(config, output_dir=tmp_path / "data8", select=SelectSettings(max_per_leaf=8))
-    assert run_curation(overridden, leaves).totals["kept"] == 8
+    assert run_curation(overridden, leaves).totals.kept == 8
 
 
 def test_selection_with_a_local_embedding_model(project: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -310,7 +317,7 @@ def test_selection_with_a_local_embedding_model(project: Path, tmp_path: Path, t
         taxonomy_root=project / "taxonomy",
         select=SelectSettings(embedding_model=tiny_model_dir),
     )
-    assert run_curation(config, leaves).totals["kept"] == 6
+    assert run_curation(config, leaves).totals.kept == 6
 
 
 def small_project_generation(project: Path, directory: Path, knowledge: int, skills: int) -> list[Any]:
@@ -335,15 +342,15 @@ def test_knowledge_is_upsampled_to_its_minimum_share_and_repeats_are_marked(proj
     skills = len(phase2) - len(replay)
     assert len(replay) == 9 and skills == 27  # 9 / 36 = 0.25
     repeated = [r for r in replay if r["metadata"].get("repeat")]
-    assert len(repeated) == result.mix["phase2_replay_phase1_repeated_rows"] == 5
-    assert result.mix["phase2_replay_phase1_unique_rows"] == 4
+    assert len(repeated) == result.mix.phase2_replay_phase1_repeated_rows == 5
+    assert result.mix.phase2_replay_phase1_unique_rows == 4
     assert any("repeated" in note for note in result.notes)
 
     strict = dataclasses.replace(
         config, output_dir=tmp_path / "strict", mix=dataclasses.replace(mix, allow_repeats=False)
     )
     result = run_curation(strict, leaves)
-    assert result.mix["phase2_replay_phase1_rows"] == 4 and result.mix["phase2_replay_phase1_repeated_rows"] == 0
+    assert result.mix.phase2_replay_phase1_rows == 4 and result.mix.phase2_replay_phase1_repeated_rows == 0
     assert any("below min_knowledge_share" in note for note in result.notes)
 
 
@@ -368,7 +375,7 @@ def test_pinned_external_replay_file(project: Path, tmp_path: Path) -> None:
     result = run_curation(config, leaves)
     report = json.loads(result.files["report"].read_text())
     assert report["inputs"]["replay:general_chat.jsonl"] == digest
-    assert result.mix["phase2_replay_external_rows"] == 5
+    assert result.mix.phase2_replay_external_rows == 5
     external_rows = [
         r for r in read_jsonl(tmp_path / "data" / "phase2_skills.jsonl") if r["metadata"].get("replay") == "external"
     ]
@@ -479,5 +486,5 @@ def test_a_phase_without_rows_is_not_written(project: Path, tmp_path: Path) -> N
     assert set(result.files) == {"phase2", "report"}
     assert any("phase1_knowledge.jsonl not written" in note for note in result.notes)
     report = json.loads(result.files["report"].read_text())
-    assert report["outputs"]["phase1_knowledge.jsonl"] == {"rows": 0, "sha256": None}
+    assert report["outputs"]["phase1_knowledge.jsonl"] == {"rows": 0}  # no file, so no hash
     assert report["mix"]["phase2_rows"] == 6 and report["mix"]["phase2_replay_phase1_rows"] == 0

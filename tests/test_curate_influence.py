@@ -14,8 +14,19 @@ import pytest
 
 from labtax.curate import CurationConfig, InfluenceSettings, run_curation
 from labtax.curate.influence import ReferenceExample, encode_exchange, score_candidates
-from labtax.curate.samples import GeneratedLeaf, read_samples
-from test_curate_support import TIDES, UNITS, knowledge_rows, make_project, project_leaves, unit_rows, write_generation
+from labtax.curate.samples import candidate, read_candidates
+from labtax.records.generation import read_generation_index
+from labtax.records.sample import QUESTION
+from test_curate_support import (
+    TIDES,
+    UNITS,
+    knowledge_rows,
+    make_project,
+    one_request,
+    project_leaves,
+    unit_rows,
+    write_generation,
+)
 
 SETTINGS = {"reference_size": 4, "max_tokens": 96, "learning_rate": 0.05}
 
@@ -64,15 +75,15 @@ def test_influence_drops_unhelpful_samples_exports_pairs_and_resumes(
     assert len(read_jsonl(data / "influence_journal.jsonl")) == 10, "resumed from the journal, nothing rescored"
     report = json.loads((data / "curation.json").read_text())
     dropped = report["drops"]["influence"]["reasons"]["not-helpful"]["count"]
-    assert dropped == sum(1 for s in scores if s <= bar) and second.totals["kept"] == 10 - dropped
+    assert dropped == sum(1 for s in scores if s <= bar) and second.totals.kept == 10 - dropped
 
     pairs = read_jsonl(data / "preference_pairs.jsonl")
     assert pairs and report["influence"]["preference_pairs"] == len(pairs)
     for pair in pairs:
         meta = pair["metadata"]
         assert meta["chosen_influence"] > bar >= meta["rejected_influence"]
-        assert meta["leaf"] in (TIDES, UNITS) and meta["leaf"].rsplit("/", 1)[0] in pair["prompt"][0]["content"]
-        assert pair["chosen"][0]["content"].startswith("Question: ")
+        assert meta["leaf"] in (TIDES, UNITS) and pair["prompt"][0]["role"] == "system"
+        assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
 
     from datasets import load_dataset
 
@@ -82,19 +93,9 @@ def test_influence_drops_unhelpful_samples_exports_pairs_and_resumes(
 
 def test_weights_are_restored_between_candidates(setup: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
     leaves = {leaf.path: leaf for leaf in setup["leaves"]}
-    entry = GeneratedLeaf(
-        UNITS,
-        "",
-        "",
-        "freeform_skill",
-        "",
-        "",
-        next((setup["base"] / "gen").glob("leaves/*/samples.jsonl")).relative_to(setup["base"] / "gen").as_posix(),
-        "generated",
-        5,
-        5,
-    )
-    candidates, _ = read_samples(setup["base"] / "gen", entry)
+    entry = read_generation_index(setup["base"] / "gen").entry(UNITS)
+    assert entry is not None
+    candidates, _ = read_candidates(setup["base"] / "gen", entry)
     reference = [
         ReferenceExample(UNITS, ({"role": "user", "content": p.question}, {"role": "assistant", "content": p.answer}))
         for p in leaves[UNITS].qna_pairs[:3]
@@ -122,44 +123,48 @@ def test_long_prompts_are_cut_from_the_start_so_the_answer_is_learned(tiny_model
     assert learned.startswith("The sea rising.")
 
 
-def test_pairs_are_made_per_teacher_prompt_best_against_worst() -> None:
+def test_pairs_are_made_per_teacher_prompt_best_against_worst(setup: dict[str, Any]) -> None:
     from labtax.curate.influence import preference_pairs
     from labtax.curate.settings import InfluenceSettings as Settings
 
-    def scored(sample_id: str, group: str, influence: float, **metadata: Any) -> Any:
-        from labtax.curate.samples import Candidate
-
-        row = {
-            "messages": [
-                {"role": "user", "content": f"Q {sample_id}"},
-                {"role": "assistant", "content": f"A {sample_id}"},
-            ]
-        }
-        row["metadata"] = metadata
-        candidate = Candidate(sample_id, TIDES, "knowledge", 1, f"Q {sample_id}", f"A {sample_id}", row, group)
-        candidate.influence = influence
-        return candidate
-
-    candidates = [
-        scored("a1", f"{TIDES}#0", 0.3),
-        scored("a2", f"{TIDES}#0", -0.2),
-        scored("a3", f"{TIDES}#0", 0.1),
-        scored("a4", f"{TIDES}#0", -0.5),
-        scored(
-            "b1", f"{TIDES}#1", 0.2, teacher_prompt="Write a question about neap tides.", teacher_output="Q: x\nA: y"
-        ),
-        scored("b2", f"{TIDES}#1", 0.0),
-        scored("c1", f"{TIDES}#2", 0.4),  # no unhelpful candidate in this group: no pair
+    tides = next(leaf for leaf in setup["leaves"] if leaf.path == TIDES)
+    facts = [
+        "Tides rise and fall twice a day.",
+        "Spring tides follow new and full moons.",
+        "Neap tides follow the quarter moons.",
+        "The Moon's pull is about twice the Sun's.",
     ]
-    pairs = preference_pairs(candidates, {TIDES: "generic prompt"}, Settings(pairs_per_prompt=2))
-    ids = [(p["metadata"]["chosen_sample_id"], p["metadata"]["rejected_sample_id"]) for p in pairs]
-    assert ids == [("a1", "a4"), ("a3", "a2"), ("b1", "b2")]
-    assert pairs[0]["prompt"][0]["content"] == "generic prompt"
-    assert pairs[2]["prompt"][0]["content"] == "Write a question about neap tides."
-    assert (
-        pairs[2]["chosen"][0]["content"] == "Q: x\nA: y"
-        and pairs[2]["rejected"][0]["content"] == "Question: Q b2\nAnswer: A b2"
-    )
+
+    def request(*influences: float) -> list[Any]:
+        """Candidates proposed by one teacher request (one knowledge_qa answer), with their influence."""
+        pairs = [(f"Which fact is number {i} of {influences}?", facts[i % len(facts)]) for i in range(len(influences))]
+        made = [candidate(s, TIDES, "knowledge", n) for n, s in enumerate(one_request(tides, pairs), start=1)]
+        for c, influence in zip(made, influences, strict=True):
+            c.influence = influence
+        return made
+
+    first, second, third = request(0.3, -0.2, 0.1, -0.5), request(0.2, 0.0), request(0.4)  # third: nothing bad
+    pairs = preference_pairs([*first, *second, *third], Settings(pairs_per_prompt=2))
+    by_group = {}
+    for pair in pairs:
+        by_group.setdefault(pair.metadata.group, []).append(pair)
+    assert len(by_group) == 2 and len(pairs) == 3
+    ids = {(p.metadata.chosen_sample_id, p.metadata.rejected_sample_id) for p in pairs}
+    assert ids == {
+        (first[0].sample_id, first[3].sample_id),
+        (first[2].sample_id, first[1].sample_id),
+        (second[0].sample_id, second[1].sample_id),
+    }
+    for group, made in ((first[0].group, first), (second[0].group, second)):
+        asked = made[0].sample.metadata.exchange_that_wrote(QUESTION)
+        assert asked is not None
+        for pair in by_group[group]:
+            assert pair.prompt == asked.messages  # the prompt the teacher was sent, as generation recorded it
+            assert pair.metadata.prompt_stage == "knowledge_qa"
+            chosen = next(c for c in made if c.sample_id == pair.metadata.chosen_sample_id)
+            assert json.loads(pair.chosen[0].content) == {
+                "pairs": [{"question": chosen.question, "answer": chosen.answer}]
+            }
 
 
 def test_cli_influence(

@@ -1,20 +1,34 @@
 """Fixtures for the curation tests (no tests here): a small real taxonomy copied from the repository,
-and a generation directory in the layout `labtax generate` writes (docs/architecture.md), filled with
-realistic, varied samples plus the junk each curation step must catch."""
+and a generation directory written through the records' own writers (labtax.records), filled with
+realistic, varied samples plus the junk each curation step must catch.
+
+The teacher can be made to write that junk only by chance, so these samples are built here; but every
+field generation would write is filled as generation fills it: the prompts are the real templates
+rendered with the leaf's own training seeds, the outputs follow the templates' schemas, and the ids and
+cache keys are computed as generation computes them. End-to-end tests that run generation itself are in
+tests/test_generate_curate.py.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from labtax.config import load_config
-from labtax.taxonomy.leaf import Leaf, heldout_pairs
+from labtax.records.generation import COMPLETE, GeneratedLeaf, GenerationIndex, write_generation_index
+from labtax.records.sample import ANSWER, QUESTION, Message, Sample, SampleMetadata, TeacherExchange, samples_bytes
+from labtax.sdg.params import SCORE_KEYS, GenerationParams, pipeline_for
+from labtax.sdg.plan import cache_key
+from labtax.sdg.prompts import load_prompt
+from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
 from labtax.validate import load_leaves
+
+TEACHER = "fake-teacher"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIDES = "knowledge/science/oceanography/ocean_tides/qna.yaml"
@@ -43,19 +57,87 @@ def project_leaves(root: Path) -> list[Leaf]:
     return result.leaves
 
 
-def row(leaf: Leaf, question: str, answer: str, **metadata: Any) -> dict[str, Any]:
-    return {
-        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
-        "metadata": {
-            "leaf": leaf.path,
-            "leaf_hash": leaf.leaf_hash,
-            "pipeline": "knowledge" if leaf.branch == "knowledge" else "freeform",
-            "prompt_version": "1",
-            "teacher": "test-teacher",
-            "scores": {"faithfulness": 2, "relevance": 2},
-            **metadata,
-        },
-    }
+def exchange(
+    leaf: Leaf, stage: str, values: dict[str, object], items: list[object], wrote: tuple[str, ...], finish: str
+) -> list[TeacherExchange]:
+    """One teacher request as generation records it, once per item of its answer: the real template
+    rendered with the leaf's training seeds as examples, an answer in the template's schema holding every
+    item, the request's key, and each sample's own item as a one-item answer."""
+    template = load_prompt(stage)
+    seeds = training_seeds(leaf)
+    shown = [(str(n), f"- {seed.qna[0].question}") for n, seed in enumerate(seeds, start=1)][:3]
+    with_examples = "examples" in template.user
+    rendered = {**values, "examples": "\n\n".join(text for _, text in shown)} if with_examples else values
+    messages = template.render(**rendered)
+    key = hashlib.sha256(json.dumps([stage, messages], ensure_ascii=False).encode()).hexdigest()[:24]
+    name = next(iter(template.schema["properties"]))
+    array = template.schema["properties"][name]["type"] == "array"
+    output = json.dumps({name: items if array else items[0]}, ensure_ascii=False)
+    return [
+        TeacherExchange(
+            stage=stage,
+            request_id=key,
+            messages=tuple(Message(role, content) for role, content in messages),
+            output=output,
+            finish_reason=finish,
+            seed_ids=tuple(seed for seed, _ in shown) if with_examples else (),
+            wrote=wrote,
+            item_output=json.dumps({name: [item] if array else item}, ensure_ascii=False),
+        )
+        for item in items
+    ]
+
+
+def one_request(leaf: Leaf, pairs: list[tuple[str, str]], *, finish_reason: str = "stop") -> list[Sample]:
+    """Samples of `leaf` proposed by one teacher request, as its pipeline writes them: knowledge, one
+    question-answer request for all of them; skills, one instruction request, then a response each."""
+    pipeline = pipeline_for(leaf)
+    if leaf.kind is LeafKind.KNOWLEDGE:
+        values = {
+            "domain": leaf.domain,
+            "outline": leaf.document_outline,
+            "chunk": " ".join(a for _, a in pairs),
+            "count": len(pairs),
+        }
+        items: list[object] = [{"question": q, "answer": a} for q, a in pairs]
+        made = [(e,) for e in exchange(leaf, "knowledge_qa", values, items, (QUESTION, ANSWER), finish_reason)]
+        scores = {"faithfulness": 1, "relevance": 3, "question_quality": 3}
+    else:
+        task = {"task_description": leaf.task_description, "count": len(pairs)}
+        proposed = exchange(leaf, "freeform_instructions", task, [q for q, _ in pairs], (QUESTION,), "stop")
+        made = []
+        for (question, answer), asked in zip(pairs, proposed, strict=True):
+            respond = {"task_description": leaf.task_description, "context_block": "", "instruction": question}
+            made.append((asked, *exchange(leaf, "response", respond, [answer], (ANSWER,), finish_reason)))
+        scores = {"instruction": 1, "pair": 3}
+    return [
+        Sample(
+            messages=(Message("user", question), Message("assistant", answer)),
+            metadata=SampleMetadata(
+                leaf=leaf.path,
+                leaf_hash=leaf.leaf_hash,
+                pipeline=pipeline.name,
+                prompt_version=pipeline.prompt_version,
+                teacher=TEACHER,
+                scores={key: scores.get(key, -1) for key in SCORE_KEYS},
+                exchanges=exchanges,
+            ),
+        )
+        for (question, answer), exchanges in zip(pairs, made, strict=True)
+    ]
+
+
+def row(leaf: Leaf, question: str, answer: str, *, finish_reason: str = "stop") -> Sample:
+    return one_request(leaf, [(question, answer)], finish_reason=finish_reason)[0]
+
+
+def in_requests(leaf: Leaf, pairs: list[tuple[str, str]], per_request: int) -> list[Sample]:
+    """Samples proposed `per_request` at a time, as generation's requests propose them."""
+    return [s for i in range(0, len(pairs), per_request) for s in one_request(leaf, pairs[i : i + per_request])]
+
+
+def with_answer(sample: Sample, answer: str) -> Sample:
+    return replace(sample, messages=(*sample.messages[:-1], Message("assistant", answer)))
 
 
 def document_sentences(root: Path, leaf_path: str) -> list[str]:
@@ -75,17 +157,16 @@ QUESTION_OPENERS = (
 )
 
 
-def knowledge_rows(root: Path, leaf: Leaf, count: int, rng: random.Random) -> list[dict[str, Any]]:
+def knowledge_rows(root: Path, leaf: Leaf, count: int, rng: random.Random) -> list[Sample]:
     """One or two consecutive document sentences per answer: factual, varied, in English."""
     sentences = document_sentences(root, leaf.path)
-    rows = []
+    pairs = []
     for index in range(count):
         start = (index * 2) % (len(sentences) - 1)
         answer = sentences[start] if index % 3 else f"{sentences[start]} {sentences[start + 1]}"
         subject = " ".join(re.sub(r"[^\w\s-]", "", sentences[start]).split()[2:7]).lower()
-        question = f"{QUESTION_OPENERS[index % len(QUESTION_OPENERS)]} {subject}?"
-        rows.append(row(leaf, question, answer))
-    return rows
+        pairs.append((f"{QUESTION_OPENERS[index % len(QUESTION_OPENERS)]} {subject}?", answer))
+    return in_requests(leaf, pairs, 3)
 
 
 SUBJECTS = (
@@ -140,13 +221,13 @@ LAST_LINES = (
 )
 
 
-def haiku_rows(leaf: Leaf, count: int, rng: random.Random) -> list[dict[str, Any]]:
-    rows = []
+def haiku_rows(leaf: Leaf, count: int, rng: random.Random) -> list[Sample]:
+    pairs = []
     for index in range(count):
         subject = SUBJECTS[index % len(SUBJECTS)]
         lines = (rng.choice(FIRST_LINES), rng.choice(MIDDLE_LINES), rng.choice(LAST_LINES))
-        rows.append(row(leaf, f"Write a haiku about {subject}.", "\n".join(lines).capitalize() + "."))
-    return rows
+        pairs.append((f"Write a haiku about {subject}.", "\n".join(lines).capitalize() + "."))
+    return in_requests(leaf, pairs, 5)
 
 
 CONVERSIONS = (
@@ -171,15 +252,15 @@ PHRASINGS = (
 )
 
 
-def unit_rows(leaf: Leaf, count: int, rng: random.Random) -> list[dict[str, Any]]:
-    rows = []
+def unit_rows(leaf: Leaf, count: int, rng: random.Random) -> list[Sample]:
+    pairs = []
     for index in range(count):
         a, b, factor = CONVERSIONS[index % len(CONVERSIONS)]
         question, answer = PHRASINGS[(index // len(CONVERSIONS)) % len(PHRASINGS)]
         value = rng.randint(2, 950)
         fields = {"v": value, "a": a, "b": b, "f": factor, "r": f"{value * factor:.2f}"}
-        rows.append(row(leaf, question.format(**fields), answer.format(**fields)))
-    return rows
+        pairs.append((question.format(**fields), answer.format(**fields)))
+    return in_requests(leaf, pairs, 5)
 
 
 @dataclass
@@ -192,16 +273,16 @@ class Generation:
     good_rows: int = 0
 
 
-def junk_rows(leaves: dict[str, Leaf], root: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+def junk_rows(leaves: dict[str, Leaf], root: Path) -> tuple[dict[str, list[Sample]], dict[str, int]]:
     """Rows each curation step must catch, by leaf, and the drop reason each one must get."""
     tides, units, haiku = leaves[TIDES], leaves[UNITS], leaves[HAIKU]
     sentence = document_sentences(root, TIDES)[5]
     held_out_tide = heldout_pairs(tides)[0][1]
     held_out_unit = heldout_pairs(units)[0][1]
-    by_leaf: dict[str, list[dict[str, Any]]] = {TIDES: [], UNITS: [], HAIKU: []}
+    by_leaf: dict[str, list[Sample]] = {TIDES: [], UNITS: [], HAIKU: []}
     expected: dict[str, int] = {}
 
-    def add(leaf: str, reason: str, sample: dict[str, Any]) -> None:
+    def add(leaf: str, reason: str, sample: Sample) -> None:
         by_leaf[leaf].append(sample)
         expected[reason] = expected.get(reason, 0) + 1
 
@@ -322,46 +403,44 @@ def junk_rows(leaves: dict[str, Leaf], root: Path) -> tuple[dict[str, list[dict[
     long_held_out = next(pair.question for _, pair in heldout_pairs(tides) if len(pair.question.split()) >= 8)
     quiz = f"Here is a quiz question from the tides unit. {long_held_out} Answer it briefly."
     add(TIDES, "decontamination/contains", row(tides, quiz, "It depends on the coast and the local basin shape."))
-    add(TIDES, "malformed/malformed", {"messages": "not a list"})
     return by_leaf, expected
 
 
 def write_generation(
     directory: Path,
     leaves: list[Leaf],
-    rows_by_leaf: dict[str, list[dict[str, Any]]],
+    rows_by_leaf: dict[str, list[Sample]],
     *,
     targets: dict[str, int] | None = None,
-    statuses: dict[str, str] | None = None,
     raw_lines: dict[str, list[str]] | None = None,
 ) -> Path:
-    """Write generation.json and leaves/<key>/samples.jsonl as `labtax generate` does."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """generation.json and leaves/<key>/samples.jsonl, through the records' writers, as `labtax generate`
+    leaves them; `raw_lines` are appended to a leaf's file as they are (damaged lines)."""
     entries = []
     for leaf in sorted(leaves, key=lambda item: item.path):
-        key = leaf.leaf_hash[:24]
+        target = (targets or {}).get(leaf.path, 100)
+        key = cache_key(leaf, TEACHER, GenerationParams(target=target))
         samples = f"leaves/{key}/samples.jsonl"
         rows = rows_by_leaf.get(leaf.path, [])
         (directory / samples).parent.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps(r, ensure_ascii=False) for r in rows] + (raw_lines or {}).get(leaf.path, [])
-        (directory / samples).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        damaged = "".join(line + "\n" for line in (raw_lines or {}).get(leaf.path, []))
+        (directory / samples).write_bytes(samples_bytes(rows) + damaged.encode("utf-8"))
         entries.append(
-            {
-                "leaf": leaf.path,
-                "leaf_hash": leaf.leaf_hash,
-                "branch": leaf.branch,
-                "kind": str(leaf.kind),
-                "pipeline": "knowledge" if leaf.branch == "knowledge" else "freeform",
-                "cache_key": key,
-                "samples": samples,
-                "rejected": f"leaves/{key}/rejected.jsonl",
-                "status": (statuses or {}).get(leaf.path, "generated"),
-                "kept": len(rows),
-                "target": (targets or {}).get(leaf.path, 100),
-            }
+            GeneratedLeaf(
+                leaf=leaf.path,
+                leaf_hash=leaf.leaf_hash,
+                branch=leaf.branch,
+                kind=str(leaf.kind),
+                pipeline=pipeline_for(leaf).name,
+                cache_key=key,
+                samples=samples,
+                rejected=f"leaves/{key}/rejected.jsonl",
+                status=COMPLETE,
+                kept=len(rows),
+                target=target,
+            )
         )
-    index = {"format": "labtax-generation/1", "teacher": "test-teacher", "leaves": entries}
-    (directory / "generation.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    write_generation_index(directory, GenerationIndex(TEACHER, tuple(entries)))
     return directory
 
 
@@ -370,7 +449,7 @@ def build_generation(root: Path, directory: Path, *, good_per_leaf: int = 24, se
     leaves = project_leaves(root)
     by_path = {leaf.path: leaf for leaf in leaves}
     rng = random.Random(seed)
-    rows: dict[str, list[dict[str, Any]]] = {
+    rows: dict[str, list[Sample]] = {
         TIDES: knowledge_rows(root, by_path[TIDES], good_per_leaf, rng),
         GIT: knowledge_rows(root, by_path[GIT], good_per_leaf, rng),
         HAIKU: haiku_rows(by_path[HAIKU], good_per_leaf // 2, rng),
@@ -380,18 +459,17 @@ def build_generation(root: Path, directory: Path, *, good_per_leaf: int = 24, se
     junk, expected = junk_rows(by_path, root)
     # An exact duplicate (case and punctuation differ) and a near duplicate (a few words changed).
     original = rows[GIT][3]
-    exact = json.loads(json.dumps(original))
-    exact["messages"][1]["content"] = original["messages"][1]["content"].upper().replace(".", " !")
-    near = json.loads(json.dumps(rows[GIT][4]))
-    answer_words = near["messages"][1]["content"].split()
+    exact = with_answer(original, original.answer.upper().replace(".", " !"))
+    answer_words = rows[GIT][4].answer.split()
     answer_words[len(answer_words) // 2] = "notably"
-    near["messages"][1]["content"] = " ".join(answer_words)
+    near = with_answer(rows[GIT][4], " ".join(answer_words))
     rows[GIT] += [exact, near]
     expected["exact-duplicate/exact"] = 1
     expected["near-duplicate/near"] = 1
-    malformed = junk[TIDES].pop()  # written as a raw line below, after the valid rows
     for leaf, extra in junk.items():
         rows[leaf] += extra
-    write_generation(directory, leaves, rows, raw_lines={TIDES: [json.dumps(malformed), "{not json"]})
+    # Damaged lines (a killed writer, a hand edit): written as they are, after the valid rows.
+    malformed = json.dumps({"messages": "not a list", "metadata": {"format": "labtax-sample/1"}})
+    write_generation(directory, leaves, rows, raw_lines={TIDES: [malformed, "{not json"]})
     expected["malformed/malformed"] = 2
     return Generation(directory, leaves, expected, good)

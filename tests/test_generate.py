@@ -48,8 +48,14 @@ def generate(url: str, out: Path, *extra: str) -> int:
 
 def index(out: Path) -> dict[str, dict]:
     data = json.loads((out / "generation.json").read_text())
-    assert data["format"] == "labtax-generation/1" and data["teacher"] == "fake-teacher"
+    assert data["format"] == "labtax-generation/2" and data["teacher"] == "fake-teacher"
     return {entry["leaf"]: entry for entry in data["leaves"]}
+
+
+def outcomes(out: Path) -> dict[str, str]:
+    """What the latest run did per leaf (generated, cached, incomplete, missing)."""
+    latest = sorted((out / "runs").glob("*.json"))[-1]
+    return {row["leaf"]: row["outcome"] for row in json.loads(latest.read_text())["leaves"]}
 
 
 def samples(out: Path, entry: dict) -> list[dict]:
@@ -62,21 +68,25 @@ def test_generate_then_rerun_sends_zero_requests(project: Path, capsys: pytest.C
         assert generate(server.url, out, "--target", "6") == 0
         first = server.chat_requests
         entries = index(out)
-        assert {e["status"] for e in entries.values()} == {"generated"}
+        assert {e["status"] for e in entries.values()} == {"complete"}
+        assert set(outcomes(out).values()) == {"generated"}
         assert {e["kind"] for e in entries.values()} == {"knowledge", "freeform_skill", "grounded_skill"}
         for entry in entries.values():
             assert entry["kept"] == entry["target"] == 6
             rows = samples(out, entry)
             assert len(rows) == 6
             assert all(r["metadata"]["leaf_hash"] == entry["leaf_hash"] for r in rows)
-            assert set(rows[0]["metadata"]) == {"leaf", "leaf_hash", "pipeline", "prompt_version", "teacher", "scores"}
+            assert set(rows[0]["metadata"]) == {
+                "format", "leaf", "leaf_hash", "pipeline", "prompt_version", "teacher", "scores", "exchanges"
+            }  # fmt: skip
             assert not (out / "leaves" / entry["cache_key"] / "journal.jsonl").exists()
         assert first > 0 and server.state.stages["knowledge_qa"] > 0 and server.state.stages["grounded_contexts"] > 0
         capsys.readouterr()
 
         assert generate(server.url, out, "--target", "6") == 0
         assert server.chat_requests == first  # nothing changed: zero requests
-        assert {e["status"] for e in index(out).values()} == {"cached"}
+        assert {e["status"] for e in index(out).values()} == {"complete"}
+        assert set(outcomes(out).values()) == {"cached"}
         runs = sorted((out / "runs").glob("*.json"))
         assert len(runs) == 2 and json.loads(runs[-1].read_text())["sent"] == 0
 
@@ -86,7 +96,7 @@ def test_generate_then_rerun_sends_zero_requests(project: Path, capsys: pytest.C
             leaf.read_text().replace("Write a haiku about autumn rain.", "Write a haiku about spring rain.")
         )
         assert generate(server.url, out, "--target", "6") == 0
-        statuses = {path: e["status"] for path, e in index(out).items()}
+        statuses = outcomes(out)
         assert statuses[f"{LEAVES[0]}/qna.yaml"] == "generated"
         assert sorted(statuses.values()).count("cached") == 3
         assert set(server.state.stages) >= {"freeform_instructions"}
@@ -146,9 +156,35 @@ def test_base_limits_generation_to_changed_leaves(project: Path) -> None:
     git(project, "commit", "-q", "-am", "change one leaf")
     with running_server() as server:
         assert generate(server.url, out, "--target", "3", "--base", "main") == 0
-        statuses = {path: e["status"] for path, e in index(out).items()}
+        statuses = outcomes(out)
+        assert {e["status"] for e in index(out).values()} == {"complete", "missing"}
     assert statuses.pop(f"{LEAVES[2]}/qna.yaml") == "generated"
     assert set(statuses.values()) == {"missing"}
+
+
+def test_an_invalid_leaf_never_refuses_generation_of_the_valid_ones(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12: an old error in an unrelated leaf used to refuse `generate --base` altogether."""
+    out = project / "gen"
+    haiku = project / "taxonomy" / LEAVES[0] / "qna.yaml"
+    haiku.write_text(haiku.read_text().replace("created_by:", "created_by: [a, list]\nold_key:", 1))
+    git(project, "commit", "-q", "-am", "an old problem on main")
+    git(project, "checkout", "-q", "-b", "topic")
+    changed = project / "taxonomy" / LEAVES[2] / "qna.yaml"
+    changed.write_text(changed.read_text().replace("Convert quantities", "Convert physical quantities", 1))
+    broken = project / "taxonomy" / LEAVES[1] / "qna.yaml"
+    broken.write_text(broken.read_text().replace("created_by:", "created_by: [x]\nnot_a_key:", 1))
+    git(project, "commit", "-q", "-am", "one good change, one bad")
+    with running_server() as server:
+        assert generate(server.url, out, "--target", "3", "--base", "main") == 1
+        err = capsys.readouterr().err
+        statuses = {path: e["status"] for path, e in index(out).items()}
+    assert statuses[f"{LEAVES[2]}/qna.yaml"] == "complete"  # what GEN holds
+    assert f"skipped {LEAVES[1]}/qna.yaml: it has validation errors" in err
+    assert "[wrong-type]" in err and "[unknown-key]" in err
+    assert "1 other invalid leaves are not planned" in err  # the old haiku problem: counted, not blocking
+    assert LEAVES[0] not in err
 
 
 def test_bad_configuration_fails_before_any_request(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -164,11 +200,12 @@ def test_bad_configuration_fails_before_any_request(project: Path, capsys: pytes
         assert main(["generate", "-o", str(out), "--teacher-url", "localhost", "--teacher-model", "m"]) == 2
         assert "not an http(s) URL" in capsys.readouterr().err
         assert generate(server.url, out, "--all", "--base", "main") == 2
-        # A knowledge document that no longer matches its pin: an error naming the leaf, nothing sent.
+        # A knowledge document that no longer matches its pin: the leaf is skipped, its error listed.
         (project / "documents" / "ocean_tides" / "extra.md").write_text("new text\n")
-        assert generate(server.url, out) != 0
+        assert generate(server.url, out, "--dry-run") == 1
         err = capsys.readouterr().err
-        assert "ocean_tides/qna.yaml: the documents in 'documents/ocean_tides' are not the pinned" in err
+        assert "skipped knowledge/science/oceanography/ocean_tides/qna.yaml: it has validation errors" in err
+        assert "[document-check] the documents in 'documents/ocean_tides' are not the pinned ones" in err
         assert server.chat_requests == 0
     (project / "documents" / "ocean_tides" / "extra.md").unlink()
     assert generate("http://127.0.0.1:9/v1", out) == 2
@@ -204,9 +241,9 @@ def test_a_leaf_short_of_its_target_is_reported(project: Path, capsys: pytest.Ca
 
 def test_transport_failures_are_asked_again_by_the_next_run(project: Path) -> None:
     from labtax.config import load_config
-    from labtax.sdg.pipelines import GenerationParams
-    from labtax.sdg.run import TeacherSpec
+    from labtax.sdg.params import GenerationParams
     from labtax.sdg.run import generate as generate_leaves
+    from labtax.sdg.teacher_spec import TeacherSpec
     from labtax.validate import load_leaves
 
     out = project / "gen"
@@ -220,7 +257,7 @@ def test_transport_failures_are_asked_again_by_the_next_run(project: Path) -> No
         spec = TeacherSpec("fake-teacher", server.url)
         result = generate_leaves(leaves, spec, out, params=params, project_root=project)
         assert server.chat_requests > 0 and not result.incomplete
-    assert {e["status"] for e in index(out).values()} == {"generated"}
+    assert {e["status"] for e in index(out).values()} == {"complete"} and set(outcomes(out).values()) == {"generated"}
 
 
 def test_local_teacher_runs_the_pipelines_offline(
@@ -309,7 +346,7 @@ def test_kill_9_then_resume_repeats_no_request_and_duplicates_no_sample(project:
     got, want = index(out), index(reference)
     assert got.keys() == want.keys()
     for path, entry in got.items():
-        assert entry["status"] in ("generated", "cached") and entry["cache_key"] == want[path]["cache_key"]
+        assert entry["status"] == "complete" and entry["cache_key"] == want[path]["cache_key"]
         rows = samples(out, entry)
         assert rows == samples(reference, want[path])  # same samples, none twice
         assert len({json.dumps(r["messages"]) for r in rows}) == len(rows)

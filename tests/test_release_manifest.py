@@ -9,19 +9,23 @@ from pathlib import Path
 import pytest
 
 from labtax.errors import LabtaxError
-from labtax.release.card import CardOptions, build_model_card
-from labtax.release.manifest import (
+from labtax.records.release import (
     DataFile,
     HubTarget,
     LeafRecord,
+    ReleaseEvaluation,
+    ReleaseGate,
     ReleaseManifest,
+    read_manifest,
+    write_manifest,
+)
+from labtax.release.card import CardOptions, build_model_card
+from labtax.release.manifest import (
     check_version,
     compare_leaves,
     hash_data_files,
     leaves_fingerprint,
-    read_manifest,
     version_key,
-    write_manifest,
 )
 
 
@@ -38,7 +42,11 @@ def sample_manifest() -> ReleaseManifest:
         teacher="teacher-model",
         base_model="org/base-model",
         hyperparameters={"learning_rate": 2e-5, "epochs": 2},
-        evaluation={"overall": {"rougeL": 0.42, "heldout_loss": 1.5}, "gate": {"passed": True, "reason": "beats base"}},
+        evaluation=ReleaseEvaluation(
+            overall={"heldout_loss": 1.5, "token_f1": 0.42},
+            baseline={"heldout_loss": 1.9, "token_f1": 0.30},
+            gate=ReleaseGate(passed=True, status="pass", reason="pass", previous="history/v1.0.0/eval.json"),
+        ),
         hub=HubTarget("org/student", "v1.1.0", revision="b" * 40),
     )
 
@@ -115,15 +123,15 @@ def test_the_model_card_has_model_index_changed_leaves_with_links_and_provenance
     assert data["base_model"] == "org/base-model" and data["license"] == "apache-2.0"
     assert data["datasets"] == ["org/student-data"]
     results = {r.metric_type: r.metric_value for r in reparsed.data.eval_results}
-    assert results == {"rougeL": 0.42, "heldout_loss": 1.5}
+    assert results == {"token_f1": 0.42, "heldout_loss": 1.5}
     link = f"https://github.com/org/tax/blob/{'a' * 40}/taxonomy/knowledge/science/tides/qna.yaml"
     text = reparsed.text
     assert f"**Added** (1):\n- [`knowledge/science/tides/qna.yaml`]({link})" in text
     assert "**Changed** (1):\n- [`compositional_skills/writing/haiku/qna.yaml`]" in text
     assert "**Deleted** (1):\n- `gone/qna.yaml`" in text
     assert "since v1.0.0" in text and "teacher `teacher-model`" in text and "3" * 64 in text
-    assert "## Intended use" in text and "Release gate against the previous release: passed (beats base)" in text
-    assert "| rougeL | 0.42 |  |" in text
+    assert "## Intended use" in text and "Release gate against the previous release: passed" in text
+    assert "| token_f1 | 0.42 | 0.3 |" in text
 
 
 def test_a_local_base_model_is_not_claimed_as_a_hub_model(tmp_path: Path) -> None:

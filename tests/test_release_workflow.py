@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 import yaml
 
 from conftest import REPO_ROOT
@@ -40,7 +41,7 @@ def test_gpu_runner_release_environment_least_privilege_and_no_overlap() -> None
     document = workflow()
     assert document["permissions"] == {}
     assert job()["permissions"] == {"contents": "write"}
-    assert job()["runs-on"] == ["self-hosted", "gpu"]
+    assert job()["runs-on"] == {"group": "labtax-release", "labels": ["self-hosted", "gpu"]}
     assert job()["environment"] == "release"
     assert document["concurrency"] == {"group": "release", "cancel-in-progress": False}
     assert step("Check out")["with"]["persist-credentials"] is False
@@ -76,3 +77,134 @@ def test_eval_and_manifest_are_uploaded_even_when_the_gate_fails_and_notes_make_
     github_release = step("GitHub release")
     assert '--notes-file "$RELEASE_DIR/notes.md"' in github_release["run"]
     assert github_release["env"] == {"GH_TOKEN": "${{ github.token }}"}
+
+
+# --- who can reach the GPU runner (docs/security.md) ---------------------------------------------
+
+
+def evaluate(expression: str, context: dict[str, Any]) -> Any:
+    """The subset of GitHub's expression language the job's `if:` uses: property paths, string
+    literals, ==, !=, &&, ||, !, parentheses, startsWith() and format(); a missing property is ''."""
+    tokens = re.findall(r"\s*(&&|\|\||==|!=|[()!,]|'[^']*'|[A-Za-z_][\w.-]*)", expression)
+    assert "".join(tokens).replace(" ", "") == re.sub(r"\s+", "", expression), "unsupported syntax"
+    position = 0
+
+    def peek() -> str | None:
+        return tokens[position].strip() if position < len(tokens) else None
+
+    def take() -> str:
+        nonlocal position
+        position += 1
+        return tokens[position - 1].strip()
+
+    def primary() -> Any:
+        token = take()
+        if token == "(":
+            value = either()
+            assert take() == ")"
+            return value
+        if token == "!":
+            return not primary()
+        if token.startswith("'"):
+            return token[1:-1]
+        if peek() == "(":
+            take()
+            arguments = [either()]
+            while peek() == ",":
+                take()
+                arguments.append(either())
+            assert take() == ")"
+            if token == "startsWith":
+                return str(arguments[0]).lower().startswith(str(arguments[1]).lower())
+            if token == "format":
+                return re.sub(r"\{(\d+)\}", lambda m: str(arguments[1 + int(m.group(1))]), str(arguments[0]))
+            raise AssertionError(f"unsupported function {token}")
+        value: Any = context
+        for part in token.split("."):
+            value = value.get(part, "") if isinstance(value, dict) else ""
+        return value
+
+    def comparison() -> Any:
+        left = primary()
+        while peek() in ("==", "!="):
+            operator, right = take(), primary()
+            left = (str(left).lower() == str(right).lower()) == (operator == "==")
+        return left
+
+    def both() -> Any:
+        left = comparison()
+        while peek() == "&&":
+            take()
+            right = comparison()
+            left = left and right
+        return left
+
+    def either() -> Any:
+        left = both()
+        while peek() == "||":
+            take()
+            right = both()
+            left = left or right
+        return left
+
+    result = either()
+    assert position == len(tokens)
+    return result
+
+
+def run_context(repository: str, event: str, ref: str, variable: str | None = "org/taxonomy") -> dict[str, Any]:
+    return {
+        "github": {
+            "repository": repository,
+            "event_name": event,
+            "ref": ref,
+            "event": {"repository": {"default_branch": "main"}},
+        },
+        "vars": {"LABTAX_RELEASE_REPOSITORY": variable} if variable else {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("context", "runs"),
+    [
+        (run_context("org/taxonomy", "push", "refs/tags/v1.2.0"), True),
+        (run_context("org/taxonomy", "workflow_dispatch", "refs/heads/main"), True),
+        (run_context("org/taxonomy", "workflow_dispatch", "refs/tags/v1.2.0"), True),
+        # a contributor's branch carrying an edited copy of the workflow
+        (run_context("org/taxonomy", "workflow_dispatch", "refs/heads/feature"), False),
+        (run_context("org/taxonomy", "push", "refs/heads/feature"), False),
+        (run_context("org/taxonomy", "push", "refs/tags/nightly"), False),
+        # a fork: its own repository name, and no variables of ours
+        (run_context("someone/taxonomy", "push", "refs/tags/v1.2.0", variable=None), False),
+        (run_context("someone/taxonomy", "push", "refs/tags/v1.2.0"), False),
+        # the variable was never set: nothing runs (not "'' == ''")
+        (run_context("org/taxonomy", "push", "refs/tags/v1.2.0", variable=None), False),
+    ],
+)
+def test_the_job_runs_only_for_this_repository_at_a_version_tag_or_the_default_branch(
+    context: dict[str, Any], runs: bool
+) -> None:
+    assert bool(evaluate(job()["if"], context)) is runs
+
+
+def test_the_version_is_checked_before_any_step_uses_it() -> None:
+    names = [s.get("name", "") for s in job()["steps"]]
+    assert names[0] == "Check the version"
+    check = job()["steps"][0]["run"]
+    pattern = re.search(r"=~ (\S+) \]\]", check)
+    assert pattern is not None
+    for good in ("v1.2.0", "v10.0.1-rc.1"):
+        assert re.fullmatch(pattern.group(1), good)
+    for bad in ("v1.2", "main", "v1.2.0; curl evil", "v1.2.0\n", "$(id)", "v1.2.0 --force"):
+        assert not re.fullmatch(pattern.group(1), bad)
+
+
+def test_no_other_workflow_can_reach_a_self_hosted_runner() -> None:
+    for path in sorted(WORKFLOW.parent.glob("*.yml")):
+        if path == WORKFLOW:
+            continue
+        document = yaml.safe_load(path.read_text())
+        for name, other in document["jobs"].items():
+            runs_on = other["runs-on"]
+            assert isinstance(runs_on, str) and runs_on.startswith("ubuntu-"), f"{path.name}: job {name}: {runs_on}"
+        assert "self-hosted" not in path.read_text() and "labtax-release" not in path.read_text(), path.name

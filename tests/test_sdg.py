@@ -12,11 +12,13 @@ import pytest
 from conftest import REPO_ROOT
 from labtax.config import load_config
 from labtax.sdg.chunking import chunk_documents, chunk_text, tokenizer_spans
-from labtax.sdg.pipelines import GenerationParams, expected_requests, pipeline_for
+from labtax.sdg.params import GenerationParams, expected_requests, pipeline_for
+from labtax.sdg.plan import GenerationConfig, cache_key, plan_generation
 from labtax.sdg.prompts import all_prompts
-from labtax.sdg.run import GenerationConfig, TeacherSpec, cache_key, generate, plan_generation
+from labtax.sdg.run import generate
 from labtax.sdg.store import Journal, scan_cache
 from labtax.sdg.teacher import TRANSPORT, TeacherResult
+from labtax.sdg.teacher_spec import TeacherSpec
 from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
 from labtax.validate import load_leaves
 from openai_server import running_server
@@ -148,11 +150,11 @@ def test_every_output_file_loads_with_datasets(leaves: list[Leaf], tmp_path: Pat
             params=GenerationParams(target=4),
             project_root=REPO_ROOT,
         )
-    entries = result.entries
-    # All kinds' samples in one dataset: the score columns agree across pipelines.
-    sample_files = [str(tmp_path / e["samples"]) for e in entries]
+    entries = result.index.leaves
+    # All kinds' samples in one dataset: the score and exchange columns agree across pipelines.
+    sample_files = [str(tmp_path / e.samples) for e in entries]
     samples = datasets.load_dataset("json", data_files=sample_files, split="train")
-    assert len(samples) == sum(e["kept"] for e in entries) == 12
+    assert len(samples) == sum(e.kept for e in entries) == 12
     assert samples[0]["messages"][0]["role"] == "user" and samples[0]["messages"][1]["role"] == "assistant"
     assert set(samples[0]["metadata"]["scores"]) == {
         "instruction",
@@ -161,14 +163,16 @@ def test_every_output_file_loads_with_datasets(leaves: list[Leaf], tmp_path: Pat
         "relevance",
         "question_quality",
     }
-    rejected = datasets.load_dataset("json", data_files=[str(tmp_path / e["rejected"]) for e in entries], split="train")
+    assert {len(row["metadata"]["exchanges"]) for row in samples} == {1, 2, 3}  # knowledge, freeform, grounded
+    rejected = datasets.load_dataset("json", data_files=[str(tmp_path / e.rejected) for e in entries], split="train")
     assert set(rejected.column_names) == {"leaf", "leaf_hash", "stage", "reason", "content"}
     assert len(rejected) > 0 and all(row["reason"] for row in rejected)
     summaries = [str(p) for p in tmp_path.glob("leaves/*/summary.json")] + [str(result.summary_path)]
     for path in summaries:
         assert len(datasets.load_dataset("json", data_files=path, split="train")) == 1
     index = json.loads(result.index_path.read_text())
-    assert {e["status"] for e in index["leaves"]} == {"generated"}
+    assert {e["status"] for e in index["leaves"]} == {"complete"}
+    assert {row.outcome for row in result.summary.leaves} == {"generated"}
 
 
 def test_journal_cuts_a_torn_line_and_forgets_transport_failures(tmp_path: Path) -> None:
@@ -187,13 +191,20 @@ def test_journal_cuts_a_torn_line_and_forgets_transport_failures(tmp_path: Path)
     assert all(json.loads(line) for line in path.read_text().splitlines())
 
 
-def test_scan_cache_sees_finished_and_partial_leaves(tmp_path: Path) -> None:
-    (tmp_path / "leaves" / "k1").mkdir(parents=True)
-    (tmp_path / "leaves" / "k1" / "summary.json").write_text('{"cache_key": "k1", "status": "complete", "kept": 3}')
+def test_scan_cache_sees_finished_and_partial_leaves(leaves: list[Leaf], tmp_path: Path) -> None:
+    with running_server() as server:
+        result = generate(
+            leaves[:1], TeacherSpec("fake-teacher", server.url), tmp_path, params=GenerationParams(target=3),
+            project_root=REPO_ROOT,
+        )  # fmt: skip
+    key = result.index.leaves[0].cache_key
     Journal(tmp_path / "leaves" / "k2" / "journal.jsonl").append(TeacherResult("a", "s", data={}))
+    (tmp_path / "leaves" / "k3").mkdir()
+    (tmp_path / "leaves" / "k3" / "summary.json").write_text('{"cache_key": "k3", "status": "complete"}')  # damaged
     cache = scan_cache(tmp_path)
-    assert cache["k1"].finished and cache["k1"].kept == 3
+    assert cache[key].finished and cache[key].kept == 3 and cache[key].status == "complete"
     assert not cache["k2"].finished and cache["k2"].journal_lines == 1
+    assert "k3" not in cache  # not a readable leaf summary: generated again
 
 
 def test_knowledge_from_a_git_repository_pinned_at_a_commit(tmp_path: Path) -> None:
@@ -218,7 +229,10 @@ def test_knowledge_from_a_git_repository_pinned_at_a_commit(tmp_path: Path) -> N
     start = text.index("document:")
     text = text[:start] + f"document:\n  repo: file://{documents}\n  commit: {commit}\n  patterns:\n    - '*.md'\n"
     (leaf_dir / "qna.yaml").write_text(text)
-    (project / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
+    # file:// reads this machine's file system, so a repository allows it explicitly (docs/rules.md).
+    (project / "pyproject.toml").write_text(
+        '[tool.labtax]\ntaxonomy = "taxonomy"\n[tool.labtax.documents]\nsources = ["local", "https", "file"]\n'
+    )
     result = load_leaves(load_config(project))
     assert not result.errors, result.diagnostics
     with running_server() as server:
@@ -230,7 +244,7 @@ def test_knowledge_from_a_git_repository_pinned_at_a_commit(tmp_path: Path) -> N
         passages = [
             m["content"] for body in server.state.bodies for m in body["messages"] if "Passage:" in m["content"]
         ]
-    assert generated.entries[0]["status"] == "generated"
+    assert generated.index.leaves[0].status == "complete" and generated.summary.leaves[0].outcome == "generated"
     assert passages and all("changed after the pin" not in p for p in passages)
     assert any("tide-generating force" in p for p in passages)
 
@@ -248,9 +262,16 @@ def test_two_runs_cannot_write_the_same_output(leaves: list[Leaf], tmp_path: Pat
 def test_run_summaries_in_the_same_second_sort_in_run_order(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from labtax.sdg.store import write_run_summary
+    from labtax.records.generation import RunSummary, read_run_summary, run_summaries, write_run_summary
 
     started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    written = [write_run_summary(tmp_path, {"run": n}, started) for n in range(1, 12)]
-    assert sorted(written) == written
-    assert [json.loads(p.read_text())["run"] for p in sorted((tmp_path / "runs").glob("*.json"))] == list(range(1, 12))
+
+    def nothing_to_do(seconds: float) -> RunSummary:  # a run that found every leaf cached
+        return RunSummary(
+            started.isoformat(timespec="seconds"), seconds, "fake-teacher", None, None, 1, {}, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, {}, (), (),
+        )  # fmt: skip
+
+    written = [write_run_summary(tmp_path, nothing_to_do(n), started) for n in range(1, 12)]
+    assert sorted(written) == written == run_summaries(tmp_path)
+    assert [read_run_summary(p).seconds for p in run_summaries(tmp_path)] == list(range(1, 12))

@@ -10,22 +10,11 @@ from typing import Any
 import pytest
 
 from labtax.errors import UsageError
+from labtax.sdg.answer_parsing import parse_answer, validator_for
+from labtax.sdg.local_teacher import LocalSettings, LocalTeacher
+from labtax.sdg.openai_teacher import OpenAITeacher, TeacherSettings, TeacherUnavailable
 from labtax.sdg.prompts import load_prompt
-from labtax.sdg.teacher import (
-    PARSE,
-    TOO_LONG,
-    TRANSPORT,
-    TRUNCATED,
-    LocalSettings,
-    LocalTeacher,
-    OpenAITeacher,
-    TeacherRequest,
-    TeacherResult,
-    TeacherSettings,
-    TeacherUnavailable,
-    parse_answer,
-    validator_for,
-)
+from labtax.sdg.teacher import PARSE, TOO_LONG, TRANSPORT, TRUNCATED, TeacherRequest, TeacherResult
 from openai_server import running_server
 
 
@@ -226,6 +215,8 @@ def test_local_teacher_answers_every_request_and_records_gibberish_as_failures(t
     assert all(r.attempts == 1 and r.prompt_tokens > 0 for r in results)
     # A random tiny model writes gibberish: every answer is a recorded failure, none crashes the run.
     assert all(not r.ok and r.error_kind in (PARSE, TRUNCATED) for r in results)
+    # finish_reason as the model ended: "length" when it hit max_tokens, "stop" at its end-of-sequence token.
+    assert all(r.finish_reason == ("length" if r.error_kind == TRUNCATED else "stop") for r in results)
 
 
 def test_local_teacher_rejects_a_directory_that_is_not_a_model(tmp_path: Path) -> None:

@@ -78,18 +78,18 @@ def command(
     if not quiet:
         t = result.totals
         echo(
-            f"{t['read']} samples read: {t['kept']} kept ({t['knowledge_kept']} knowledge, {t['skills_kept']} skills); "
-            f"dropped {t['malformed']} malformed, {t['dropped_filter']} by filters, "
-            f"{t['dropped_decontamination']} contaminated, {t['dropped_exact_duplicate']} exact and "
-            f"{t['dropped_near_duplicate']} near duplicates, {t['dropped_selection']} by diversity selection, "
-            f"{t['dropped_influence']} by influence",
+            f"{t.read} samples read: {t.kept} kept ({t.knowledge_kept} knowledge, {t.skills_kept} skills); "
+            f"dropped {t.malformed} malformed, {t.dropped_filter} by filters, "
+            f"{t.dropped_decontamination} contaminated, {t.dropped_exact_duplicate} exact and "
+            f"{t.dropped_near_duplicate} near duplicates, {t.dropped_selection} by diversity selection, "
+            f"{t.dropped_influence} by influence",
             err=True,
         )
         m = result.mix
         echo(
-            f"phase 1: {m['phase1_rows']} rows; phase 2: {m['phase2_rows']} rows ({m['phase2_skill_rows']} skills, "
-            f"{m['phase2_replay_phase1_rows']} phase-1 replay ({m['phase2_replay_phase1_repeated_rows']} repeated), "
-            f"{m['phase2_replay_external_rows']} external replay; knowledge share {m['phase2_knowledge_share']:.2f})",
+            f"phase 1: {m.phase1_rows} rows; phase 2: {m.phase2_rows} rows ({m.phase2_skill_rows} skills, "
+            f"{m.phase2_replay_phase1_rows} phase-1 replay ({m.phase2_replay_phase1_repeated_rows} repeated), "
+            f"{m.phase2_replay_external_rows} external replay; knowledge share {m.phase2_knowledge_share:.2f})",
             err=True,
         )
         if result.influence_seconds_per_candidate is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from labtax.curate.samples import Candidate
 from labtax.curate.settings import FilterSettings
-from labtax.curate.text import excerpt, jaccard, normalise, shingles, words
+from labtax.text import excerpt, jaccard, normalise, shingles, words
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,7 @@ class TruncationFilter:
     name = "truncated"
 
     def __call__(self, sample: Candidate) -> Verdict:
-        metadata = sample.row.get("metadata") or {}
-        if metadata.get("finish_reason") == "length":
+        if sample.sample.metadata.finish_reason == "length":  # the teacher stopped at max_tokens
             return drop("truncated", "finish_reason=length")
         answer = sample.answer.rstrip()
         if answer.count("```") % 2:

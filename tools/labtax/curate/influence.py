@@ -4,8 +4,10 @@ candidate sample lower the student's loss on a reference set (the held-out seeds
 For each candidate: one plain SGD step on the candidate's assistant tokens, the mean reference loss
 measured again, the weights restored from a copy. influence = loss_before - loss_after, so positive
 means "the student learns from this". Candidates at or below `min_influence` are dropped, and per
-teacher prompt the best and worst candidates become a chosen/rejected pair for tuning the teacher
-(DPO). Scores are journalled per candidate, so an interrupted run resumes where it stopped.
+teacher prompt (the request that proposed the samples' questions, as generation recorded it in each
+sample's `exchanges`) the best and worst candidates become a chosen/rejected pair for tuning the
+teacher (DPO): the exact prompt the teacher was sent, and each sample's own part of its answer.
+Scores are journalled per candidate, so an interrupted run resumes where it stopped.
 Cost model and when to use it: docs/influence.md.
 """
 
@@ -23,6 +25,8 @@ from typing import Any
 from labtax.curate.samples import Candidate
 from labtax.curate.settings import InfluenceSettings
 from labtax.errors import UsageError
+from labtax.records.curation import PairMetadata, PreferencePair
+from labtax.records.sample import QUESTION, Message
 
 JOURNAL_FORMAT = "labtax-influence/1"
 
@@ -174,7 +178,8 @@ def score_candidates(
                 scores[candidate.sample_id] = done[candidate.sample_id]
                 resumed += 1
                 continue
-            ids, labels = encode_exchange(tokenizer, candidate.row["messages"], settings.max_tokens)
+            chat = [{"role": m.role, "content": m.content} for m in candidate.sample.messages]
+            ids, labels = encode_exchange(tokenizer, chat, settings.max_tokens)
             model.zero_grad(set_to_none=True)
             _loss(model, ids, labels, device).backward()
             with torch.no_grad():
@@ -223,23 +228,14 @@ def _read_journal(path: Path, run_key: str) -> dict[str, float]:
     return done
 
 
-def render_generation(candidate: Candidate) -> str:
-    """What the teacher produced for this sample, as the teacher is asked to write it."""
-    metadata = candidate.row.get("metadata") or {}
-    raw = metadata.get("teacher_output")
-    if isinstance(raw, str) and raw.strip():
-        return raw
-    return f"Question: {candidate.question}\nAnswer: {candidate.answer}"
-
-
-def preference_pairs(
-    candidates: Sequence[Candidate], prompts: dict[str, str], settings: InfluenceSettings
-) -> list[dict[str, Any]]:
+def preference_pairs(candidates: Sequence[Candidate], settings: InfluenceSettings) -> list[PreferencePair]:
     """Chosen/rejected pairs per teacher prompt: most helpful (influence above the bar) against least
-    helpful (at or below it), up to `pairs_per_prompt` per prompt, in a fixed order."""
+    helpful (at or below it), up to `pairs_per_prompt` per prompt, in a fixed order. The prompt is the
+    one the teacher was sent; chosen and rejected are the two samples' parts of its answer, each as a
+    one-item answer in the prompt's schema (`TeacherExchange.item_output`)."""
     groups: dict[str, list[Candidate]] = {}
     for candidate in candidates:
-        if candidate.influence is not None:
+        if candidate.influence is not None and candidate.sample.metadata.exchange_that_wrote(QUESTION):
             groups.setdefault(candidate.group, []).append(candidate)
     pairs = []
     for group in sorted(groups):
@@ -247,24 +243,23 @@ def preference_pairs(
         good = [c for c in ranked if float(c.influence or 0.0) > settings.min_influence]
         bad = [c for c in reversed(ranked) if float(c.influence or 0.0) <= settings.min_influence]
         for chosen, rejected in list(zip(good, bad, strict=False))[: settings.pairs_per_prompt]:
-            metadata = chosen.row.get("metadata") or {}
-            prompt = metadata.get("teacher_prompt")
-            prompt_text = (
-                prompt if isinstance(prompt, str) and prompt.strip() else prompts.get(chosen.leaf, chosen.leaf)
-            )
+            asked = chosen.sample.metadata.exchange_that_wrote(QUESTION)
+            other = rejected.sample.metadata.exchange_that_wrote(QUESTION)
+            assert asked is not None and other is not None  # grouped by it
             pairs.append(
-                {
-                    "prompt": [{"role": "user", "content": prompt_text}],
-                    "chosen": [{"role": "assistant", "content": render_generation(chosen)}],
-                    "rejected": [{"role": "assistant", "content": render_generation(rejected)}],
-                    "metadata": {
-                        "leaf": chosen.leaf,
-                        "group": group,
-                        "chosen_sample_id": chosen.sample_id,
-                        "rejected_sample_id": rejected.sample_id,
-                        "chosen_influence": chosen.influence,
-                        "rejected_influence": rejected.influence,
-                    },
-                }
+                PreferencePair(
+                    prompt=asked.messages,
+                    chosen=(Message("assistant", asked.item_output),),
+                    rejected=(Message("assistant", other.item_output),),
+                    metadata=PairMetadata(
+                        leaf=chosen.leaf,
+                        group=group,
+                        prompt_stage=asked.stage,
+                        chosen_sample_id=chosen.sample_id,
+                        rejected_sample_id=rejected.sample_id,
+                        chosen_influence=float(chosen.influence or 0.0),
+                        rejected_influence=float(rejected.influence or 0.0),
+                    ),
+                )
             )
     return pairs

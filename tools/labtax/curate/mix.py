@@ -21,24 +21,46 @@ from typing import Any
 
 from labtax.curate.samples import Candidate
 from labtax.curate.settings import MixSettings
-from labtax.curate.text import words
 from labtax.errors import UsageError
+from labtax.records.curation import MixCounts
+from labtax.records.sample import Sample, sample_to_json
+from labtax.text import words
+
+
+@dataclass(frozen=True)
+class ExternalRow:
+    """A row of the pinned external replay file: foreign data, written as it came, marked as replay."""
+
+    row: dict[str, Any]  # as read: chat `messages` and whatever metadata the file had
+    source: str  # the file's name
+    source_row: int  # 1-based line
+
+    def as_json(self) -> dict[str, Any]:
+        row = copy.deepcopy(self.row)
+        metadata: dict[str, Any] = row["metadata"] if isinstance(row.get("metadata"), dict) else {}
+        extra = {"replay": "external", "source": self.source, "source_row": self.source_row}
+        return {"messages": row["messages"], "metadata": {**metadata, **extra}}
+
+
+PhaseRow = Sample | ExternalRow
+
+
+def phase_row_json(row: PhaseRow) -> dict[str, Any]:
+    """A phase file's line: a sample (with curation's marks) or an external replay row."""
+    return row.as_json() if isinstance(row, ExternalRow) else sample_to_json(row)
 
 
 @dataclass
 class MixResult:
-    phase1: list[dict[str, Any]]
-    phase2: list[dict[str, Any]]
-    counts: dict[str, int | float] = field(default_factory=dict)
+    phase1: list[Sample]
+    phase2: list[PhaseRow]
+    counts: MixCounts
     notes: list[str] = field(default_factory=list)
 
 
-def output_row(candidate: Candidate, **extra: Any) -> dict[str, Any]:
-    """The sample as written to a phase file: its row, with `sample_id` (and replay marks) in metadata."""
-    row = copy.deepcopy(candidate.row)
-    metadata: dict[str, Any] = row["metadata"] if isinstance(row.get("metadata"), dict) else {}
-    metadata = {**metadata, "sample_id": candidate.sample_id, **extra}
-    return {"messages": row["messages"], "metadata": metadata}
+def output_row(candidate: Candidate, replay: str | None = None, repeat: int | None = None) -> Sample:
+    """The sample as written to a phase file: with its `sample_id` (and replay marks) in its metadata."""
+    return candidate.sample.with_curation(sample_id=candidate.sample_id, replay=replay, repeat=repeat)
 
 
 def phase1_order(knowledge: Sequence[Candidate]) -> list[Candidate]:
@@ -80,8 +102,8 @@ def build_phases(
     phase1_candidates = phase1_order(knowledge)
     phase1 = [output_row(c) for c in phase1_candidates]
 
-    external_rows = _external_sample(external, settings.replay_file_rows, rng, external_name)
-    skill_rows = [output_row(c) for c in sorted(skills, key=lambda c: (c.leaf, c.line, c.sample_id))]
+    external_rows: list[PhaseRow] = list(_external_sample(external, settings.replay_file_rows, rng, external_name))
+    skill_rows: list[PhaseRow] = [output_row(c) for c in sorted(skills, key=lambda c: (c.leaf, c.line, c.sample_id))]
     base_share = round(settings.replay_share * len(phase1))
     others = len(skill_rows) + len(external_rows)
     # knowledge / (knowledge + others) >= share  <=>  knowledge >= share * others / (1 - share)
@@ -100,40 +122,37 @@ def build_phases(
     if not phase1 and needed_for_share:
         notes.append("no knowledge samples: phase 2 has no knowledge replay")
 
-    phase2 = skill_rows + replay + external_rows
+    phase2: list[PhaseRow] = [*skill_rows, *replay, *external_rows]
     rng.shuffle(phase2)
     knowledge_rows = len(replay)
-    counts: dict[str, int | float] = {
-        "phase1_rows": len(phase1),
-        "phase2_rows": len(phase2),
-        "phase2_skill_rows": len(skill_rows),
-        "phase2_replay_phase1_rows": knowledge_rows,
-        "phase2_replay_phase1_unique_rows": knowledge_rows - repeated,
-        "phase2_replay_phase1_repeated_rows": repeated,
-        "phase2_replay_external_rows": len(external_rows),
-        "phase2_replay_from_share": base_share if phase1 else 0,
-        "phase2_replay_for_min_share": needed_for_share if phase1 else 0,
-        "phase2_knowledge_share": round(knowledge_rows / len(phase2), 6) if phase2 else 0.0,
-    }
+    counts = MixCounts(
+        phase1_rows=len(phase1),
+        phase2_rows=len(phase2),
+        phase2_skill_rows=len(skill_rows),
+        phase2_replay_phase1_rows=knowledge_rows,
+        phase2_replay_phase1_unique_rows=knowledge_rows - repeated,
+        phase2_replay_phase1_repeated_rows=repeated,
+        phase2_replay_external_rows=len(external_rows),
+        phase2_replay_from_share=base_share if phase1 else 0,
+        phase2_replay_for_min_share=needed_for_share if phase1 else 0,
+        phase2_knowledge_share=round(knowledge_rows / len(phase2), 6) if phase2 else 0.0,
+    )
     return MixResult(phase1, phase2, counts, notes)
 
 
 def _replay_rows(
     phase1: Sequence[Candidate], wanted: int, allow_repeats: bool, rng: random.Random
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[Sample], int]:
     """`wanted` phase-1 rows without replacement; further passes (marked `repeat`: 1, 2, ...) only if allowed."""
     if not phase1 or wanted <= 0:
         return [], 0
-    rows: list[dict[str, Any]] = []
+    rows: list[Sample] = []
     repeat = 0
     while len(rows) < wanted:
         order = list(phase1)
         rng.shuffle(order)
         take = order[: wanted - len(rows)]
-        extra: dict[str, Any] = {"replay": "phase1"}
-        if repeat:
-            extra["repeat"] = repeat
-        rows.extend(output_row(c, **extra) for c in take)
+        rows.extend(output_row(c, replay="phase1", repeat=repeat or None) for c in take)
         repeat += 1
         if not allow_repeats:
             break
@@ -143,19 +162,9 @@ def _replay_rows(
 
 def _external_sample(
     rows: Sequence[dict[str, Any]], limit: int | None, rng: random.Random, name: str
-) -> list[dict[str, Any]]:
+) -> list[ExternalRow]:
     """Up to `limit` external rows, sampled without replacement (kept in file order), marked as replay."""
     indices = list(range(len(rows)))
     if limit is not None and limit < len(rows):
         indices = sorted(rng.sample(indices, limit))
-    out = []
-    for index in indices:
-        row = copy.deepcopy(rows[index])
-        metadata: dict[str, Any] = row["metadata"] if isinstance(row.get("metadata"), dict) else {}
-        out.append(
-            {
-                "messages": row["messages"],
-                "metadata": {**metadata, "replay": "external", "source": name, "source_row": index + 1},
-            }
-        )
-    return out
+    return [ExternalRow(rows[index], name, index + 1) for index in indices]

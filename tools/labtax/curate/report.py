@@ -1,15 +1,16 @@
 """The curation ledger: why every sample was dropped, counted per stage, per reason and per leaf, with
 the first few examples of each reason (in processing order, so the report is deterministic), and one
-decision record per dropped sample (`dropped.jsonl`)."""
+decision record per dropped sample (`dropped.jsonl`). Its counts become curation.json's records
+(labtax.records.curation)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 from labtax.curate.samples import Candidate
-from labtax.curate.text import excerpt
+from labtax.records.curation import DropDecision, DropExample, LeafCuration, ReasonDrops, StageDrops
+from labtax.text import excerpt
 
 
 @dataclass
@@ -21,15 +22,18 @@ class LeafCounts:
     phase1: int = 0
     phase2: int = 0
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "read": self.read,
-            "malformed": self.malformed,
-            "dropped": dict(sorted(self.dropped.items())),
-            "kept": self.kept,
-            "phase1_rows": self.phase1,
-            "phase2_rows": self.phase2,
-        }
+    def record(self, kind: str, status: str, target: int) -> LeafCuration:
+        return LeafCuration(
+            read=self.read,
+            malformed=self.malformed,
+            dropped=dict(sorted(self.dropped.items())),
+            kept=self.kept,
+            phase1_rows=self.phase1,
+            phase2_rows=self.phase2,
+            kind=kind,
+            status=status,
+            target=target,
+        )
 
 
 class Ledger:
@@ -37,8 +41,8 @@ class Ledger:
         self.examples_per_reason = examples_per_reason
         self.leaves: dict[str, LeafCounts] = {}
         self.reasons: Counter[tuple[str, str]] = Counter()
-        self.examples: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self.decisions: list[dict[str, Any]] = []  # one record per dropped sample, in processing order
+        self.examples: dict[tuple[str, str], list[DropExample]] = {}
+        self.decisions: list[DropDecision] = []  # one record per dropped sample, in processing order
 
     def leaf(self, leaf: str) -> LeafCounts:
         return self.leaves.setdefault(leaf, LeafCounts())
@@ -59,37 +63,30 @@ class Ledger:
         and dropped.jsonl may be published with the data)."""
         self.reasons[(stage, reason)] += 1
         self.leaf(leaf).dropped[f"{stage}/{reason}"] += 1
-        self.decisions.append(
-            {
-                "sample_id": candidate.sample_id if candidate is not None else None,
-                "leaf": leaf,
-                "line": line,
-                "stage": stage,
-                "reason": reason,
-                "detail": detail,
-            }
-        )
+        sample_id = candidate.sample_id if candidate is not None else None
+        self.decisions.append(DropDecision(sample_id, leaf, line, stage, reason, detail))
         examples = self.examples.setdefault((stage, reason), [])
         if len(examples) < self.examples_per_reason:
-            example: dict[str, Any] = {"leaf": leaf, "line": line}
-            if candidate is not None:
-                example["sample_id"] = candidate.sample_id
-                if show_text:
-                    example["question"] = excerpt(candidate.question)
-                    example["answer"] = excerpt(candidate.answer)
-            elif text:
-                example["text"] = excerpt(text)
-            if detail:
-                example["detail"] = detail
-            examples.append(example)
+            shown = candidate is not None and show_text
+            examples.append(
+                DropExample(
+                    leaf=leaf,
+                    line=line,
+                    sample_id=sample_id,
+                    question=excerpt(candidate.question) if shown and candidate else None,
+                    answer=excerpt(candidate.answer) if shown and candidate else None,
+                    text=excerpt(text) if candidate is None and text else None,
+                    detail=detail or None,
+                )
+            )
 
     def stage_total(self, stage: str) -> int:
         return sum(count for (name, _), count in self.reasons.items() if name == stage)
 
-    def drops_json(self) -> dict[str, Any]:
-        stages: dict[str, dict[str, Any]] = {}
+    def drops(self) -> dict[str, StageDrops]:
+        by_stage: dict[str, dict[str, ReasonDrops]] = {}
         for (stage, reason), count in sorted(self.reasons.items()):
-            entry = stages.setdefault(stage, {"dropped": 0, "reasons": {}})
-            entry["dropped"] += count
-            entry["reasons"][reason] = {"count": count, "examples": self.examples.get((stage, reason), [])}
-        return stages
+            by_stage.setdefault(stage, {})[reason] = ReasonDrops(count, tuple(self.examples.get((stage, reason), [])))
+        return {
+            stage: StageDrops(sum(r.count for r in reasons.values()), reasons) for stage, reasons in by_stage.items()
+        }

@@ -12,45 +12,56 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labtax.curate.dedup import (
-    Decontaminator,
-    HeldOutQuestion,
-    default_workers,
-    exact_key,
-    find_exact_duplicates,
-    find_near_duplicates,
-)
+from labtax.curate.dedup import Decontaminator, HeldOutQuestion, exact_key, find_exact_duplicates
 from labtax.curate.filters import build_filters, find_pii, first_failure
-from labtax.curate.mix import build_phases, read_replay_file
+from labtax.curate.mix import ExternalRow, build_phases, phase_row_json, read_replay_file
 from labtax.curate.report import Ledger
-from labtax.curate.samples import Candidate, GenerationIndex, read_generation, read_samples
+from labtax.curate.samples import COMPLETE, Candidate, read_candidates
 from labtax.curate.select import select_diverse
 from labtax.curate.settings import CurationConfig, check_config
 from labtax.errors import UsageError
-from labtax.fileio import file_sha256, jsonl_bytes, write_bytes_atomic, write_json_atomic
-from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
+from labtax.fileio import file_sha256
+from labtax.neardup import default_workers, find_near_duplicates
+from labtax.records.curation import (
+    DROPPED_FILE,
+    PAIRS_FILE,
+    PHASE1_FILE,
+    PHASE2_FILE,
+    STAGES,
+    CurationReport,
+    CurationTotals,
+    InfluenceSummary,
+    LeafCuration,
+    MixCounts,
+    OutputFile,
+    PreferencePair,
+    drop_decisions_bytes,
+    preference_pairs_bytes,
+    write_curation_report,
+    write_jsonl_bytes,
+)
+from labtax.records.generation import INDEX_FILE, GenerationIndex, generation_index_sha256, read_generation_index
+from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs
 
-CURATION_FORMAT = "labtax-curation/1"
-PHASE1_FILE = "phase1_knowledge.jsonl"
-PHASE2_FILE = "phase2_skills.jsonl"
-REPORT_FILE = "curation.json"
-PAIRS_FILE = "preference_pairs.jsonl"
+if TYPE_CHECKING:
+    from labtax.curate.influence import ReferenceExample
+
 JOURNAL_FILE = "influence_journal.jsonl"
-DROPPED_FILE = "dropped.jsonl"
 
 
 @dataclass
 class CurationResult:
     output_dir: Path
     files: dict[str, Path]
-    totals: dict[str, int]
-    mix: dict[str, int | float]
+    totals: CurationTotals
+    mix: MixCounts
     notes: list[str] = field(default_factory=list)
     influence_seconds_per_candidate: float | None = None
 
@@ -62,7 +73,7 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
     check_config(config)
     if leaves is None:
         leaves = _load_taxonomy(config.taxonomy_root)
-    index = read_generation(config.samples_dir)
+    index = read_generation_index(config.samples_dir)
     current = {leaf.path: leaf for leaf in leaves}
     _check_fresh(index, current)
     external: list[dict[str, Any]] = []
@@ -74,14 +85,14 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
     ledger = Ledger(config.examples_per_reason)
     notes: list[str] = []
     pool, inputs, targets = _read_pool(config, index, current, ledger, notes)
-    totals = {"read": len(pool) + sum(c.malformed for c in ledger.leaves.values())}
+    read = len(pool) + sum(c.malformed for c in ledger.leaves.values())
 
     pool = _apply_filters(config, pool, ledger)
     pool = _decontaminate(config, pool, leaves, ledger)
     pool = _deduplicate(config, pool, ledger)
     pool = _select(config, pool, targets, ledger)
-    influence_info: dict[str, Any] = {"enabled": False}
-    pairs: list[dict[str, Any]] = []
+    influence_info = InfluenceSummary(enabled=False)
+    pairs: list[PreferencePair] = []
     seconds_per_candidate = None
     if config.influence.enabled:
         pool, pairs, influence_info, seconds_per_candidate = _influence(config, pool, leaves, ledger)
@@ -95,62 +106,54 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
     leaf_of = {candidate.sample_id: candidate.leaf for candidate in pool}
     for candidate in pool:
         ledger.leaf(candidate.leaf).kept += 1
-    for row in mixed.phase1:
-        ledger.leaf(leaf_of[row["metadata"]["sample_id"]]).phase1 += 1
+    for sample in mixed.phase1:
+        ledger.leaf(leaf_of[str(sample.metadata.sample_id)]).phase1 += 1
     for row in mixed.phase2:
-        if row["metadata"].get("replay") != "external":
-            ledger.leaf(leaf_of[row["metadata"]["sample_id"]]).phase2 += 1
+        if not isinstance(row, ExternalRow):
+            ledger.leaf(leaf_of[str(row.metadata.sample_id)]).phase2 += 1
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
-    outputs: dict[str, dict[str, Any]] = {}
-    written = [("phase1", PHASE1_FILE, mixed.phase1), ("phase2", PHASE2_FILE, mixed.phase2)]
+    outputs: dict[str, OutputFile] = {}
+    written = [
+        ("phase1", PHASE1_FILE, _jsonl(phase_row_json(row) for row in mixed.phase1), len(mixed.phase1)),
+        ("phase2", PHASE2_FILE, _jsonl(phase_row_json(row) for row in mixed.phase2), len(mixed.phase2)),
+    ]
     if config.influence.enabled:
-        written.append(("preference_pairs", PAIRS_FILE, pairs))
-    for name, file_name, rows in written:
-        outputs[file_name] = _write_jsonl(config.output_dir / file_name, rows)
+        written.append(("preference_pairs", PAIRS_FILE, preference_pairs_bytes(pairs), len(pairs)))
+    written.append(("dropped", DROPPED_FILE, drop_decisions_bytes(ledger.decisions), len(ledger.decisions)))
+    for name, file_name, data, rows in written:
+        outputs[file_name] = _write_output(config.output_dir / file_name, data, rows)
         if rows:
             files[name] = config.output_dir / file_name
-        else:
+        elif name != "dropped":
             notes.append(f"{file_name} not written: it would have no rows (an empty file does not load as a dataset)")
-    outputs[DROPPED_FILE] = _write_jsonl(config.output_dir / DROPPED_FILE, ledger.decisions)
-    if ledger.decisions:
-        files["dropped"] = config.output_dir / DROPPED_FILE
 
-    totals.update(
-        {
-            "malformed": sum(c.malformed for c in ledger.leaves.values()),
-            **{f"dropped_{stage.replace('-', '_')}": ledger.stage_total(stage) for stage in STAGES},
-            "kept": len(pool),
-            "knowledge_kept": len(knowledge),
-            "skills_kept": len(skills),
-        }
+    totals = CurationTotals(
+        read=read,
+        malformed=sum(c.malformed for c in ledger.leaves.values()),
+        **{f"dropped_{stage.replace('-', '_')}": ledger.stage_total(stage) for stage in STAGES},
+        kept=len(pool),
+        knowledge_kept=len(knowledge),
+        skills_kept=len(skills),
     )
     if replay_name:
         inputs[f"replay:{replay_name}"] = external_sha
-    report = {
-        "format": CURATION_FORMAT,
-        "seed": config.seed,
-        "teacher": index.teacher,
-        "settings": _settings_json(config),
-        "inputs": inputs,
-        "outputs": outputs,
-        "totals": totals,
-        "drops": ledger.drops_json(),
-        "mix": mixed.counts,
-        "influence": influence_info,
-        "leaves": {
-            leaf: ledger.leaf(leaf).as_json() | _leaf_info(index, leaf, current, targets)
-            for leaf in sorted(ledger.leaves)
-        },
-        "notes": notes,
-    }
-    files["report"] = config.output_dir / REPORT_FILE
-    write_json_atomic(files["report"], report)
+    report = CurationReport(
+        seed=config.seed,
+        teacher=index.teacher,
+        settings=_settings_json(config),
+        inputs=inputs,
+        outputs=outputs,
+        totals=totals,
+        drops=ledger.drops(),
+        mix=mixed.counts,
+        influence=influence_info,
+        leaves={leaf: _leaf_record(ledger, index, leaf, current, targets) for leaf in sorted(ledger.leaves)},
+        notes=tuple(notes),
+    )
+    files["report"] = write_curation_report(config.output_dir, report)
     return CurationResult(config.output_dir, files, totals, mixed.counts, notes, seconds_per_candidate)
-
-
-STAGES = ("filter", "decontamination", "exact-duplicate", "near-duplicate", "selection", "influence")
 
 
 def _load_taxonomy(root: Path | None) -> list[Leaf]:
@@ -185,7 +188,7 @@ def _check_fresh(index: GenerationIndex, current: dict[str, Leaf]) -> None:
 def _read_pool(
     config: CurationConfig, index: GenerationIndex, current: dict[str, Leaf], ledger: Ledger, notes: list[str]
 ) -> tuple[list[Candidate], dict[str, str], dict[str, int]]:
-    inputs = {"generation.json": index.index_sha256}
+    inputs = {INDEX_FILE: generation_index_sha256(config.samples_dir)}
     targets: dict[str, int] = {}
     pool: list[Candidate] = []
     generated = {entry.leaf for entry in index.leaves}
@@ -196,10 +199,10 @@ def _read_pool(
             )
             continue
         leaf = current[entry.leaf]
-        if entry.status not in ("generated", "cached"):
+        if entry.status != COMPLETE:
             notes.append(f"{entry.leaf}: generation status is {entry.status!r}; using the samples that exist")
-        candidates, malformed = read_samples(config.samples_dir, entry)
-        if entry.samples and (config.samples_dir / entry.samples).is_file():
+        candidates, malformed = read_candidates(config.samples_dir, entry)
+        if (config.samples_dir / entry.samples).is_file():
             inputs[entry.samples] = file_sha256(config.samples_dir / entry.samples)
         counts = ledger.leaf(entry.leaf)
         counts.read = len(candidates) + len(malformed)
@@ -346,7 +349,7 @@ def _select(config: CurationConfig, pool: list[Candidate], targets: dict[str, in
     return kept
 
 
-def _reference_set(leaves: Sequence[Leaf], size: int, seed: int) -> list[Any]:
+def _reference_set(leaves: Sequence[Leaf], size: int, seed: int) -> list[ReferenceExample]:
     from labtax.curate.influence import ReferenceExample
 
     examples = []
@@ -364,21 +367,9 @@ def _reference_set(leaves: Sequence[Leaf], size: int, seed: int) -> list[Any]:
     return examples
 
 
-def teacher_prompt(leaf: Leaf) -> str:
-    """The prompt a preference pair is attached to when generation did not record the teacher's own."""
-    seeds = training_seeds(leaf)
-    example = seeds[0].qna[0] if seeds and seeds[0].qna else None
-    task = leaf.task_description or leaf.document_outline or leaf.name
-    lines = [f"Write one new question and its answer for the taxonomy leaf {leaf.name}.", f"Task: {task}"]
-    if example is not None:
-        lines.append(f"Example:\nQuestion: {example.question}\nAnswer: {example.answer}")
-    lines.append("Reply as:\nQuestion: ...\nAnswer: ...")
-    return "\n".join(lines)
-
-
 def _influence(
     config: CurationConfig, pool: list[Candidate], leaves: Sequence[Leaf], ledger: Ledger
-) -> tuple[list[Candidate], list[dict[str, Any]], dict[str, Any], float | None]:
+) -> tuple[list[Candidate], list[PreferencePair], InfluenceSummary, float | None]:
     from labtax.curate.influence import preference_pairs, score_candidates
 
     settings = config.influence
@@ -401,28 +392,29 @@ def _influence(
         else:
             detail = f"influence {candidate.influence:.3g} <= {settings.min_influence}"
             ledger.drop("influence", "not-helpful", candidate.leaf, candidate.line, candidate=candidate, detail=detail)
-    prompts = {leaf.path: teacher_prompt(leaf) for leaf in leaves}
-    pairs = preference_pairs(pool, prompts, settings)
-    info = {
-        "enabled": True,
-        "reference_examples": len(reference),
-        "reference_loss": run.reference_loss,
-        "candidates_scored": len(order),
-        "candidates_unscored": len(pool) - len(order),
-        "kept": sum(1 for c in pool if c.sample_id in scored_ids and (c.influence or 0.0) > settings.min_influence),
-        "preference_pairs": len(pairs),
-        "trainable_parameters": run.parameters,
-    }
+    pairs = preference_pairs(pool, settings)
+    info = InfluenceSummary(
+        enabled=True,
+        reference_examples=len(reference),
+        reference_loss=run.reference_loss,
+        candidates_scored=len(order),
+        candidates_unscored=len(pool) - len(order),
+        kept=sum(1 for c in pool if c.sample_id in scored_ids and (c.influence or 0.0) > settings.min_influence),
+        preference_pairs=len(pairs),
+        trainable_parameters=run.parameters,
+    )
     return kept, pairs, info, run.seconds_per_candidate
 
 
-def _leaf_info(index: GenerationIndex, leaf: str, current: dict[str, Leaf], targets: dict[str, int]) -> dict[str, Any]:
-    entry = next((e for e in index.leaves if e.leaf == leaf), None)
-    return {
-        "kind": str(current[leaf].kind) if leaf in current else (entry.kind if entry else ""),
-        "status": entry.status if entry else "not-generated",
-        "target": targets.get(leaf, 0),
-    }
+def _leaf_record(
+    ledger: Ledger, index: GenerationIndex, leaf: str, current: dict[str, Leaf], targets: dict[str, int]
+) -> LeafCuration:
+    entry = index.entry(leaf)
+    return ledger.leaf(leaf).record(
+        kind=str(current[leaf].kind) if leaf in current else (entry.kind if entry else ""),
+        status=entry.status if entry else "not-generated",
+        target=targets.get(leaf, 0),
+    )
 
 
 def _settings_json(config: CurationConfig) -> dict[str, Any]:
@@ -439,12 +431,12 @@ def _settings_json(config: CurationConfig) -> dict[str, Any]:
     return out
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+def _write_output(path: Path, data: bytes, rows: int) -> OutputFile:
     """Write the rows (atomically); with no rows, remove the file, so a stale one from an earlier run
     cannot be trained on."""
-    if not rows:
-        path.unlink(missing_ok=True)
-        return {"rows": 0, "sha256": None}
-    data = jsonl_bytes(rows)
-    write_bytes_atomic(path, data)
-    return {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
+    write_jsonl_bytes(path, data if rows else b"")
+    return OutputFile(rows, hashlib.sha256(data).hexdigest() if rows else None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labtax.curate.text import normalise
+from labtax.text import normalise
 
 
 def ngram_vectors(texts: Sequence[str], *, ngram_max: int = 2, features: int = 4096) -> np.ndarray:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labtax.release.manifest import LeafChanges, ReleaseManifest
+from labtax.records.release import ReleaseManifest
+from labtax.release.manifest import LeafChanges
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -47,18 +48,6 @@ def leaf_link(path: str, manifest: ReleaseManifest, options: CardOptions) -> str
     return f"[`{path}`]({options.source_url.rstrip('/')}/blob/{manifest.taxonomy_commit}/{relative})"
 
 
-def evaluation_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
-    """The overall numeric metrics of an evaluation summary (`{"overall": {name: value}}`)."""
-    overall = evaluation.get("overall")
-    if not isinstance(overall, dict):
-        return {}
-    return {
-        str(name): float(value)
-        for name, value in overall.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
-
-
 def build_card_data(manifest: ReleaseManifest, options: CardOptions) -> Any:
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -73,7 +62,7 @@ def build_card_data(manifest: ReleaseManifest, options: CardOptions) -> Any:
             metric_name=name,
             metric_value=value,
         )
-        for name, value in sorted(evaluation_metrics(manifest.evaluation).items())
+        for name, value in sorted(manifest.evaluation.overall.items())
     ]
     return ModelCardData(
         base_model=manifest.base_model if is_hub_id(manifest.base_model) else None,
@@ -108,8 +97,7 @@ def changes_section(manifest: ReleaseManifest, changes: LeafChanges, options: Ca
 
 
 def evaluation_section(manifest: ReleaseManifest) -> list[str]:
-    metrics = evaluation_metrics(manifest.evaluation)
-    baseline = evaluation_metrics({"overall": manifest.evaluation.get("baseline")})
+    metrics, baseline = manifest.evaluation.overall, manifest.evaluation.baseline
     lines = ["## Evaluation", ""]
     if not metrics:
         return [*lines, "No evaluation results were recorded.", ""]
@@ -118,11 +106,10 @@ def evaluation_section(manifest: ReleaseManifest) -> list[str]:
     for name, value in sorted(metrics.items()):
         before = f"{baseline[name]:.4g}" if name in baseline else ""
         lines.append(f"| {name} | {value:.4g} | {before} |")
-    gate = manifest.evaluation.get("gate")
-    if isinstance(gate, dict) and "passed" in gate:
-        verdict = gate.get("status") or ("passed" if gate.get("passed") else "failed")
-        verdict = {"pass": "passed", "fail": "failed"}.get(verdict, verdict)
-        reason = f" ({gate['reason']})" if gate.get("reason") and gate.get("reason") != gate.get("status") else ""
+    gate = manifest.evaluation.gate
+    if gate is not None:
+        verdict = {"pass": "passed", "fail": "failed"}.get(gate.status, gate.status)
+        reason = f" ({gate.reason})" if gate.reason and gate.reason != gate.status else ""
         lines += ["", f"Release gate against the previous release: {verdict}{reason}"]
     return [*lines, ""]
 

@@ -1,9 +1,6 @@
-"""`release.json`: one file that explains where a model came from.
-
-It records the git tag, the taxonomy commit, every leaf's hash, the hashes of the data files the
-model was trained on, the teacher, the base model, the hyper-parameters, the evaluation results and
-the Hub repository and revision. `labtax release` also reads the previous release's manifest to
-decide whether anything changed (`inputs_fingerprint`) and which leaves a model card should list.
+"""What a release computes about its inputs: versions, content hashes and fingerprints, and which leaves
+changed since the previous release. The manifest itself (`release.json`) is the record
+`labtax.records.release.ReleaseManifest`, read and written only through that module.
 """
 
 from __future__ import annotations
@@ -11,76 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labtax.errors import LabtaxError
-from labtax.fileio import file_sha256, write_json_atomic
+from labtax.fileio import file_sha256
+from labtax.records.release import DataFile
 
-MANIFEST_FORMAT = "labtax-release/1"
-MANIFEST_FILE = "release.json"
 VERSION_PATTERN = re.compile(r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
-
-
-@dataclass(frozen=True)
-class LeafRecord:
-    """A leaf as a release saw it: its path under the taxonomy root and its content hash."""
-
-    path: str
-    leaf_hash: str
-    branch: str = ""
-    kind: str = ""
-
-
-@dataclass(frozen=True)
-class DataFile:
-    """A file the model was built from (curated data, generation summary), by content."""
-
-    path: str
-    sha256: str
-    bytes: int
-
-
-@dataclass(frozen=True)
-class HubTarget:
-    """Where the model went: repository, tag and the commit the tag points at (None until pushed)."""
-
-    repo_id: str
-    tag: str
-    revision: str | None = None
-    dataset_repo_id: str | None = None
-    dataset_revision: str | None = None
-    url: str | None = None
-
-
-@dataclass
-class ReleaseManifest:
-    version: str
-    taxonomy_commit: str
-    leaves: list[LeafRecord]
-    data_files: list[DataFile]
-    teacher: str
-    base_model: str
-    hyperparameters: dict[str, Any]
-    evaluation: dict[str, Any]
-    hub: HubTarget | None
-    previous_version: str | None = None
-    inputs_fingerprint: str = ""
-    created_at: str = ""
-    changes: dict[str, list[str]] = field(default_factory=dict)
-    # generation cache key -> SHA-256 of its samples.jsonl: what a later release may reuse from a cache
-    generation: dict[str, str] = field(default_factory=dict)
-    format: str = MANIFEST_FORMAT
-
-    @property
-    def leaf_hashes(self) -> dict[str, str]:
-        return {leaf.path: leaf.leaf_hash for leaf in self.leaves}
-
-    def as_json(self) -> dict[str, Any]:
-        record = asdict(self)
-        # The format marker first, so a reader can tell what it holds before parsing the rest.
-        return {"format": record.pop("format"), **record}
 
 
 def check_version(version: str) -> str:
@@ -119,45 +55,6 @@ def fingerprint(payload: Any) -> str:
 def leaves_fingerprint(leaf_hashes: dict[str, str]) -> str:
     """One hash over every leaf's path and content hash: the workflow's generation-cache key."""
     return fingerprint(sorted(leaf_hashes.items()))
-
-
-def write_manifest(path: Path, manifest: ReleaseManifest) -> None:
-    write_json_atomic(path, manifest.as_json())
-
-
-def read_manifest(path: Path) -> ReleaseManifest:
-    """Load a `release.json`; a damaged or foreign file is a LabtaxError that names the file."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabtaxError(f"{path}: no release manifest here") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LabtaxError(
-            f"{path}: not a readable release manifest ({exc}); delete it or restore it from the release"
-        ) from None
-    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
-        found = raw.get("format") if isinstance(raw, dict) else None
-        raise LabtaxError(f"{path}: not a {MANIFEST_FORMAT} manifest (format {found!r})")
-    try:
-        hub = raw.get("hub")
-        return ReleaseManifest(
-            version=raw["version"],
-            taxonomy_commit=raw["taxonomy_commit"],
-            leaves=[LeafRecord(**leaf) for leaf in raw["leaves"]],
-            data_files=[DataFile(**item) for item in raw["data_files"]],
-            teacher=raw["teacher"],
-            base_model=raw["base_model"],
-            hyperparameters=dict(raw.get("hyperparameters") or {}),
-            evaluation=dict(raw.get("evaluation") or {}),
-            hub=HubTarget(**hub) if isinstance(hub, dict) else None,
-            previous_version=raw.get("previous_version"),
-            inputs_fingerprint=raw.get("inputs_fingerprint", ""),
-            created_at=raw.get("created_at", ""),
-            changes={key: list(value) for key, value in (raw.get("changes") or {}).items()},
-            generation={str(key): str(value) for key, value in (raw.get("generation") or {}).items()},
-        )
-    except (KeyError, TypeError) as exc:
-        raise LabtaxError(f"{path}: release manifest is missing or has a wrong field ({exc})") from None
 
 
 @dataclass(frozen=True)

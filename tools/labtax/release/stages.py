@@ -7,7 +7,6 @@ facts the release records. Keeping the glue here keeps `release.py` a readable s
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -18,12 +17,9 @@ from typing import TYPE_CHECKING, Any
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
 from labtax.fileio import file_sha256, write_text_atomic
-from labtax.release.manifest import (
-    DataFile,
-    ReleaseManifest,
-    fingerprint,
-    hash_data_files,
-)
+from labtax.records.evaluation import Scores, read_eval_report
+from labtax.records.release import DataFile, ReleaseEvaluation, ReleaseGate, ReleaseManifest
+from labtax.release.manifest import fingerprint, hash_data_files
 
 if TYPE_CHECKING:
     from labtax.release.release import ReleaseOptions
@@ -55,21 +51,24 @@ class TrainingOutcome:
 class EvaluationOutcome:
     passed: bool
     reason: str
-    summary: dict[str, Any]
+    summary: ReleaseEvaluation
 
 
-def load_release_leaves(config: Config) -> list[Leaf]:
-    """Every leaf of the taxonomy; a taxonomy with errors is not released."""
-    from labtax.validate import load_leaves
+def load_release_leaves(config: Config, notes: list[str] | None = None) -> list[Leaf]:
+    """Every valid leaf of the taxonomy. An invalid leaf is left out, never the whole release (issue 12):
+    each one skipped is named in `notes` with its first error."""
+    from labtax.validate import load_leaves, usable_leaves
 
     result = load_leaves(config)
-    if result.errors:
-        raise LabtaxError(
-            f"the taxonomy has {result.errors} validation errors; run `labtax validate` and fix them first"
-        )
-    if not result.leaves:
-        raise LabtaxError(f"no leaves under {config.taxonomy_root}; there is nothing to release")
-    return sorted(result.leaves, key=lambda leaf: leaf.path)
+    split = usable_leaves(config, result)
+    for path, errors in sorted(split.invalid.items()):
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        if notes is not None:
+            notes.append(f"skipped {path}: {first.file}:{first.line}: [{first.rule}] {first.message}{more}")
+    if not split.leaves:
+        raise LabtaxError(f"no valid leaves under {config.taxonomy_root}; there is nothing to release")
+    return sorted(split.leaves, key=lambda leaf: leaf.path)
 
 
 def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:
@@ -96,7 +95,7 @@ def generation_keys(leaves: list[Leaf], options: ReleaseOptions) -> list[str]:
 
     Equal keys mean equal generated data, so they stand for "the data" in the release's inputs.
     """
-    from labtax.sdg.run import cache_key
+    from labtax.sdg.plan import cache_key
 
     teacher, params = teacher_spec(options).identity(), generation_params(options)
     return sorted(cache_key(leaf, teacher, params) for leaf in leaves)
@@ -166,7 +165,7 @@ def verify_generation_cache(generation_dir: Path, previous: ReleaseManifest | No
 
 
 def generation_params(options: ReleaseOptions) -> Any:
-    from labtax.sdg.pipelines import GenerationParams
+    from labtax.sdg.params import GenerationParams
 
     params = GenerationParams(target=options.generation_target)
     params.validate()
@@ -174,7 +173,7 @@ def generation_params(options: ReleaseOptions) -> Any:
 
 
 def teacher_spec(options: ReleaseOptions) -> Any:
-    from labtax.sdg.run import TeacherSpec
+    from labtax.sdg.teacher_spec import TeacherSpec
 
     if not options.teacher_model:
         raise UsageError(
@@ -201,7 +200,7 @@ def generate(
         leaves, spec, generation_dir, params=generation_params(options), project_root=config.project_root
     )
     if result.incomplete:
-        names = ", ".join(str(entry.get("leaf")) for entry in result.incomplete[:5])
+        names = ", ".join(row.leaf for row in result.incomplete[:5])
         raise LabtaxError(
             f"generation is incomplete for {len(result.incomplete)} leaves ({names}); "
             "run the same release command again to resume it"
@@ -216,12 +215,13 @@ def generate(
 
 def generation_entries(generation_dir: Path) -> dict[str, str]:
     """cache key -> SHA-256 of samples.jsonl, for every leaf in generation.json."""
-    summary = json.loads((generation_dir / "generation.json").read_text(encoding="utf-8"))
+    from labtax.records.generation import read_generation_index
+
     entries = {}
-    for leaf in summary.get("leaves", []):
-        samples = generation_dir / leaf["samples"]
+    for leaf in read_generation_index(generation_dir).leaves:
+        samples = generation_dir / leaf.samples
         if samples.is_file():
-            entries[leaf["cache_key"]] = file_sha256(samples)
+            entries[leaf.cache_key] = file_sha256(samples)
     return entries
 
 
@@ -321,26 +321,23 @@ def evaluate(
     return read_evaluation(output / "eval.json")
 
 
-def _metrics(scores: dict[str, Any]) -> dict[str, float]:
-    names = {"loss": "heldout_loss", "perplexity": "heldout_perplexity", "exact_match": "exact_match", "f1": "token_f1"}
-    return {label: float(scores[key]) for key, label in names.items() if isinstance(scores.get(key), int | float)}
+def _metrics(scores: Scores) -> dict[str, float]:
+    values = {
+        "heldout_loss": scores.loss,
+        "heldout_perplexity": scores.perplexity,
+        "exact_match": scores.exact_match,
+        "token_f1": scores.f1,
+    }
+    return {label: float(value) for label, value in values.items() if value is not None}
 
 
 def read_evaluation(path: Path) -> EvaluationOutcome:
-    """The gate verdict and the overall metrics of an eval.json (`labtax-eval/1`)."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LabtaxError(f"{path}: cannot read the evaluation results ({exc})") from None
-    gate = raw.get("gate") if isinstance(raw.get("gate"), dict) else {}
-    status = str(gate.get("status", "skipped"))
-    passed = status != "fail"
-    failures = [str(item) for item in gate.get("failures") or []]
-    reason = "; ".join(failures) or str(gate.get("note") or status)
-    overall = raw.get("overall") if isinstance(raw.get("overall"), dict) else {}
-    summary = {
-        "overall": _metrics(overall.get("model") or {}),
-        "baseline": _metrics(overall.get("baseline") or {}),
-        "gate": {"passed": passed, "status": status, "reason": reason, "previous": gate.get("previous")},
-    }
-    return EvaluationOutcome(passed, reason, summary)
+    """The gate verdict and the overall metrics of an eval.json, as the release records them."""
+    report = read_eval_report(path)
+    gate = report.gate
+    summary = ReleaseEvaluation(
+        overall=_metrics(report.overall.model),
+        baseline=_metrics(report.overall.baseline),
+        gate=ReleaseGate(gate.passed, gate.status, gate.reason, gate.previous),
+    )
+    return EvaluationOutcome(gate.passed, gate.reason, summary)

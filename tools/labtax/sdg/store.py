@@ -1,6 +1,6 @@
-"""Generation output on disk: the per-leaf cache directories, the resume journal and the index files.
+"""Generation's cache on disk: the per-leaf cache directories and the resume journal.
 
-Layout (docs/architecture.md, "Generation output"):
+Layout (docs/architecture.md, "Generation output"; the files' records: labtax.records.generation):
 
     GEN/generation.json                     index of every current leaf, rewritten atomically per run
     GEN/leaves/<cache_key>/samples.jsonl    kept samples        (written atomically when the leaf ends)
@@ -20,30 +20,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from labtax.fileio import write_json_atomic
+from labtax.records.base import NewerFormatError, RecordError
+from labtax.records.generation import SUMMARY_FILE, LeafSummary, read_leaf_summary
 from labtax.sdg.teacher import TRANSPORT, TeacherResult
 
-GENERATION_FORMAT = "labtax-generation/1"
-INDEX_FILE = "generation.json"
-SAMPLES_FILE = "samples.jsonl"
-REJECTED_FILE = "rejected.jsonl"
-SUMMARY_FILE = "summary.json"
 JOURNAL_FILE = "journal.jsonl"
-
-
-# --- atomic files ---------------------------------------------------------------------------------
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 # --- the journal ----------------------------------------------------------------------------------
@@ -120,6 +103,18 @@ def leaf_dir(output_dir: Path, cache_key: str) -> Path:
     return output_dir / "leaves" / cache_key
 
 
+def finished_summary(directory: Path) -> LeafSummary | None:
+    """The leaf summary that marks a cache directory finished; None when there is none (or a damaged or
+    older one: the leaf is then generated again). One written by a newer labtax is an error."""
+    try:
+        summary = read_leaf_summary(directory / SUMMARY_FILE)
+    except NewerFormatError:
+        raise
+    except RecordError:
+        return None
+    return summary if summary.cache_key == directory.name else None
+
+
 def scan_cache(output_dir: Path) -> dict[str, CacheEntry]:
     """Every cache key in `output_dir/leaves` with what it holds."""
     entries: dict[str, CacheEntry] = {}
@@ -129,13 +124,11 @@ def scan_cache(output_dir: Path) -> dict[str, CacheEntry]:
     for directory in sorted(root.iterdir()):
         if not directory.is_dir():
             continue
-        summary = read_json(directory / SUMMARY_FILE)
+        summary = finished_summary(directory)
         journal = directory / JOURNAL_FILE
         lines = _count_lines(journal) if journal.exists() else 0
-        if summary is not None and summary.get("cache_key") == directory.name:
-            entries[directory.name] = CacheEntry(
-                directory.name, True, str(summary.get("status", "")), int(summary.get("kept", 0)), lines
-            )
+        if summary is not None:
+            entries[directory.name] = CacheEntry(directory.name, True, summary.status, summary.kept, lines)
         elif lines:
             entries[directory.name] = CacheEntry(directory.name, False, "partial", 0, lines)
     return entries
@@ -146,20 +139,3 @@ def _count_lines(path: Path) -> int:
         return path.read_bytes().count(b"\n")
     except OSError:
         return 0
-
-
-def utc_stamp(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
-def write_run_summary(output_dir: Path, summary: dict[str, Any], started: datetime) -> Path:
-    runs = output_dir / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    # A counter after the stamp keeps two runs in the same second apart, and names sort in run order.
-    number = 1
-    path = runs / f"{utc_stamp(started)}-{number:03d}.json"
-    while path.exists():
-        number += 1
-        path = runs / f"{utc_stamp(started)}-{number:03d}.json"
-    write_json_atomic(path, summary)
-    return path

@@ -15,19 +15,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import string
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from labtax.errors import LabtaxError, UsageError
-from labtax.fileio import write_json_atomic, write_text_atomic
+from labtax.fileio import write_text_atomic
+from labtax.records.base import RecordError
+from labtax.records.evaluation import (
+    AnswerScore,
+    Decoding,
+    EvalReport,
+    GateVerdict,
+    HeldOutAnswer,
+    LeafEvaluation,
+    ModelAndBaseline,
+    Scores,
+    read_eval_report,
+    write_eval_report,
+)
 from labtax.taxonomy.leaf import Leaf, LeafKind, QnaPair, heldout_pairs
-
-EVAL_FORMAT = "labtax-eval/1"
 
 
 @dataclass(frozen=True)
@@ -51,86 +61,6 @@ class EvalConfig:
     max_new_tokens: int = 64
     training_data: Path | None = None  # DATA dir: count held-out questions found in its JSONL files
     progress: bool = False  # a progress bar per model on stderr
-
-
-@dataclass
-class Scores:
-    """One model on one leaf (or overall): summed negative log-likelihood over answer tokens, and answers."""
-
-    tokens: int = 0
-    nll_sum: float = 0.0
-    answers: int = 0
-    exact_matches: int = 0
-    f1_sum: float = 0.0
-
-    @property
-    def loss(self) -> float | None:
-        return self.nll_sum / self.tokens if self.tokens else None
-
-    @property
-    def perplexity(self) -> float | None:
-        loss = self.loss
-        return math.exp(min(loss, 700.0)) if loss is not None else None
-
-    @property
-    def exact_match(self) -> float | None:
-        return self.exact_matches / self.answers if self.answers else None
-
-    @property
-    def f1(self) -> float | None:
-        return self.f1_sum / self.answers if self.answers else None
-
-    def add(self, other: Scores) -> None:
-        self.tokens += other.tokens
-        self.nll_sum += other.nll_sum
-        self.answers += other.answers
-        self.exact_matches += other.exact_matches
-        self.f1_sum += other.f1_sum
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "tokens": self.tokens,
-            "nll_sum": self.nll_sum,
-            "loss": self.loss,
-            "perplexity": self.perplexity,
-            "answers": self.answers,
-            "exact_matches": self.exact_matches,
-            "f1_sum": self.f1_sum,
-            "exact_match": self.exact_match,
-            "f1": self.f1,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Scores:
-        return cls(
-            int(raw["tokens"]),
-            float(raw["nll_sum"]),
-            int(raw["answers"]),
-            int(raw["exact_matches"]),
-            float(raw["f1_sum"]),
-        )
-
-
-@dataclass
-class LeafEvaluation:
-    leaf: str
-    kind: str
-    leaf_hash: str
-    heldout_hash: str
-    pairs: int
-    model: Scores = field(default_factory=Scores)
-    baseline: Scores = field(default_factory=Scores)
-    answers: list[dict[str, Any]] = field(default_factory=list)
-    contaminated: list[str] = field(default_factory=list)  # held-out questions found in the training data
-
-
-@dataclass
-class GateVerdict:
-    status: str  # "pass" | "fail" | "skipped" (no previous eval.json, or nothing comparable)
-    previous: str | None
-    compared_leaves: int = 0
-    failures: list[str] = field(default_factory=list)
-    note: str = ""
 
 
 @dataclass
@@ -187,7 +117,7 @@ def run_evaluation(config: EvalConfig) -> EvalResult:
     gate = apply_gate(evaluations, previous, config)
     report = eval_record(config, evaluations, model_total, baseline_total, gate)
     eval_md = config.output.with_suffix(".md")
-    write_json_atomic(config.output, report)
+    write_eval_report(config.output, report)
     write_text_atomic(eval_md, render_markdown(report))
     return EvalResult(config.output, eval_md, evaluations, model_total, baseline_total, gate)
 
@@ -238,9 +168,10 @@ def prompt_messages(leaf: Leaf, context: str | None, pair: QnaPair) -> list[dict
     return [{"role": "user", "content": f"{context}\n\n{pair.question}"}]
 
 
-def score_leaf(scorer: ModelScorer, leaf: Leaf, max_new_tokens: int) -> tuple[Scores, list[dict[str, Any]]]:
+def score_leaf(scorer: ModelScorer, leaf: Leaf, max_new_tokens: int) -> tuple[Scores, list[HeldOutAnswer]]:
+    """The leaf's scores, and for knowledge leaves each held-out question's greedy answer (as `model`)."""
     scores = Scores()
-    answers: list[dict[str, Any]] = []
+    answers: list[HeldOutAnswer] = []
     for context, pair in heldout_pairs(leaf):
         prompt = prompt_messages(leaf, context, pair)
         nll, tokens = scorer.answer_nll(prompt, pair.answer)
@@ -252,23 +183,16 @@ def score_leaf(scorer: ModelScorer, leaf: Leaf, max_new_tokens: int) -> tuple[Sc
             scores.answers += 1
             scores.exact_matches += int(match)
             scores.f1_sum += f1
-            answers.append(
-                {
-                    "question": pair.question,
-                    "reference": pair.answer,
-                    "answer": generated,
-                    "exact_match": match,
-                    "f1": f1,
-                }
-            )
+            answers.append(HeldOutAnswer(pair.question, pair.answer, model=AnswerScore(generated, match, f1)))
     return scores, answers
 
 
-def merge_answers(into: list[dict[str, Any]], answers: list[dict[str, Any]], role: str) -> None:
+def merge_answers(into: list[HeldOutAnswer], answers: list[HeldOutAnswer], role: str) -> None:
+    """Record `answers` (scored as `model`) as `role`'s answers in `into`, question by question."""
     for index, answer in enumerate(answers):
         if len(into) <= index:
-            into.append({"question": answer["question"], "reference": answer["reference"]})
-        into[index][role] = {key: answer[key] for key in ("answer", "exact_match", "f1")}
+            into.append(HeldOutAnswer(answer.question, answer.reference))
+        setattr(into[index], role, answer.model)
 
 
 # === one model ====================================================================================
@@ -367,39 +291,35 @@ def token_f1(prediction: str, reference: str) -> float:
 # === the gate =====================================================================================
 
 
-def read_previous(path: Path) -> dict[str, Any]:
+def read_previous(path: Path) -> EvalReport:
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(
-            f"--previous {path}: cannot read it ({exc.strerror}); pass the previous release's eval.json"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--previous {path}: not JSON ({exc.msg}); pass the previous release's eval.json") from None
-    if not isinstance(record, dict) or record.get("format") != EVAL_FORMAT:
-        raise UsageError(
-            f"--previous {path}: not a labtax eval.json ({EVAL_FORMAT}); pass the previous release's eval.json"
-        )
-    return record
+        return read_eval_report(path)
+    except RecordError as exc:
+        raise UsageError(f"--previous: {exc}; pass the previous release's eval.json") from None
 
 
-def apply_gate(evaluations: list[LeafEvaluation], previous: dict[str, Any] | None, config: EvalConfig) -> GateVerdict:
+def apply_gate(evaluations: list[LeafEvaluation], previous: EvalReport | None, config: EvalConfig) -> GateVerdict:
+    thresholds = asdict(config.thresholds)
     if previous is None:
-        return GateVerdict("skipped", None, note="no --previous eval.json: nothing to compare against")
+        return GateVerdict(
+            "skipped", None, note="no --previous eval.json: nothing to compare against", thresholds=thresholds
+        )
     source = str(config.previous)
-    earlier = {leaf["leaf"]: leaf for leaf in previous.get("leaves", []) if isinstance(leaf, dict)}
+    earlier = {leaf.leaf: leaf for leaf in previous.leaves}
     pairs = [
         (e, earlier[e.leaf])
         for e in evaluations
-        if e.leaf in earlier and earlier[e.leaf].get("heldout_hash") == e.heldout_hash
+        if e.leaf in earlier and earlier[e.leaf].heldout_hash == e.heldout_hash
     ]
     if not pairs:
-        return GateVerdict("skipped", source, note="no leaf with unchanged held-out pairs in both evaluations")
+        return GateVerdict(
+            "skipped", source, note="no leaf with unchanged held-out pairs in both evaluations", thresholds=thresholds
+        )
     t = config.thresholds
     failures: list[str] = []
     now_total, then_total = Scores(), Scores()
     for current, old in pairs:
-        then = Scores.from_json(old["model"])
+        then = old.model
         now_total.add(current.model)
         then_total.add(then)
         rise = relative_rise(current.model.loss, then.loss)
@@ -424,7 +344,7 @@ def apply_gate(evaluations: list[LeafEvaluation], previous: dict[str, Any] | Non
                 f"knowledge {label} fell {then_rate - now_rate:.3f} ({then_rate:.3f} -> {now_rate:.3f}),"
                 f" more than the allowed {allowed:.3f}"
             )
-    return GateVerdict("fail" if failures else "pass", source, len(pairs), failures)
+    return GateVerdict("fail" if failures else "pass", source, len(pairs), failures, thresholds=thresholds)
 
 
 def relative_rise(now: float | None, then: float | None) -> float | None:
@@ -438,64 +358,48 @@ def relative_rise(now: float | None, then: float | None) -> float | None:
 
 def eval_record(
     config: EvalConfig, evaluations: list[LeafEvaluation], model: Scores, baseline: Scores, gate: GateVerdict
-) -> dict[str, Any]:
-    return {
-        "format": EVAL_FORMAT,
-        "model": config.model,
-        "baseline": config.baseline,
-        "split": "labtax.taxonomy.leaf.heldout_pairs (docs/heldout.md)",
-        "generation": {"decoding": "greedy", "max_new_tokens": config.max_new_tokens},
-        "training_data": str(config.training_data) if config.training_data else None,
-        "overall": {"model": model.as_json(), "baseline": baseline.as_json()},
-        "leaves": [
-            {
-                "leaf": e.leaf,
-                "kind": e.kind,
-                "leaf_hash": e.leaf_hash,
-                "heldout_hash": e.heldout_hash,
-                "pairs": e.pairs,
-                "model": e.model.as_json(),
-                "baseline": e.baseline.as_json(),
-                "answers": e.answers,
-                "contaminated": e.contaminated,
-            }
-            for e in evaluations
-        ],
-        "gate": {**asdict(gate), "thresholds": asdict(config.thresholds)},
-    }
+) -> EvalReport:
+    return EvalReport(
+        model=config.model,
+        baseline=config.baseline,
+        split="labtax.taxonomy.leaf.heldout_pairs (docs/heldout.md)",
+        generation=Decoding("greedy", config.max_new_tokens),
+        training_data=str(config.training_data) if config.training_data else None,
+        overall=ModelAndBaseline(model, baseline),
+        leaves=tuple(evaluations),
+        gate=gate,
+    )
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: EvalReport) -> str:
     def number(value: float | None, digits: int = 3) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        f"# Evaluation of `{report['model']}`",
+        f"# Evaluation of `{report.model}`",
         "",
-        f"Baseline: `{report['baseline']}`. Held-out seed examples per leaf (docs/heldout.md); loss and perplexity "
+        f"Baseline: `{report.baseline}`. Held-out seed examples per leaf (docs/heldout.md); loss and perplexity "
         "of the reference answers; knowledge leaves also answer greedily, scored by exact match and token F1.",
         "",
         "| leaf | kind | pairs | loss (base → model) | perplexity (base → model) "
         "| exact match (base → model) | F1 (base → model) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    rows = [(leaf["leaf"], leaf["kind"], leaf["pairs"], leaf["baseline"], leaf["model"]) for leaf in report["leaves"]]
-    total_pairs = sum(leaf["pairs"] for leaf in report["leaves"])
-    rows.append(("**overall**", "", total_pairs, report["overall"]["baseline"], report["overall"]["model"]))
+    rows = [(leaf.leaf, leaf.kind, leaf.pairs, leaf.baseline, leaf.model) for leaf in report.leaves]
+    total_pairs = sum(leaf.pairs for leaf in report.leaves)
+    rows.append(("**overall**", "", total_pairs, report.overall.baseline, report.overall.model))
     for name, kind, pairs, base, model in rows:
         lines.append(
-            f"| {name} | {kind} | {pairs} | {number(base['loss'])} → {number(model['loss'])} "
-            f"| {number(base['perplexity'], 2)} → {number(model['perplexity'], 2)} "
-            f"| {number(base['exact_match'])} → {number(model['exact_match'])} "
-            f"| {number(base['f1'])} → {number(model['f1'])} |"
+            f"| {name} | {kind} | {pairs} | {number(base.loss)} → {number(model.loss)} "
+            f"| {number(base.perplexity, 2)} → {number(model.perplexity, 2)} "
+            f"| {number(base.exact_match)} → {number(model.exact_match)} "
+            f"| {number(base.f1)} → {number(model.f1)} |"
         )
-    gate = report["gate"]
-    lines += ["", f"## Regression gate: {gate['status']}", ""]
-    if gate["previous"]:
-        lines.append(
-            f"Compared with `{gate['previous']}` on {gate['compared_leaves']} leaves with unchanged held-out pairs."
-        )
-    if gate["note"]:
-        lines.append(gate["note"].capitalize() + ".")
-    lines += [f"- {failure}" for failure in gate["failures"]]
+    gate = report.gate
+    lines += ["", f"## Regression gate: {gate.status}", ""]
+    if gate.previous:
+        lines.append(f"Compared with `{gate.previous}` on {gate.compared_leaves} leaves with unchanged held-out pairs.")
+    if gate.note:
+        lines.append(gate.note.capitalize() + ".")
+    lines += [f"- {failure}" for failure in gate.failures]
     return "\n".join(lines) + "\n"

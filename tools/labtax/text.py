@@ -1,5 +1,10 @@
-"""Text normalisation shared by the curation steps: one definition of "the same text" for filters,
-exact dedup, near-duplicate shingles and decontamination."""
+"""Text normalisation: the one definition of "the same text" in labtax.
+
+Generation (a candidate question equal to a seed or a held-out one), curation (filters, exact dedup,
+near-duplicate shingles, decontamination) and the reviewer report (near-duplicate seeds) all compare
+texts through `normalise` and `shingles`, so that what one stage calls a duplicate the others do too.
+Standard library only: the contributor path imports it.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,152 @@
+"""Generation → curation end to end: the real CLI, the stand-in teacher on 127.0.0.1, no hand-made files.
+
+What one stage writes is what the next one reads; these tests hold the two to each other."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, git
+from labtax.cli import main
+from openai_server import running_server
+
+LEAVES = (
+    "compositional_skills/writing/freeform/haiku",
+    "compositional_skills/extraction/json/invoice_fields",
+    "foundational_skills/reasoning/unit_conversion",
+    "knowledge/science/oceanography/ocean_tides",
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "project"
+    for leaf in LEAVES:
+        shutil.copytree(REPO_ROOT / "taxonomy" / leaf, root / "taxonomy" / leaf)
+    shutil.copytree(REPO_ROOT / "documents" / "ocean_tides", root / "documents" / "ocean_tides")
+    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "taxonomy")
+    monkeypatch.chdir(root)
+    return root
+
+
+def generate(url: str, out: Path) -> int:
+    return main(["generate", "-o", str(out), "--teacher-url", url, "--teacher-model", "fake-teacher", "--quiet",
+                 "--target", "6"])  # fmt: skip
+
+
+def curate(gen: Path, out: Path) -> int:
+    return main(["curate", "--samples", str(gen), "--output", str(out), "--quiet"])
+
+
+def test_identical_inputs_give_byte_identical_curation_whether_generated_or_cached(project: Path) -> None:
+    """A rerun of generation reuses its cache; nothing about the data changed, so neither may curation.json
+    nor any hash release.json records (the release hashes every curated file)."""
+    from labtax.release.manifest import hash_data_files
+
+    gen = project / "gen"
+    with running_server() as server:
+        assert generate(server.url, gen) == 0
+        assert curate(gen, project / "first" / "data") == 0
+        sent = server.chat_requests
+        assert generate(server.url, gen) == 0  # every leaf from the cache
+        assert server.chat_requests == sent
+        assert curate(gen, project / "second" / "data") == 0
+    names = sorted(p.name for p in (project / "first" / "data").iterdir())
+    assert "curation.json" in names
+    assert names == sorted(p.name for p in (project / "second" / "data").iterdir())
+    for name in names:
+        first = (project / "first" / "data" / name).read_bytes()
+        assert first == (project / "second" / "data" / name).read_bytes(), f"{name} differs between identical runs"
+    hashes = [hash_data_files(project / run, sorted((project / run / "data").iterdir())) for run in ("first", "second")]
+    assert hashes[0] == hashes[1]
+
+
+def test_generate_then_curate_with_influence_round_trips_every_field(project: Path, tiny_model_dir: Path) -> None:
+    """Everything curation and influence scoring read about a sample, generation wrote: the exact prompt
+    sent, the raw answer, finish_reason, the seeds shown; preference pairs carry the real prompts."""
+    from labtax.config import load_config
+    from labtax.records.curation import read_curation_report, read_preference_pairs
+    from labtax.records.generation import read_generation_index
+    from labtax.records.sample import ANSWER, CONTEXT, QUESTION, Message, Sample, read_samples
+    from labtax.taxonomy.leaf import heldout_pairs
+    from labtax.validate import load_leaves
+    from openai_server import default_answer
+
+    gen, data = project / "gen", project / "data"
+    with running_server() as server:
+        assert generate(server.url, gen) == 0
+        sent = [
+            (tuple(Message(m["role"], m["content"]) for m in body["messages"]), body) for body in server.state.bodies
+        ]
+    prompts = {messages: body for messages, body in sent}
+    leaves = {leaf.path: leaf for leaf in load_leaves(load_config()).leaves}
+    stages_of = {"knowledge": [("knowledge_qa",)], "freeform_skill": [("freeform_instructions",), ("response",)]}
+    stages_of["grounded_skill"] = [("grounded_contexts",), ("grounded_questions",), ("response",)]
+    for entry in read_generation_index(gen).leaves:
+        leaf = leaves[entry.leaf]
+        held_out = {pair.question for _, pair in heldout_pairs(leaf)}
+        for _, sample in read_samples(gen / entry.samples):
+            assert isinstance(sample, Sample)
+            exchanges = sample.metadata.exchanges
+            assert [(e.stage,) for e in exchanges] == stages_of[entry.kind]
+            for exchange in exchanges:
+                body = prompts[exchange.messages]  # the exact messages the teacher received
+                stage = body["response_format"]["json_schema"]["name"]
+                assert exchange.stage == stage and exchange.finish_reason == "stop"  # as the server said
+                assert exchange.output == json.dumps(default_answer(stage, body, body["seed"]))  # its raw answer
+                user = exchange.messages[-1].content
+                for seed_id in exchange.seed_ids:  # every seed it says it showed is in the prompt, none held out
+                    seed, _, pair = seed_id.partition(".")
+                    example = leaf.seed_examples[int(seed) - 1]
+                    question = example.qna[int(pair or 1) - 1].question
+                    assert question not in held_out
+                    assert (example.context if stage == "grounded_contexts" else question) in user
+                item = json.loads(exchange.item_output)
+                field, value = next(iter(item.items()))
+                assert value == json.loads(exchange.output)[field] or value[0] in json.loads(exchange.output)[field]
+            asked, answered = (sample.metadata.exchange_that_wrote(part) for part in (QUESTION, ANSWER))
+            assert asked is not None and answered is not None and sample.metadata.seed_ids
+            own_question, own_answer = json.loads(asked.item_output), json.loads(answered.item_output)
+            if entry.kind == "knowledge":  # one request wrote both
+                assert own_question == own_answer == {"pairs": [{"question": sample.question, "answer": sample.answer}]}
+            else:
+                assert own_answer["response"].strip() == sample.answer
+                [instruction] = next(iter(own_question.values()))
+                context = sample.metadata.exchange_that_wrote(CONTEXT)
+                if context is None:
+                    assert sample.question == instruction
+                else:  # grounded: the user turn is the generated context, then the question
+                    [passage] = json.loads(context.item_output)["contexts"]
+                    assert sample.question == f"{passage}\n\n{instruction}"
+
+    # Curation with influence scoring, twice: the second run keeps only the better half, so that pairs exist.
+    settings = project / "curate.toml"
+    settings.write_text("[influence]\nreference_size = 4\nmax_tokens = 96\nlearning_rate = 0.05\n")
+    args = ["curate", "--samples", str(gen), "--output", str(data), "--config", str(settings), "--quiet"]
+    assert main([*args, "--influence", "--student", str(tiny_model_dir)]) == 0
+    journal = [json.loads(line) for line in (data / "influence_journal.jsonl").read_text().splitlines()]
+    bar = sorted(record["influence"] for record in journal)[len(journal) // 2]
+    settings.write_text(settings.read_text() + f"min_influence = {bar!r}\n")
+    assert main([*args, "--influence", "--student", str(tiny_model_dir)]) == 0
+    report = read_curation_report(data)
+    pairs = read_preference_pairs(data / "preference_pairs.jsonl")
+    assert pairs and report.influence.preference_pairs == len(pairs)
+    by_id = {}
+    for name in ("phase1_knowledge.jsonl", "phase2_skills.jsonl"):
+        for _, row in read_samples(data / name):
+            assert isinstance(row, Sample) and row.metadata.sample_id
+            by_id[row.metadata.sample_id] = row
+    for pair in pairs:
+        assert pair.prompt in prompts, "the pair's prompt is one the teacher was really sent"
+        chosen = by_id[pair.metadata.chosen_sample_id]  # kept: its influence is above the bar
+        asked = chosen.metadata.exchange_that_wrote(QUESTION)
+        assert asked is not None and pair.prompt == asked.messages and pair.metadata.prompt_stage == asked.stage
+        assert pair.chosen[0].content == asked.item_output != pair.rejected[0].content
+        assert pair.metadata.chosen_influence > bar >= pair.metadata.rejected_influence
