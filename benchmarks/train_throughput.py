@@ -198,9 +198,9 @@ def run_labtax(args: argparse.Namespace, workdir: Path, mean_length: float) -> t
     overrides = {
         "max_length": args.max_length,
         "micro_batch_tokens": max(args.max_length, round(args.batch * mean_length)),
-        "gradient_accumulation_steps": args.accumulation,
+        "gradient_accumulation_steps": args.accumulation,  # a fixed batch, as Trainer's
         "learning_rate": 2e-5,
-        "warmup_steps": 0,
+        "warmup_ratio": 0.0,
         "checkpoint_every": 0,
         "phase1.epochs": 1,
     }

@@ -90,7 +90,7 @@ def test_two_phases_lower_the_loss_and_save_a_loadable_model(full_run: Path) -> 
     for number in ("1", "2"):
         assert phases[number]["status"] == "done"
         assert phases[number]["last_loss"] < phases[number]["first_loss"]
-        assert phases[number]["packing"].startswith("packed")
+        assert phases[number]["packing"].startswith("packed: packed logits match single-sample logits with sdpa")
     lines = metric_lines(full_run)
     assert [(r["phase"], r["step"]) for r in lines] == [(1, s) for s in range(1, 7)] + [(2, s) for s in range(1, 5)]
     assert all(r["tokens_per_s"] > 0 and r["trained_tokens"] > 0 for r in lines)
@@ -213,6 +213,70 @@ def test_incompatible_options_are_refused_before_any_model_loads(
 def test_overlength_error_policy_names_the_leaf(tiny_model_dir: Path, phase_data: Path, tmp_path: Path) -> None:
     with pytest.raises(LabtaxError, match=LONG_LEAF):
         train(tiny_model_dir, phase_data, tmp_path / "out", overlength="error")
+    assert not (tmp_path / "out").exists()  # the data is encoded before the run directory is written
+
+
+def cli_train(model: Path | str, data: Path, output: Path, *options: str, **overrides: Any) -> list[str]:
+    settings = [arg for key, value in {**FAST, **overrides}.items() for arg in ("--set", f"{key}={value}")]
+    return ["train", "--base-model", str(model), "--data", str(data), "--output", str(output), *options, *settings]
+
+
+def test_a_mistyped_base_model_fails_before_anything_is_written(
+    tiny_model_dir: Path, phase_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "run"
+    assert main(cli_train("models/tiny-modle", phase_data, output)) == 2
+    message = capsys.readouterr().err
+    assert "models/tiny-modle: no such local path" in message and "taken as a Hub id" in message
+    assert "offline mode" in message  # the tests run with HF_HUB_OFFLINE=1: only the local cache was asked
+    assert not output.exists()
+    not_a_model = tmp_path / "empty-dir"
+    not_a_model.mkdir()
+    assert main(cli_train(not_a_model, phase_data, output)) == 2
+    assert "taken as a local directory" in capsys.readouterr().err and not output.exists()
+    # fixed, the same command runs: nothing was left behind to refuse it
+    assert main(cli_train(tiny_model_dir, phase_data, output, "--quiet", **{"phase1.max_steps": 1})) == 0
+
+
+def test_a_run_killed_before_finishing_anything_is_started_over_by_the_same_command(
+    tiny_model_dir: Path, phase_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 during phase 1, before any checkpoint: the directory holds a `running` training.json and
+    metrics, nothing worth keeping. It used to be refused both ways ("already holds files; pass
+    --resume", then "--resume: ... different settings"); now the command starts over."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "killed"
+    slow = {"checkpoint_every": 0, "gradient_accumulation_steps": 1, "micro_batch_tokens": 96, "phase1.epochs": 200}
+    command = [sys.executable, "-m", "labtax.cli", *cli_train(tiny_model_dir, phase_data, output, "--quiet", **slow)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (output / "metrics.jsonl").is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+    assert (output / "metrics.jsonl").is_file(), stderr.decode()[-2000:]
+    assert json.loads((output / "training.json").read_text())["status"] == "running"
+    assert not (output / "phase1").exists() and not list(output.glob("checkpoints/phase1-step*"))
+
+    # --resume with other settings is not refused for them (there is nothing to resume); this one fails on
+    # its data before writing anything, so the killed run's files are still as they were
+    before = (output / "training.json").read_bytes()
+    assert main(cli_train(tiny_model_dir, phase_data, output, "--resume", "--quiet", overlength="error")) == 2
+    assert LONG_LEAF in capsys.readouterr().err
+    assert (output / "training.json").read_bytes() == before
+    # the same command as at first (settings fixed) starts over and finishes
+    assert main(cli_train(tiny_model_dir, phase_data, output, "--quiet")) == 0
+    record = json.loads((output / "training.json").read_text())
+    assert record["status"] == "done" and record["hyperparameters"]["phase1"]["epochs"] == FAST["phase1.epochs"]
+    assert [(line["phase"], line["step"]) for line in metric_lines(output)][:2] == [(1, 1), (1, 2)]
+    assert len(metric_lines(output)) == 10  # the killed run's lines are gone
 
 
 def test_cli_lora_run_merges_the_adapter(
@@ -242,3 +306,32 @@ def test_cli_lora_run_merges_the_adapter(
 
     assert main(["train", "--base-model", str(tiny_model_dir), "--data", str(phase_data), "--output", str(output)]) == 2
     assert "pass --resume" in capsys.readouterr().err
+
+
+def test_packing_falls_back_to_padding_when_the_kernel_lets_samples_see_each_other(
+    tiny_model_dir: Path, phase_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real configuration where packing silently breaks: transformers' SDPA kernel registered under a
+    new name (as a custom or Hub kernel is). transformers builds no mask for a kernel it has no mask
+    function for, so a packed row is one causal sequence, while the model still builds its mask with
+    `create_causal_mask` (what the old check looked at). The start-up probe measures it and pads instead;
+    padded batches stay exact (right padding under a causal kernel), so the losses equal a padded run's."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    AttentionInterface.register("sdpa_without_mask", sdpa_attention_forward)
+    leaky = tmp_path / "leaky"
+    steps = {"phase1.max_steps": 3, "phase2.max_steps": 2}
+    assert main(cli_train(tiny_model_dir, phase_data, leaky, attn_implementation="sdpa_without_mask", **steps)) == 0
+    printed = capsys.readouterr().err
+    assert "warning: packing is off: packed logits do not match single-sample logits" in printed
+    assert "batches: padded" in printed
+    record = json.loads((leaky / "training.json").read_text())
+    assert record["plan"]["packing"]["packed"] is False
+    assert all(phase["packing"].startswith("padding: ") for phase in record["phases"].values())
+
+    padded = tmp_path / "padded"
+    assert main(cli_train(tiny_model_dir, phase_data, padded, "--quiet", packing="false", **steps)) == 0
+    assert [line["loss"] for line in metric_lines(leaky)] == pytest.approx(
+        [line["loss"] for line in metric_lines(padded)], abs=1e-6
+    )

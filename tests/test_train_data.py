@@ -14,8 +14,8 @@ from labtax.train.data import (
     collate,
     encode_conversation,
     encode_rows,
-    model_supports_packing,
     plan_micro_batches,
+    probe_packing,
 )
 
 CONVERSATION = [
@@ -105,7 +105,7 @@ def test_packed_samples_do_not_attend_to_each_other(tokenizer: Any, model: Any) 
 
     from labtax.train.recipe import accepts_logits_to_keep, summed_token_loss
 
-    assert model_supports_packing(model)[0]
+    assert probe_packing(model, vocab_size=model.config.vocab_size).separated
     samples = []
     for conversation in (CONVERSATION, CONVERSATION[1:3]):
         input_ids, targets = encode_conversation(tokenizer, conversation, assistant_only_loss=True)
@@ -130,3 +130,22 @@ def test_packed_samples_do_not_attend_to_each_other(tokenizer: Any, model: Any) 
         assert float(summed_token_loss(model, packed, trained_logits_only=True)) == pytest.approx(
             float(summed_token_loss(model, packed)), rel=1e-5
         )
+
+
+def test_the_packing_probe_on_a_real_instruct_model(smollm2_dir: Path) -> None:
+    """SmolLM2-135M-Instruct with SDPA keeps packed samples apart; the same kernel registered under a name
+    transformers has no mask function for lets them attend to each other, and the probe tells the two apart
+    by six orders of magnitude."""
+    from transformers import AttentionInterface, AutoModelForCausalLM
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    AttentionInterface.register("sdpa_without_mask", sdpa_attention_forward)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, attn_implementation="sdpa")
+    probes = {}
+    for kernel in ("sdpa", "sdpa_without_mask"):
+        model.set_attn_implementation(kernel)
+        probes[kernel] = probe_packing(model, vocab_size=model.config.vocab_size)
+    assert probes["sdpa"].separated and probes["sdpa"].packed_difference < 1e-4
+    assert not probes["sdpa_without_mask"].separated
+    assert probes["sdpa_without_mask"].packed_difference == pytest.approx(probes["sdpa"].leak_difference, rel=1e-3)
+    assert probes["sdpa"].leak_difference > 0.5

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from labtax.cli_utils import QuietOption, echo, entry
 from labtax.extras import needs_extra
 
+if TYPE_CHECKING:
+    from labtax.train.recipe import TrainingPlan
+
 
 @entry
 @needs_extra("train")
 def command(
     base_model: Annotated[
-        str, typer.Option("--base-model", help="Model to start from: a local directory or a Hugging Face Hub id.")
+        str,
+        typer.Option(
+            "--base-model",
+            help="Model to start from: a local directory (an existing path) or a Hugging Face Hub id, checked first.",
+        ),
     ],
     data: Annotated[
         Path,
@@ -55,8 +62,13 @@ def command(
 ) -> int:
     """Fine-tune a model in two phases (LAB): knowledge first, then skills with replay, from phase 1's weights.
 
+    Before the first step it prints, per phase, the optimizer steps, batch, warm-up and peak learning
+    rate, and warns when a phase would hardly train. A run that failed before finishing anything is
+    started over by the same command; one with a checkpoint or a finished phase continues with --resume.
+
     Exit code 0 when both phases finished, 1 when the run stopped early (halt_after_steps; continue
-    with --resume), 2 for usage errors (bad options are refused before any model loads).
+    with --resume), 2 for usage errors (bad options, data or base model are refused before anything
+    is written).
     """
     from labtax.train.config import TrainConfig, load_hyperparameters, parse_override
     from labtax.train.recipe import run_training
@@ -65,7 +77,8 @@ def command(
     config = TrainConfig(
         base_model=base_model, data_dir=data, output_dir=output, hyper=hyper, resume=resume, progress=not quiet
     )
-    result = run_training(config)
+
+    result = run_training(config, on_plan=lambda plan: show_plan(plan, quiet=quiet))
     if not result.main_process:
         return 0 if result.completed else 1
     for phase in result.phases:
@@ -92,3 +105,15 @@ def command(
         return 1
     echo(str(result.final_model))
     return 0
+
+
+def show_plan(plan: TrainingPlan, *, quiet: bool) -> None:
+    """Before the first step: what each phase will do, and what would make it train badly."""
+    if not quiet:
+        echo(f"base model: {plan.base_model.describe()}", err=True)
+        if plan.phases:
+            echo(f"batches: {'packed' if plan.packing.packed else 'padded'} ({plan.packing.reason})", err=True)
+        for phase in plan.phases:
+            echo(phase.describe(), err=True)
+    for warning in plan.warnings:
+        echo(f"warning: {warning}", err=True)

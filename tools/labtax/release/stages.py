@@ -77,6 +77,7 @@ def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:
     The teacher and generation parameters enter through the generation cache keys (`generation_keys`).
     """
     from labtax.curate.settings import load_settings_file
+    from labtax.train.base_model import resolve_model
     from labtax.train.config import load_hyperparameters
 
     hyper = load_hyperparameters(options.train_config, options.train_overrides)
@@ -84,9 +85,7 @@ def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:
     teacher_spec(options)
     if options.curate_config is not None:
         load_settings_file(options.curate_config)
-    base = Path(options.base_model)
-    if not base.exists() and options.base_model.count("/") != 1:
-        raise UsageError(f"base model {options.base_model!r} is neither a local directory nor a Hub id (owner/name)")
+    resolve_model(options.base_model)  # a mistyped local path fails here, not after generation and curation
     curation = file_sha256(options.curate_config) if options.curate_config else None
     return {"train": hyper.as_dict(), "curation": curation}
 
@@ -255,16 +254,12 @@ def curate(
 def train(options: ReleaseOptions, data_dir: Path, run_dir: Path) -> TrainingOutcome:
     """Two-phase training, resumed when an earlier run of this release stopped midway.
 
-    `run_dir` is named after the release's inputs, so only a run of the same inputs is resumed; runs
-    of other inputs (earlier releases) are removed, a model directory is large.
+    `run_dir` is named after the release's inputs, so only a run of the same inputs is resumed. Runs
+    of other inputs (earlier attempts) are removed once this one has finished, a model directory is
+    large; never before: a run that fails must not cost the finished work of an earlier one.
     """
     from labtax.train.config import TrainConfig, load_hyperparameters
     from labtax.train.recipe import run_training
-
-    if run_dir.parent.is_dir():
-        for other in run_dir.parent.iterdir():
-            if other != run_dir and other.is_dir():
-                shutil.rmtree(other)
 
     hyper = load_hyperparameters(options.train_config, options.train_overrides)
     resume = (run_dir / "training.json").exists()
@@ -275,6 +270,9 @@ def train(options: ReleaseOptions, data_dir: Path, run_dir: Path) -> TrainingOut
         raise LabtaxError(
             f"training stopped before the end; run the same release command again to resume it ({run_dir})"
         )
+    for other in sorted(run_dir.parent.iterdir()):
+        if other != run_dir and other.is_dir():
+            shutil.rmtree(other)
     return TrainingOutcome(result.final_model, hyper.as_dict(), trained=True)
 
 

@@ -45,9 +45,13 @@ class Hyperparameters:
     assistant_only_loss: bool
     packing: bool
     micro_batch_tokens: int
+    max_tokens_per_step: int
+    min_steps: int
     gradient_accumulation_steps: int
     learning_rate: float
+    lora_learning_rate: float
     lr_scheduler: str
+    warmup_ratio: float
     warmup_steps: int
     weight_decay: float
     adam_beta1: float
@@ -73,9 +77,21 @@ class Hyperparameters:
         return self.phase1 if number == 1 else self.phase2
 
     def learning_rate_of(self, number: int) -> float:
-        return self.phase(number).learning_rate or self.learning_rate
+        """The phase's peak learning rate: its own, else its method's (learning_rate or lora_learning_rate)."""
+        return self.phase(number).learning_rate or self.method_learning_rate
+
+    @property
+    def method_learning_rate(self) -> float:
+        return self.lora_learning_rate if self.method == "lora" else self.learning_rate
+
+    def learning_rate_key(self, number: int) -> str:
+        """Which option set the phase's peak learning rate (for the plan `labtax train` prints)."""
+        if self.phase(number).learning_rate:
+            return f"phase{number}.learning_rate"
+        return "lora_learning_rate" if self.method == "lora" else "learning_rate"
 
     def accumulation_of(self, number: int) -> int:
+        """A fixed gradient accumulation for the phase, or 0: derive the batch from the phase's data."""
         return self.phase(number).gradient_accumulation_steps or self.gradient_accumulation_steps
 
     def as_dict(self) -> dict[str, Any]:
@@ -210,10 +226,17 @@ def check_config(config: TrainConfig, *, cuda_available: bool | None = None) -> 
         f"micro_batch_tokens ({h.micro_batch_tokens}) must be at least max_length ({h.max_length}), "
         "or the longest samples fit in no micro-batch",
     )
-    need(h.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1")
+    need(h.max_tokens_per_step >= 1, "max_tokens_per_step must be at least 1")
+    need(h.min_steps >= 1, "min_steps must be at least 1")
+    need(
+        h.gradient_accumulation_steps >= 0,
+        "gradient_accumulation_steps must be 0 (derive the batch from the data) or positive",
+    )
     need(h.learning_rate > 0, "learning_rate must be positive")
+    need(h.lora_learning_rate > 0, "lora_learning_rate must be positive")
     need(h.lr_scheduler in SCHEDULERS, f"lr_scheduler must be one of {', '.join(SCHEDULERS)}")
-    need(h.warmup_steps >= 0, "warmup_steps must be 0 or more")
+    need(0 <= h.warmup_ratio < 1, "warmup_ratio must be in [0, 1): the share of a phase's steps spent warming up")
+    need(h.warmup_steps >= 0, "warmup_steps must be 0 (use warmup_ratio) or positive")
     need(0 <= h.adam_beta1 < 1 and 0 <= h.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)")
     need(h.max_grad_norm >= 0, "max_grad_norm must be 0 (off) or positive")
     need(h.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
@@ -254,19 +277,70 @@ def check_config(config: TrainConfig, *, cuda_available: bool | None = None) -> 
             f"no training data in {config.data_dir}: expected {PHASE_FILES[1]} and/or {PHASE_FILES[2]} "
             "(run `labtax curate --output DIR` first)"
         )
-    if config.output_dir.exists() and not config.output_dir.is_dir():
-        problems.append(f"--output {config.output_dir} is a file; pass a directory")
-    elif config.resume:
-        if not (config.output_dir / "training.json").is_file():
-            problems.append(
-                f"--resume: {config.output_dir} holds no training run to resume; drop --resume to start one"
-            )
-    elif config.output_dir.exists() and any(config.output_dir.iterdir()):
-        problems.append(
-            f"{config.output_dir} already holds files; pass --resume to continue that run, or choose an empty --output"
-        )
+    problems += output_problems(config)
     if problems:
         raise UsageError("invalid training configuration:\n  - " + "\n  - ".join(problems))
+
+
+def output_problems(config: TrainConfig) -> list[str]:
+    """Whether --output can hold this run: empty, a run to --resume, or an unfinished run with nothing to lose."""
+    run = inspect_run_directory(config.output_dir)
+    if run.is_file:
+        return [f"--output {config.output_dir} is a file; pass a directory"]
+    if run.foreign:
+        shown = ", ".join(run.foreign[:5]) + (", ..." if len(run.foreign) > 5 else "")
+        return [
+            f"{config.output_dir} already holds files that are not a labtax training run ({shown}); "
+            "choose an empty or new --output"
+        ]
+    if config.resume and not run.has_record:
+        return [f"--resume: {config.output_dir} holds no training run to resume; drop --resume to start one"]
+    if not config.resume and run.progress:
+        return [
+            f"{config.output_dir} holds a training run with finished work ({'; '.join(run.progress)}); "
+            "pass --resume to continue it, or choose another --output"
+        ]
+    return []
+
+
+# Everything a run directory may hold (recipe.py writes these); anything else is someone else's file.
+RUN_FILES = ("training.json", "metrics.jsonl", "checkpoints", "phase1", "final", ".phase1.partial", ".final.partial")
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """What an --output directory holds, as far as starting or resuming a run is concerned."""
+
+    is_file: bool = False
+    has_record: bool = False  # training.json
+    progress: tuple[str, ...] = ()  # finished work a new run would lose: phase models, checkpoints
+    foreign: tuple[str, ...] = ()  # entries no training run writes
+
+    @property
+    def restartable(self) -> bool:
+        """A run that stopped before finishing anything: starting it over loses nothing."""
+        return self.has_record and not self.progress and not self.foreign
+
+
+def inspect_run_directory(path: Path) -> RunDirectory:
+    if not path.exists():
+        return RunDirectory()
+    if not path.is_dir():
+        return RunDirectory(is_file=True)
+    names = sorted(entry.name for entry in path.iterdir())
+    progress = [f"{name}/ (a phase's model)" for name in ("phase1", "final") if (path / name).is_dir()]
+    checkpoints = path / "checkpoints"
+    if checkpoints.is_dir():
+        progress += [
+            f"checkpoints/{entry.name}"
+            for entry in sorted(checkpoints.iterdir())
+            if entry.is_dir() and (entry / "labtax_state.json").is_file()
+        ]
+    return RunDirectory(
+        has_record=(path / "training.json").is_file(),
+        progress=tuple(progress),
+        foreign=tuple(name for name in names if name not in RUN_FILES),
+    )
 
 
 def _cuda_available() -> bool:

@@ -9,7 +9,8 @@ Owns four decisions, each documented in docs/training.md:
 - targets are shifted per sample (`targets[t]` is the token predicted at position `t`), so a packed row
   never trains one sample's first token from the previous sample's last one;
 - a micro-batch is either one packed row with `position_ids` restarting at 0 for every sample (the
-  attention kernel then keeps samples apart) or a padded batch with an attention mask.
+  attention kernel then keeps samples apart, which `probe_packing` verifies on the actual model at
+  start-up) or a padded batch with an attention mask.
 
 Nothing here imports torch at module level; `collate` imports it when it builds tensors.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,24 +267,78 @@ def collate(samples: Sequence[EncodedSample], *, packing: bool, pad_token_id: in
     }
 
 
-def model_supports_packing(model: Any) -> tuple[bool, str]:
-    """Whether the model keeps packed samples apart given restarting `position_ids`, and why (for the log).
+@dataclass(frozen=True)
+class PackingProbe:
+    """The start-up check that packed rows keep their samples apart, on the actual model and attention kernel.
 
-    transformers' decoder models that build their mask with `masking_utils.create_causal_mask` detect
-    packed sequences from position ids (eager, SDPA, flex) or use the varlen kernel (FlashAttention-2).
-    Models outside that path would attend across samples, so the recipe pads them instead.
+    `packed_difference`: mean |logit difference| between samples run packed in one row and each run
+    alone, over every sample but the first (the first sees nothing before it either way).
+    `leak_difference`: the same for the row run with one causal mask over all of it, i.e. what the
+    difference looks like when samples do attend to each other.
     """
-    import sys
 
-    try:
-        from transformers import masking_utils
-    except ImportError:
-        return False, "this transformers version has no packed-sequence masks"
-    if not hasattr(masking_utils, "find_packed_sequence_indices"):
-        return False, "this transformers version has no packed-sequence masks"
+    separated: bool
+    packed_difference: float
+    leak_difference: float
+    attention: str
+
+    def describe(self) -> str:
+        return (
+            f"packed logits {'match' if self.separated else 'do not match'} single-sample logits with {self.attention}"
+            f" attention (mean difference {self.packed_difference:.2g}; samples attending to each other:"
+            f" {self.leak_difference:.2g})"
+        )
+
+
+# Samples of the probe: lengths in tokens. Three, so that a sample after the second is checked too.
+PROBE_LENGTHS = (23, 17, 11)
+# Packed rows pass when they differ from single samples by less than this share of a leak's difference:
+# scale-free, so it holds for fp32 on CPU (~1e-7 vs ~1e-1) and bf16 kernels on GPU alike.
+PROBE_TOLERANCE = 0.05
+
+
+def probe_packing(model: Any, *, vocab_size: int, device: Any = None, autocast: Any = None) -> PackingProbe:
+    """Run a few random-token samples packed, alone, and leaking into each other, and compare the logits.
+
+    transformers derives a block-diagonal mask from restarting `position_ids` only for attention
+    kernels with a mask function (eager, SDPA, flex) or the varlen FlashAttention path, and only on
+    versions that have it (>= 4.54; on 4.5x with torch < 2.6 the mask was skipped while everything
+    else looked packed). A custom or hub kernel, an older version or a model outside `create_causal_mask`
+    may silently let samples see each other; this check measures it instead of assuming it.
+    """
+    import torch
+
     base = getattr(model, "get_base_model", lambda: model)()
-    module = sys.modules.get(type(base).__module__)
-    if module is None or not hasattr(module, "create_causal_mask"):
-        return False, f"{type(base).__name__} does not build its mask with create_causal_mask"
-    implementation = getattr(base.config, "_attn_implementation", None) or "eager"
-    return True, f"{type(base).__name__} with {implementation} attention separates packed samples by position_ids"
+    attention = str(getattr(getattr(base, "config", None), "_attn_implementation", None) or "default")
+    generator = torch.Generator().manual_seed(0)
+    samples = [torch.randint(0, vocab_size, (length,), generator=generator) for length in PROBE_LENGTHS]
+    row = torch.cat(samples)[None]
+    positions = torch.cat([torch.arange(length) for length in PROBE_LENGTHS])[None]
+    if device is not None:
+        row, positions, samples = row.to(device), positions.to(device), [s.to(device) for s in samples]
+    was_training = bool(getattr(model, "training", False))
+    model.eval()  # no dropout: the three runs must differ only by what each position attends to
+    try:
+        with torch.no_grad(), autocast if autocast is not None else nullcontext():
+            packed = model(input_ids=row, position_ids=positions, use_cache=False).logits[0].float()
+            # one causal mask over the whole row: what packing looks like when samples are not kept apart
+            leaking = (
+                model(input_ids=row, position_ids=positions, attention_mask=torch.ones_like(row), use_cache=False)
+                .logits[0]
+                .float()
+            )
+            alone = torch.cat(
+                [
+                    model(input_ids=s[None], position_ids=torch.arange(len(s), device=s.device)[None], use_cache=False)
+                    .logits[0]
+                    .float()
+                    for s in samples
+                ]
+            )
+    finally:
+        model.train(was_training)
+    later = slice(PROBE_LENGTHS[0], None)
+    packed_difference = float((packed[later] - alone[later]).abs().mean())
+    leak_difference = float((leaking[later] - alone[later]).abs().mean())
+    separated = packed_difference <= PROBE_TOLERANCE * leak_difference or packed_difference == 0.0
+    return PackingProbe(separated, packed_difference, leak_difference, attention)

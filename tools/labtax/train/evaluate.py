@@ -79,10 +79,13 @@ class EvalResult:
 def run_evaluation(config: EvalConfig) -> EvalResult:
     """Score the model and the baseline on every leaf's held-out pairs, gate, write eval.json and eval.md."""
     from labtax.config import load_config
+    from labtax.train.base_model import resolve_model
     from labtax.validate import load_leaves
 
     check_thresholds(config.thresholds)
     previous = read_previous(config.previous) if config.previous else None  # fail on a bad file before loading models
+    resolve_model(config.model, role="--model")  # a mistyped path fails before any work, saying what it was taken for
+    resolve_model(config.baseline, role="--baseline")
     leaves = [leaf for leaf in load_leaves(load_config(taxonomy=config.taxonomy_root)).leaves if heldout_pairs(leaf)]
     if not leaves:
         raise LabtaxError("no leaf has held-out seed examples to evaluate on (see docs/heldout.md); check --root")

@@ -2,18 +2,25 @@
 
 It reads top to bottom like a torchtune recipe or nanoGPT's train.py:
 
-    run_training      check the config, open the run directory, train each phase, write training.json
-      train_phase     setup (model, plan, optimizer, scheduler, resume) -> train loop -> save model -> cleanup
+    run_training      check the config, resolve the base model, load the tokenizer and encode the data,
+                      load the first model and verify packing, plan every phase (reported before it
+                      starts), then open the run directory, train each phase, write training.json
+      train_phase     setup (plan, optimizer, schedule, resume) -> train loop -> save model -> cleanup
         train_step    one optimizer step over its micro-batches, loss normalised by trained tokens
         save_checkpoint / save_model
+
+Everything that can fail on a user's mistake (options, data, the base model, its tokenizer and
+weights) fails before the run directory is written. A run that failed before finishing anything
+leaves a directory the same command starts over in; one with a checkpoint or a finished phase is
+continued with --resume.
 
 One code path for one CPU, one GPU and many GPUs: `accelerate.Accelerator` places the model, wraps it for
 DDP or FSDP when launched with `accelerate launch` / `torchrun`, and saves and restores complete state
 (model, optimizer, scheduler, RNG of every process). Which samples form which step is a pure function
-of (data, seed, epoch, batch settings), so the data position is just the step number.
+of (data, seed, epoch, batch settings) (`labtax.train.plan`), so the data position is just the step number.
 
 Run directory (docs/architecture.md, "Trained model"):
-    RUN/training.json    hyper-parameters, data hashes, base model, per-phase results, status
+    RUN/training.json    hyper-parameters, data hashes, base model, the plan, per-phase results, status
     RUN/metrics.jsonl    one line per logged optimizer step
     RUN/checkpoints/phase<N>-step<S>/   accelerate state + labtax_state.json
     RUN/phase1/          phase 1's model (the starting point of phase 2)
@@ -27,7 +34,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,16 +42,25 @@ from typing import TYPE_CHECKING, Any
 
 from labtax.errors import LabtaxError, UsageError
 from labtax.fileio import file_sha256, write_json_atomic, write_text_atomic
-from labtax.train.config import PHASE_FILES, RESUME_FREE_KEYS, Hyperparameters, TrainConfig, check_config
+from labtax.train.base_model import ResolvedModel, resolve_model
+from labtax.train.config import (
+    PHASE_FILES,
+    RESUME_FREE_KEYS,
+    Hyperparameters,
+    TrainConfig,
+    check_config,
+    inspect_run_directory,
+)
 from labtax.train.data import (
     IGNORE_INDEX,
     EncodedDataset,
+    PackingProbe,
     collate,
     encode_rows,
-    model_supports_packing,
-    plan_micro_batches,
+    probe_packing,
     read_sample_rows,
 )
+from labtax.train.plan import PhasePlan, PhaseSchedule, StepPlan, lr_factor, plan_phase
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +83,8 @@ class PhaseResult:
     without_trained_tokens: int = 0
     steps: int = 0
     steps_done: int = 0
+    warmup_steps: int = 0
+    peak_learning_rate: float = 0.0
     trained_tokens: int = 0
     input_tokens: int = 0
     first_loss: float | None = None
@@ -87,12 +105,33 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
-class StepPlan:
-    """One optimizer step: its epoch, its micro-batches (sample indices) and its trained-token count."""
+class PackingDecision:
+    """Packed rows or padded batches for the whole run, and why (the probe's measurement when it ran)."""
 
-    epoch: int
-    micro_batches: list[list[int]]
-    trained_tokens: int
+    packed: bool
+    reason: str
+    probe: PackingProbe | None = None
+
+    @property
+    def failed_probe(self) -> bool:
+        return self.probe is not None and not self.probe.separated
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything decided before the first step, for the caller to show (`labtax train` prints it)."""
+
+    base_model: ResolvedModel
+    packing: PackingDecision
+    phases: list[PhasePlan]  # the phases still to train (a resumed run leaves out the finished ones)
+    resuming: bool
+
+    @property
+    def warnings(self) -> list[str]:
+        found = [warning for phase in self.phases for warning in phase.warnings]
+        if self.packing.failed_probe:
+            found.insert(0, f"packing is off: {self.packing.reason}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -110,6 +149,7 @@ class RunState:
 
     config: TrainConfig
     record: dict[str, Any]
+    resuming: bool = False
     steps_this_invocation: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -132,59 +172,126 @@ class RunState:
         budget = self.config.hyper.halt_after_steps
         return bool(budget) and self.steps_this_invocation >= budget
 
+    def finished(self, number: int) -> PhaseResult | None:
+        found = self.record["phases"].get(str(number))
+        return PhaseResult(**found) if found and found["status"] in ("done", "skipped") else None
+
 
 # === the run ======================================================================================
 
 
-def run_training(config: TrainConfig) -> TrainResult:
-    """Train phase 1 then phase 2 (see the module docstring); resumable with `config.resume`."""
-    check_config(config)  # before any model loads
+def run_training(config: TrainConfig, on_plan: Callable[[TrainingPlan], None] | None = None) -> TrainResult:
+    """Train phase 1 then phase 2 (see the module docstring); resumable with `config.resume`.
+
+    `on_plan` is called once on the main process with the plan (steps, warm-up, peak learning rate
+    and warnings of each phase, the packing decision) after every check passed and before anything
+    is written or trained.
+    """
+    check_config(config)  # options, data files and --output, before anything loads
+    base = resolve_model(config.base_model)  # a mistyped path stops here, not after an hour of work
+    h = config.hyper
     with transformers_progress_bars(config.progress):  # their loading/saving bars follow ours
-        state = RunState(config, open_record(config))
-        accelerator = make_accelerator(config.hyper)
-        accelerator.wait_for_everyone()  # every process has checked the (still empty) output before it is written
-        write_record(state, accelerator, status="running")  # from here on, --resume finds the run
-        tokenizer = load_tokenizer(config.base_model)
-        start_from = config.base_model
-        results: list[PhaseResult] = []
-        for number in (1, 2):
-            finished = state.record["phases"].get(str(number))
-            if finished and finished["status"] in ("done", "skipped"):
-                result = PhaseResult(**finished)
-            else:
-                dataset = encode_phase(config, tokenizer, number)
-                if not dataset.samples:
-                    result = phase_result(number, config, dataset, status="skipped")
-                elif state.halting():  # the step budget ran out exactly at the previous phase's end
-                    result = phase_result(number, config, dataset, status="halted")
-                else:
-                    result = train_phase(number, start_from, dataset, tokenizer, accelerator, state)
-            results.append(result)
-            state.record["phases"][str(number)] = asdict(result)
-            write_record(state, accelerator, status="halted" if result.status == "halted" else "running")
-            if result.status == "halted":
-                return TrainResult(
-                    config.output_dir,
-                    False,
-                    None,
-                    results,
-                    config.output_dir / "training.json",
-                    accelerator.is_main_process,
-                )
-            if result.model_dir:
-                start_from = str(config.output_dir / result.model_dir)
-        if all(r.status == "skipped" for r in results):
+        tokenizer = load_tokenizer(base.location)
+        datasets = {number: encode_phase(config, tokenizer, number) for number in (1, 2)}
+        if not any(dataset.samples for dataset in datasets.values()):
             raise LabtaxError(
                 f"{config.data_dir}: no trainable samples in either phase; check `labtax curate`'s output"
             )
-        final = state.phase_dir(2)
-        if results[1].status == "skipped" and accelerator.is_main_process and not final.exists():
-            copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
-        accelerator.wait_for_everyone()
-        write_record(state, accelerator, status="done")
-        return TrainResult(
-            config.output_dir, True, final, results, config.output_dir / "training.json", accelerator.is_main_process
-        )
+        accelerator = make_accelerator(h)
+        # --resume of a run that finished nothing (it failed early) starts over, as a new run would
+        resuming = config.resume and bool(inspect_run_directory(config.output_dir).progress)
+        state = RunState(config, open_record(config, base, resuming=resuming), resuming=resuming)
+        pending = [n for n in (1, 2) if datasets[n].samples and state.finished(n) is None]
+        model: Any = None
+        packing = PackingDecision(False, "nothing left to train")
+        if pending:
+            model = setup_model(start_model(state, base, pending[0]), h, accelerator, seed=h.seed + pending[0])
+            packing = decide_packing(model, tokenizer, accelerator, h.packing)
+        schedules = {
+            n: plan_phase(datasets[n], h, n, processes=accelerator.num_processes, packing=packing.packed)
+            for n in pending
+        }
+        plan = TrainingPlan(base, packing, [schedules[n].plan for n in pending], resuming)
+        if on_plan is not None and accelerator.is_main_process:
+            on_plan(plan)
+
+        accelerator.wait_for_everyone()  # every process has checked --output before it is written
+        if accelerator.is_main_process and not resuming and config.output_dir.is_dir():
+            clear_unfinished_run(config.output_dir)
+        phase_plans = state.record.get("plan", {}).get("phases", {})  # a resumed run keeps its finished phases'
+        state.record["plan"] = {
+            "packing": {"packed": packing.packed, "reason": packing.reason},
+            "phases": {**phase_plans, **{str(p.phase): p.as_json() for p in plan.phases}},
+        }
+        write_record(state, accelerator, status="running")  # from here on, --resume finds the run
+        prepared = [model] if model is not None else []
+        del model  # train_phases holds the only reference, so phase 1's model is freed before phase 2 loads
+        try:
+            return train_phases(state, base, datasets, schedules, prepared, packing, tokenizer, accelerator)
+        except BaseException as exc:
+            if accelerator.is_main_process:  # no barrier: the other processes may not have failed
+                state.record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                state.record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                write_json_atomic(state.root / "training.json", state.record)
+            raise
+
+
+def train_phases(
+    state: RunState,
+    base: ResolvedModel,
+    datasets: dict[int, EncodedDataset],
+    schedules: dict[int, PhaseSchedule],
+    prepared: list[Any],
+    packing: PackingDecision,
+    tokenizer: Any,
+    accelerator: Accelerator,
+) -> TrainResult:
+    """Each phase in turn; `prepared` holds the first pending phase's model, already loaded and probed."""
+    config = state.config
+    results: list[PhaseResult] = []
+    for number in (1, 2):
+        finished = state.finished(number)
+        if finished is not None:
+            result = finished
+        elif not datasets[number].samples:
+            result = phase_result(number, config, datasets[number], status="skipped")
+        elif state.halting():  # the step budget ran out exactly at the previous phase's end
+            result = phase_result(number, config, datasets[number], status="halted")
+        else:
+            model = (
+                prepared.pop()
+                if prepared
+                else setup_model(
+                    start_model(state, base, number), config.hyper, accelerator, seed=config.hyper.seed + number
+                )
+            )
+            schedule = schedules[number]
+            result = train_phase(number, model, datasets[number], schedule, packing, tokenizer, accelerator, state)
+            del model
+        results.append(result)
+        state.record["phases"][str(number)] = asdict(result)
+        write_record(state, accelerator, status="halted" if result.status == "halted" else "running")
+        if result.status == "halted":
+            record_path, main = config.output_dir / "training.json", accelerator.is_main_process
+            return TrainResult(config.output_dir, False, None, results, record_path, main)
+    final = state.phase_dir(2)
+    if results[1].status == "skipped" and accelerator.is_main_process and not final.exists():
+        copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
+    accelerator.wait_for_everyone()
+    state.record.pop("error", None)
+    write_record(state, accelerator, status="done")
+    return TrainResult(
+        config.output_dir, True, final, results, config.output_dir / "training.json", accelerator.is_main_process
+    )
+
+
+def start_model(state: RunState, base: ResolvedModel, number: int) -> str:
+    """Phase 1 starts from the base model; phase 2 from phase 1's model when phase 1 trained one."""
+    if number == 2:
+        phase1 = state.finished(1)
+        if phase1 is not None and phase1.model_dir:
+            return str(state.root / phase1.model_dir)
+    return base.location
 
 
 def encode_phase(config: TrainConfig, tokenizer: Any, number: int) -> EncodedDataset:
@@ -206,40 +313,41 @@ def encode_phase(config: TrainConfig, tokenizer: Any, number: int) -> EncodedDat
 
 
 def train_phase(
-    number: int, start_from: str, dataset: EncodedDataset, tokenizer: Any, accelerator: Accelerator, state: RunState
+    number: int,
+    model: Any,
+    dataset: EncodedDataset,
+    schedule: PhaseSchedule,
+    packing: PackingDecision,
+    tokenizer: Any,
+    accelerator: Accelerator,
+    state: RunState,
 ) -> PhaseResult:
     import torch
-    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     h = state.config.hyper
     result = phase_result(number, state.config, dataset, status="done")
 
     # --- setup ------------------------------------------------------------------------------------
-    set_seed(h.seed + number)  # LoRA initialisation and dropout; the data order has its own seed
-    model = load_model(start_from, h)
-    packing, result.packing = decide_packing(model, h.packing)
-    steps = plan_steps(dataset, h, number, accelerator.num_processes, packing)
-    result.steps = len(steps)
+    steps, plan = schedule.steps, schedule.plan
+    result.packing = ("packed: " if packing.packed else "padding: ") + packing.reason
+    result.steps, result.warmup_steps, result.peak_learning_rate = plan.steps, plan.warmup_steps, plan.learning_rate
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         trainable,
-        lr=h.learning_rate_of(number),
+        lr=plan.learning_rate,
         betas=(h.adam_beta1, h.adam_beta2),
         eps=h.adam_epsilon,
         weight_decay=h.weight_decay,
         fused=True if torch.cuda.is_available() else None,  # one kernel for the whole update on GPU
     )
-    scheduler = get_scheduler(
-        {"constant": "constant_with_warmup"}.get(h.lr_scheduler, h.lr_scheduler),
-        optimizer=optimizer,
-        num_warmup_steps=min(h.warmup_steps, len(steps)),
-        num_training_steps=len(steps),
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, steps=plan.steps, warmup=plan.warmup_steps, scheduler=plan.lr_scheduler),
     )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     start = 0
-    checkpoint = latest_checkpoint(state.checkpoints, number) if state.config.resume else None
+    checkpoint = latest_checkpoint(state.checkpoints, number) if state.resuming else None
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         start = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))["step"]
@@ -251,7 +359,9 @@ def train_phase(
     # --- train ------------------------------------------------------------------------------------
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     layout = BatchLayout(
-        packing, pad_id, trained_logits_only=packing and accepts_logits_to_keep(accelerator.unwrap_model(model))
+        packing.packed,
+        pad_id,
+        trained_logits_only=packing.packed and accepts_logits_to_keep(accelerator.unwrap_model(model)),
     )
     began = time.monotonic()
     bar = tqdm(
@@ -301,7 +411,7 @@ def train_phase(
 
     # --- cleanup ----------------------------------------------------------------------------------
     accelerator.free_memory()
-    del model, optimizer, scheduler
+    del optimizer, scheduler
     return result
 
 
@@ -484,33 +594,38 @@ def load_model(start_from: str, h: Hyperparameters) -> Any:
     return model
 
 
-def decide_packing(model: Any, wanted: bool) -> tuple[bool, str]:
+def setup_model(start_from: str, h: Hyperparameters, accelerator: Accelerator, *, seed: int) -> Any:
+    """Load (and LoRA-wrap) the phase's starting model and hand it to accelerate (device, DDP or FSDP)."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed)  # LoRA initialisation and dropout; the data order has its own seed
+    return accelerator.prepare(load_model(start_from, h))
+
+
+def decide_packing(model: Any, tokenizer: Any, accelerator: Accelerator, wanted: bool) -> PackingDecision:
+    """Packed rows when asked for and the probe shows that this model and kernel keep samples apart.
+
+    Every process runs the probe (FSDP needs all of them for a forward pass); packing is used only
+    when it passed on all of them.
+    """
+    import torch
+
     if not wanted:
-        return False, "padding (packing = false)"
-    supported, why = model_supports_packing(model)
-    return (True, f"packed: {why}") if supported else (False, f"padding: {why}")
-
-
-def plan_steps(dataset: EncodedDataset, h: Hyperparameters, number: int, world: int, packing: bool) -> list[StepPlan]:
-    """Every optimizer step of the phase, in order: micro-batches of each epoch grouped by accumulation x processes."""
-    lengths = [s.length for s in dataset.samples]
-    per_step = h.accumulation_of(number) * world
-    steps: list[StepPlan] = []
-    for epoch in range(h.phase(number).epochs):
-        micro = plan_micro_batches(
-            lengths,
-            seed=h.seed + number,
-            epoch=epoch,
-            token_budget=h.micro_batch_tokens,
-            packing=packing,
-            shuffle=h.phase(number).shuffle,
-        )
-        for start in range(0, len(micro), per_step):
-            group = micro[start : start + per_step]
-            tokens = sum(dataset.samples[i].trained_tokens for batch in group for i in batch)
-            steps.append(StepPlan(epoch, group, tokens))
-    limit = h.phase(number).max_steps
-    return steps[:limit] if limit else steps
+        return PackingDecision(False, "packing = false")
+    unwrapped = accelerator.unwrap_model(model)
+    config = getattr(unwrapped, "config", None)
+    vocab_size = min(int(getattr(config, "vocab_size", 0) or len(tokenizer)), len(tokenizer))
+    probe = probe_packing(model, vocab_size=vocab_size, device=accelerator.device, autocast=accelerator.autocast())
+    passed = accelerator.reduce(torch.tensor(float(probe.separated), device=accelerator.device), "min")
+    if bool(passed):
+        return PackingDecision(True, probe.describe(), probe)
+    failed = PackingProbe(False, probe.packed_difference, probe.leak_difference, probe.attention)
+    return PackingDecision(
+        False,
+        f"{failed.describe()}: this model and kernel do not keep packed samples apart, so batches are padded"
+        ' instead (slower, same result); use attn_implementation = "sdpa" or a kernel transformers masks',
+        failed,
+    )
 
 
 def phase_result(number: int, config: TrainConfig, dataset: EncodedDataset, *, status: str) -> PhaseResult:
@@ -581,6 +696,9 @@ def save_model(
             partial, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
         )
         config = unwrapped.config
+    # save_pretrained runs on every process (it lists and prunes the directory even where it writes
+    # nothing): none may still be inside `partial` when the main process renames it.
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         config.use_cache = True
         config.save_pretrained(partial)
@@ -620,8 +738,20 @@ def truncate_metrics(path: Path, number: int, step: int) -> None:
 # === the run record ===============================================================================
 
 
-def open_record(config: TrainConfig) -> dict[str, Any]:
-    """training.json for a new run, or the existing one (checked against this config) for --resume."""
+def clear_unfinished_run(root: Path) -> None:
+    """Remove what a run that finished nothing left behind (its log, partial saves), before starting over.
+
+    Only called when `inspect_run_directory` found no finished phase and no checkpoint, and nothing
+    but run files: nothing of value is deleted.
+    """
+    for name in ("metrics.jsonl", "training.json"):
+        (root / name).unlink(missing_ok=True)
+    for name in ("checkpoints", ".phase1.partial", ".final.partial"):
+        shutil.rmtree(root / name, ignore_errors=True)
+
+
+def open_record(config: TrainConfig, base: ResolvedModel, *, resuming: bool) -> dict[str, Any]:
+    """training.json for a new run, or the existing one (checked against this config) when resuming."""
     data = {
         f"phase{n}": {"file": str(path), "sha256": _sha256_if_present(path)}
         for n, path in ((1, config.phase_file(1)), (2, config.phase_file(2)))
@@ -630,6 +760,7 @@ def open_record(config: TrainConfig) -> dict[str, Any]:
         "format": TRAINING_FORMAT,
         "status": "running",
         "base_model": config.base_model,
+        "base_model_resolved": base.as_json(),
         "data": data,
         "hyperparameters": config.hyper.as_dict(),
         "environment": environment(),
@@ -637,9 +768,14 @@ def open_record(config: TrainConfig) -> dict[str, Any]:
         "final_model": PHASE_DIRS[2],
     }
     path = config.output_dir / "training.json"
-    if not config.resume:
+    if not resuming:
         return record
-    previous = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        previous = {"error": str(exc)}
+    if not all(isinstance(previous.get(key), dict) for key in ("hyperparameters", "data")):
+        raise UsageError(f"--resume: {path} is not a readable training record; start a new run in another --output")
     differences = [
         key
         for key in sorted(set(previous["hyperparameters"]) | set(record["hyperparameters"]))
@@ -656,6 +792,8 @@ def open_record(config: TrainConfig) -> dict[str, Any]:
             f"resume with the same ones (see {path}) or start a new run in another --output"
         )
     record["phases"] = {k: v for k, v in previous.get("phases", {}).items() if v.get("status") in ("done", "skipped")}
+    if isinstance(previous.get("plan"), dict):
+        record["plan"] = previous["plan"]
     return record
 
 
