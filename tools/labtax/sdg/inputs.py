@@ -5,8 +5,8 @@ The pipelines build every prompt from a `GenerationInputs` (never from the `Leaf
 hashes it (`GenerationInputs.digest`), so the key covers what reaches the teacher and nothing more:
 `created_by`, `attribution.txt`, the schema `version`, comments and formatting, a knowledge seed's
 context (the knowledge prompts show passages of the documents instead) and the path of an in-repository
-documents directory (its git tree id pins the bytes) change the leaf hash (provenance) but not the key.
-docs/leaf-hash.md says which hash is which.
+documents directory (its tree id and the files' digest identify the bytes) change the leaf hash
+(provenance) but not the key. docs/leaf-hash.md says which hash is which.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ class KnowledgeExample:
 
 @dataclass(frozen=True)
 class DocumentPin:
-    """The documents' identity: a git commit (or an in-repository directory's tree id) and the patterns.
-    A remote repository's URL is part of it; a local directory's path is not (the tree id pins its bytes)."""
+    """The documents' identity: a git commit (or an in-repository directory's tree id) and the patterns,
+    and for in-repository documents the digest of the selected files' bytes (an edit not yet re-pinned
+    changes it too). A remote repository's URL is part of it; a local directory's path is not."""
 
     repo: str | None
     commit: str
     patterns: tuple[str, ...]
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def inputs_for(leaf: Leaf) -> GenerationInputs:
     document = None
     if knowledge and leaf.document is not None:
         ref = leaf.document
-        document = DocumentPin(None if ref.is_local else ref.repo, ref.commit, tuple(ref.patterns))
+        digest = leaf.document_digest if ref.is_local else None
+        document = DocumentPin(None if ref.is_local else ref.repo, ref.commit, tuple(ref.patterns), digest)
     return GenerationInputs(
         kind=str(leaf.kind),
         task_description="" if knowledge else leaf.task_description,

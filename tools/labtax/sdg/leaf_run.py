@@ -15,9 +15,11 @@ Exactness, whatever the timing:
   leaf is finished only when nothing below its `target`-th kept candidate is still in progress. A
   candidate beyond that point waits instead of asking (it can only be needed if a kept one turns out a
   duplicate), so requests beyond the target are at most those already in flight.
-- **Budget.** A first-stage request sets aside (`Reservation`) the most requests its candidates can
-  lead to, within the leaf's budget; what they do not need goes back. Requests asked, sent or replayed,
-  never exceed the budget.
+- **Budget.** A first-stage request starts only when the most requests its candidates can lead to fit
+  the leaf's budget, and sets them aside (`Reservation`); what they do not need goes back. Requests
+  asked, sent or replayed, never exceed the budget, except those of a candidate that turned out a
+  duplicate of an earlier one after it had started (speculative work, bounded by what was in flight):
+  they are given back, so that how many requests a budget-bound leaf starts never depends on timing.
 """
 
 from __future__ import annotations
@@ -120,12 +122,12 @@ class Reservation:
         return True
 
     def split(self, count: int, each: int) -> list[Reservation]:
-        """`count` reservations of `each` from this one (evenly what there is, when short); the rest goes back."""
-        if self.units >= each * count:
-            sizes = [each] * count
-        else:
-            base, extra = divmod(self.units, max(1, count))
-            sizes = [base + (1 if n < extra else 0) for n in range(count)]
+        """`count` reservations of `each` from this one, in order (when short, the first candidates get a
+        whole share: they are asked first and decide the samples); the rest goes back."""
+        sizes, left = [], self.units
+        for _ in range(count):
+            sizes.append(min(each, left))
+            left -= sizes[-1]
         shares = []
         for size in sizes:
             self.units -= size
@@ -194,6 +196,7 @@ class LeafRun:
         self._heldout = set(inputs.heldout_questions)
         self._claimed_by: dict[Lineage, tuple[str, str]] = {}
         self._displaced: set[Lineage] = set()
+        self._spent: Counter[Lineage] = Counter()  # requests charged to the budget, per candidate
         self._active: dict[Lineage, int] = {}  # lineage -> the stage index it is at
         self._active_order: list[Lineage] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -216,11 +219,14 @@ class LeafRun:
             while not self._settled():
                 if self._fatal is not None:
                     raise self._fatal
-                if self._wants_more() and self.free_budget > 0:
+                # A first-stage request starts only when its whole chain can be paid for: no candidate is then
+                # ever short of budget halfway, and how many start depends only on what each chain cost, so
+                # a budget-bound leaf ends the same way on every run (and its re-run replays it all).
+                if self._wants_more() and self.free_budget >= self.chain_cost:
                     if not self.dispatcher.has_room():
                         await self._wait_any(self.dispatcher.room(self.rank))
                         continue
-                    reservation = Reservation(self, min(self.chain_cost, self.free_budget))
+                    reservation = Reservation(self, self.chain_cost)
                     number = self.launched
                     self.launched += 1
                     self.spawn((number,), 0, source(self, number, reservation), reservation)
@@ -347,6 +353,12 @@ class LeafRun:
 
     def _displace(self, lineage: Lineage) -> None:
         self._displaced.add(lineage)
+        # What it (and its descendants) cost is given back to the budget: speculative work, bounded by
+        # what was in flight, that a run with other timing would not have done. Charging it would make
+        # how many first-stage requests a budget-bound leaf starts depend on timing.
+        depth = len(lineage)
+        for spender in [k for k in self._spent if k[:depth] == lineage]:
+            self.issued -= self._spent.pop(spender)
         kept = self._kept.pop(lineage, None)
         if kept is not None:
             self._kept_order.pop(bisect.bisect_left(self._kept_order, lineage))
@@ -402,9 +414,10 @@ class LeafRun:
         await self._until_needed(lineage)
         stats = self.stats[request.stage]
         answer = self.journal.get(request)
+        if not reservation.spend():
+            raise Abandoned("budget: the leaf's request budget is spent")
+        self._spent[lineage] += 1
         if answer is None:
-            if not reservation.spend():
-                raise Abandoned("budget: the leaf's request budget is spent")
             self.progress.queued(request.stage, 1)
             stats.sent += 1  # counted when asked: one cancelled in flight (the leaf settled) was paid for too
             answer = await self.dispatcher.complete((self.rank, *lineage), request)
@@ -413,8 +426,6 @@ class LeafRun:
             self.completion_tokens += answer.completion_tokens
             self.progress.done(request.stage, 1)
         else:
-            if not reservation.spend():
-                raise Abandoned("budget: the leaf's request budget is spent")
             stats.replayed += 1
         stats.requests += 1
         stats.rescued += answer.rescued

@@ -55,7 +55,9 @@ class GenerationParams:
         return self.knowledge_target if kind is LeafKind.KNOWLEDGE else self.skill_target
 
     def budget_for(self, kind: LeafKind) -> int:
-        return max(1, math.ceil(self.target_for(kind) * self.budget_factor))
+        """budget_factor × target, but never less than two first-stage requests can lead to: a small target
+        must still afford a whole candidate or two of a wide pipeline (a grounded request fans out 3 × 3)."""
+        return max(math.ceil(self.target_for(kind) * self.budget_factor), 2 * chain_cost(kind, self))
 
     def validate(self) -> None:
         positive = (

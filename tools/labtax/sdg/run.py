@@ -255,14 +255,19 @@ async def _run_leaf(
     summary = run.summary()
     if journal.untrusted:
         summary = _with_note(summary, "journal_untrusted", journal.untrusted)
+    # Serialising a leaf's samples takes a while; in a thread, the other leaves' requests keep flowing.
+    await asyncio.to_thread(_write_leaf, directory, run, summary)
+    if summary.status == COMPLETE:
+        journal.remove()  # the results say it all; an incomplete leaf keeps its journal to resume
+    return summary
+
+
+def _write_leaf(directory: Path, run: LeafRun, summary: LeafSummary) -> None:
     data = samples_bytes(run.samples)
     with space_for(directory / SAMPLES_FILE, len(data)):
         write_bytes_atomic(directory / SAMPLES_FILE, data)
         write_rejected(directory / REJECTED_FILE, run.rejected_rows())
         write_leaf_summary(directory / SUMMARY_FILE, summary)  # last: marks the leaf finished
-    if summary.status == COMPLETE:
-        journal.remove()  # the results say it all; an incomplete leaf keeps its journal to resume
-    return summary
 
 
 def _with_note(summary: LeafSummary, note: str, count: int) -> LeafSummary:

@@ -88,8 +88,13 @@ async def respond_and_judge(
         return score, run.exchange(request, answer, (ANSWER,), response, judge_score=score)
 
     run.at_stage(lineage, "response")
-    results = await asyncio.gather(*(one(variant) for variant in range(params.candidates_per_prompt)))
-    judged = [r for r in results if r is not None]
+    # Every variant finishes (or is cancelled with the candidate) before the candidate decides.
+    outcomes = await asyncio.gather(*(one(variant) for variant in range(params.candidates_per_prompt)),
+                                    return_exceptions=True)  # fmt: skip
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    judged = [r for r in outcomes if r is not None and not isinstance(r, BaseException)]
     run.passed("response", answered=1, passed=1 if judged else 0)
     if not judged:
         return  # each failure was recorded

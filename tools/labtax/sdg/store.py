@@ -10,8 +10,9 @@ Layout (docs/architecture.md, "Generation output"; the files' records: labtax.re
     GEN/leaves/<cache_key>/journal.jsonl    while running: one fsync'd line per answered request
     GEN/runs/<UTC timestamp>-<n>.json       one summary per run
 
-The journal is append-only. A run killed at any point (kill -9), or stopped by a full disk, leaves at
-worst a torn last line, which is cut off on the next open; every complete line is an answer that is
+The journal is append-only. Every line is handed to the kernel before the run moves on, and fsync'd at
+least once a second (group commit). A run killed at any point (kill -9), or stopped by a full disk,
+leaves at worst a torn last line, which is cut off on the next open; every complete line is an answer that is
 replayed instead of being asked again. Nothing read back is trusted: each line carries the SHA-256 of
 its content (a line edited by hand, or damaged, fails it and the request is asked again), and the
 answer's content is read again from its raw text by the request's own parser, never taken from the
@@ -25,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from labtax.records.generation import SUMMARY_FILE, LeafSummary, read_leaf_summa
 from labtax.sdg.teacher import PARSE, TRANSPORT, TRUNCATED, TeacherRequest, TeacherResult
 
 JOURNAL_FILE = "journal.jsonl"
+SYNC_INTERVAL_S = 1.0
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 T = TypeVar("T")
 
@@ -104,6 +107,7 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._load()
         self._stream = path.open("ab")
+        self._synced = time.monotonic()
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -152,14 +156,22 @@ class Journal:
         line = (json.dumps({**record, "sha256": _checksum(record)}, ensure_ascii=False) + "\n").encode("utf-8")
         with space_for(self.path, len(line)):
             self._stream.write(line)
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
+            self._stream.flush()  # in the kernel now: a killed process loses nothing
+            # Group commit: fsync (against a crash of the machine itself) at most once per interval, so
+            # that the disk's latency never paces the event loop (4 ms per fsync here, at 600 answers/s).
+            now = time.monotonic()
+            if now - self._synced >= SYNC_INTERVAL_S:
+                os.fsync(self._stream.fileno())
+                self._synced = now
         self.lines += 1
         if result.error_kind != TRANSPORT:
             self.answers[result.key] = result
 
     def close(self) -> None:
         try:
+            if not self._stream.closed:
+                self._stream.flush()
+                os.fsync(self._stream.fileno())
             self._stream.close()
         except OSError:
             pass  # a full disk may refuse the final flush of a torn line; the next open cuts it

@@ -14,7 +14,7 @@ object following `schema` (sent as `response_format`), or, with neither, for pla
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from labtax.sdg.answer_parsing import AnswerFormat, ParsedAnswer, read_answer
@@ -81,7 +81,8 @@ class TeacherResult:
         return self.data is not None
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies, a third of a millisecond per answer at 600 answers/s.
+        return {name: getattr(self, name) for name in _RESULT_FIELDS} | {"notes": list(self.notes)}
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> TeacherResult:
@@ -106,6 +107,9 @@ class TeacherResult:
             self.error_kind, self.error = TRUNCATED, parsed.problem
         else:
             self.error_kind, self.error = PARSE, parsed.problem
+
+
+_RESULT_FIELDS = tuple(TeacherResult.__dataclass_fields__)
 
 
 class Teacher(Protocol):

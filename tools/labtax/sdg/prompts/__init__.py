@@ -30,6 +30,8 @@ class PromptTemplate:
     answer: AnswerFormat
     # Worked examples shown as earlier turns of the chat (user turn from `user` with these values, then
     # the reply): small teachers copy the shape of a reply far more reliably than they follow a description.
+    # Judges show a failing example, then a passing one: a model that copies the last reply errs toward
+    # keeping (the later judges and curation still filter), never toward rejecting everything.
     shots: tuple[tuple[tuple[tuple[str, str], ...], str], ...] = ()
 
     @property
