@@ -62,9 +62,9 @@ def answer(body):
         return f"The answer to request {seed}."
     if "YES or NO" in prompt:
         return "Explanation: supported.\nAnswer: " + ("NO" if seed % 10 == 0 else "YES")
-    if "Score: 1, 2 or 3" in prompt:
+    if "Score: 3, 2 or 1" in prompt:
         return "Explanation: fine.\nScore: %d" % (1 if seed % 4 == 0 else 3)
-    if "Score: 0, 1 or 2" in prompt:
+    if "Score: 2, 1 or 0" in prompt:
         return "Explanation: fine.\nScore: %d" % (1 if seed % 9 == 0 else 2)
     return "Explanation: fine.\nScore: %d" % (0 if seed % 6 == 0 else 1)
 async def handle(reader, writer):

@@ -28,14 +28,14 @@ from openai_server import running_server
 PINNED = {
     "freeform_instructions@2": "1d5fca0a4c1bf12c",
     "grounded_contexts@2": "8cde4715148ee4c3",
-    "grounded_question_judge@1": "cb2a82db05f5c265",
+    "grounded_question_judge@1": "dfd7032a90fa34c6",
     "grounded_questions@2": "5708ffc734383170",
-    "instruction_judge@2": "7cd537e847db9a59",
+    "instruction_judge@2": "c5baca9a335352bb",
     "knowledge_faithfulness@1": "e42d63e1aff61ee8",
     "knowledge_qa@2": "b423c976adf661f5",
-    "knowledge_question@1": "fc26c46076c3ecd4",
-    "knowledge_relevance@1": "d42229d7076dd8c4",
-    "pair_judge@2": "02e2581e0780fc6d",
+    "knowledge_question@1": "69289afd7b0aae35",
+    "knowledge_relevance@1": "dabbd56341d62594",
+    "pair_judge@2": "b5209c80dfddbdcb",
     "response@2": "837ff09a4f4f5d94",
 }
 
