@@ -118,4 +118,5 @@ def test_a_metadata_only_change_plans_and_sends_no_request(
         assert main([*dry_run[:-1], "--teacher-url", teacher.url, "--quiet"]) == 0
         sent = teacher.chat_requests - before
     summary = json.loads(sorted((generation / "runs").glob("*.json"))[-1].read_text())
-    assert summary["planned_requests"] == small and summary["sent"] == sent > 0
+    # Sent: the pipeline's requests; teacher calls: with retries and hedges, what the server counted.
+    assert summary["planned_requests"] == small and summary["http_requests"] == sent >= summary["sent"] > 0

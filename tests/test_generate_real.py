@@ -106,6 +106,9 @@ def test_a_server_that_ignores_response_format_is_noticed(served_tiny_model: Ser
     assert line is not None and "structured output (response_format)" in line
 
 
+# Real generation on CPU, one request at a time (transformers serve): a few dozen short requests, about
+# two minutes on an idle 2-core machine; the limit leaves room for a busy one.
+@pytest.mark.timeout(1200)
 def test_smollm2_as_the_teacher_yields_samples_for_a_skill_and_a_knowledge_leaf(
     project: Path, served_smollm2: ServedModel, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -109,12 +109,15 @@ class Dispatcher:
         entry.tasks.append(task)
 
         def finished(task: asyncio.Task[Any]) -> None:
-            if entry.answer.done() or task.cancelled():
+            if task.cancelled():
                 return
-            if task.exception() is None:
+            failure = task.exception()  # retrieved either way: a loser's failure is nobody's concern
+            if entry.answer.done():
+                return
+            if failure is None:
                 entry.answer.set_result(task.result())
             elif all(t.done() for t in entry.tasks):
-                entry.answer.set_exception(task.exception())  # type: ignore[arg-type]
+                entry.answer.set_exception(failure)
 
         task.add_done_callback(finished)
 

@@ -390,7 +390,7 @@ class OpenAITeacher:
                 response = await self._send(replica, "POST", "/chat/completions", body, timeout)
             except transient_errors() as exc:
                 kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
-                error = f"{kind} after {timeout:.0f} s" if isinstance(exc, asyncio.TimeoutError) else f"{kind}: {exc}"
+                error = f"{kind} after {timeout:.3g} s" if isinstance(exc, asyncio.TimeoutError) else f"{kind}: {exc}"
                 error = f"{replica.url}: {self._scrub(error)[:300]}"
                 self._failed(replica, error, None)
                 return replica, _Attempt(None, error)
