@@ -99,6 +99,9 @@ class TeacherResult:
             self.note(NOTE_STOP)
         if parsed.rescued or (parsed.data is None and self.finish_reason != "length"):
             self.note(NOTE_STRUCTURED if request.schema is not None else NOTE_FORMAT)
+        elif request.schema is not None and not self.text.lstrip().startswith("{"):
+            # Cut or not, an answer under a honoured json_schema starts as the object: this one ignored it.
+            self.note(NOTE_STRUCTURED)
         if self.finish_reason == "length":
             self.note(NOTE_CUT)
         if parsed.data is not None:
