@@ -2,8 +2,8 @@
 
 Reference: the ideal rate, concurrency / latency (32 / 50 ms = 640 requests/s). The client's own CPU
 time per request (process CPU of this process; the server runs in another process) says whether the
-client is the limit. Every request carries a real prompt and JSON Schema, and every answer is parsed
-and validated, as in a generation run.
+client is the limit. Every request carries a real prompt (a judge's, with its worked examples) and every
+answer is parsed by its free-text format, as in a generation run.
 
     python benchmarks/teacher_throughput.py [--requests 3000] [--concurrency 32] [--latency 0.05]
 """
@@ -24,13 +24,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # A loopback OpenAI-compatible endpoint on asyncio streams: it answers every chat completion with the
-# same valid `instruction_judge` answer after `latency` seconds, at ~0.1 ms of CPU each, so that the
+# same valid `instruction_judge` verdict after `latency` seconds, at ~0.1 ms of CPU each, so that the
 # server is not what limits the measurement (tests/openai_server.py, on stdlib threads, tops out near
 # 350 requests/s on the 2-CPU development machine; `--server tests` measures against it).
 ASYNCIO_SERVER = r"""
 import asyncio, json, re, sys
 latency = float(sys.argv[1])
-content = json.dumps({"keep": True, "reason": "clear and on task"})
+content = "Explanation: clear and on task.\nScore: 1"
 body = json.dumps({"id": "x", "object": "chat.completion", "model": "fake-teacher",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}}).encode()
@@ -100,10 +100,11 @@ async def run(url: str, requests: int, concurrency: int, server_pid: int) -> tup
             f"k{i}",
             template.name,
             template.render(task_description="Write a haiku.", instruction=f"Write a haiku about case {i}."),
-            template.schema,
+            None,
             256,
             0.0,
             i,
+            answer=template.answer,
         )
         for i in range(requests)
     ]

@@ -1,14 +1,21 @@
 """A stand-in teacher: a real HTTP server on 127.0.0.1 speaking the subset of the OpenAI API labtax uses.
 
-`GET /v1/models` and `POST /v1/chat/completions`. It recognises the generation stage from the JSON
-Schema name in `response_format` (labtax names each schema after its stage) and answers with plausible,
-schema-valid JSON built from the prompt, so a whole `labtax generate` run works offline. Faults can
-be injected in order (`faults=["500", "429", "drop", ...]`) or at random rates (`fault_rates`):
+`GET /v1/models` and `POST /v1/chat/completions`. It recognises the generation stage from a phrase of
+its prompt and answers with plausible free text in the format the stage asks for (numbered lists,
+tagged blocks, Q:/A: pairs, `Explanation: ... Score: N` verdicts), built from the prompt and the
+request's `seed`, so a whole `labtax generate` run works offline; it honours `stop` (unless
+`ignore_stop`), and a request with `response_format` gets `{"text": ...}` JSON. Faults can be
+injected in order (`faults=["500", "429", "drop", ...]`) or at random rates (`fault_rates`):
 
-    500        HTTP 500                       429     HTTP 429 with Retry-After
-    drop       the connection closes with no response
-    malformed  the content is not JSON        prose   the JSON is wrapped in prose (the fallback parser's job)
-    truncate   finish_reason=length           slow    the answer comes after `slow_s` seconds
+    500          HTTP 500                         429        HTTP 429 with Retry-After
+    drop         the connection closes with no response
+    malformed    an answer in no format at all    prose      JSON wrapped in prose (schema requests)
+    truncate     finish_reason=length, half the answer
+    slow         the answer comes after `slow_s` seconds
+    trickle      headers, then a byte every 50 ms for `slow_s` seconds, never a whole body
+    echo_auth    HTTP 500 whose body echoes the request headers (Authorization included)
+    bad_content  a 200 whose `content` is not a string       bad_usage  non-numeric `usage`
+    no_choices   a 200 without choices
 
 Use it from a test (`with start_server() as server: server.url ...`) or as a script:
 `python -m tests.openai_server --port 8000 [--latency 0.05]`.
@@ -30,9 +37,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("500", "429", "drop", "malformed", "prose", "truncate", "slow")
+FAULTS = (
+    "500", "429", "drop", "malformed", "prose", "truncate", "slow", "trickle", "echo_auth",
+    "bad_content", "bad_usage", "no_choices",
+)  # fmt: skip
 
-Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
+Answer = Callable[[str, dict[str, Any]], str]  # (stage, request body) -> the answer's text
 
 
 @dataclass
@@ -44,6 +54,7 @@ class ServerState:
     retry_after: str = "0"
     api_key: str | None = None
     ignore_response_format: bool = False  # answer in prose-wrapped JSON, as servers without structured output do
+    ignore_stop: bool = False  # write on past the stop sequences, as some servers do
     reject_response_format: bool = False  # HTTP 400 for any request carrying response_format
     context_limit: int | None = None  # enforce a context (prompt ~ characters / 4), refusing as vLLM does
     faults: list[str] = field(default_factory=list)
@@ -75,12 +86,14 @@ class ServerState:
 
 
 def _prompt(body: dict[str, Any]) -> str:
-    return "\n".join(str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user")
+    """The last user message: the request itself (judges show worked examples in earlier turns)."""
+    users = [str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user"]
+    return users[-1] if users else ""
 
 
 def _section(prompt: str, header: str) -> str:
     """The text after `header:` up to the next blank line followed by a header-like line."""
-    end = r"\n\n(?:[A-Z][\w ]*:|Reply as|Write \d|Keep it|Rate the|faithfulness:)"
+    end = r"\n\n(?:[A-Z][\w ]*:|Reply as|Write \d|Write only|Keep it|Rate the|A good|Is everything|Score how|Put each)"
     match = re.search(rf"^{re.escape(header)}:\s*\n(.*?)(?:{end}|\Z)", prompt, re.S | re.M)
     if match:
         return match.group(1).strip()
@@ -93,15 +106,19 @@ _MARKERS = {
     "Rate the response:": "pair_judge",
     "new instructions for the same task": "freeform_instructions",
     "new contexts of the same kind": "grounded_contexts",
-    "can be done using only the context": "grounded_questions",
+    "can be done using only the context.": "grounded_questions",
+    "can be done using\nonly the context": "grounded_question_judge",
     "question-answer pairs about facts": "knowledge_qa",
-    "faithfulness: 1 if": "knowledge_judge",
-    '{"response":': "response",
+    "Is everything the answer says supported": "knowledge_faithfulness",
+    "Score how well the answer addresses": "knowledge_relevance",
+    "A good question is clear": "knowledge_question",
+    "Write only the response": "response",
+    "agrees with the reference answer": "precheck_judge",  # labtax precheck --judge-url
 }
 
 
 def _stage_from_prompt(body: dict[str, Any]) -> str:
-    """The stage, from a phrase of its prompt, for requests without response_format."""
+    """The stage, from a phrase of its prompt."""
     prompt = _prompt(body)
     return next((stage for marker, stage in _MARKERS.items() if marker in prompt), "unknown")
 
@@ -115,38 +132,43 @@ def _digest(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16)
 
 
-def default_answer(stage: str, body: dict[str, Any], serial: int) -> dict[str, Any]:
+def _verdict(explanation: str, score: object, word: str = "Score") -> str:
+    return f"Explanation: {explanation}\n{word}: {score}"
+
+
+def default_answer(stage: str, body: dict[str, Any], serial: int) -> str:
+    """A plausible free-text answer in the format the stage's prompt asks for."""
     prompt = _prompt(body)
     serial %= 100_000
     count = _count(prompt)
     if stage == "freeform_instructions":
         task = _section(prompt, "Task")[:60]
-        return {
-            "instructions": [
-                f"Instruction {serial}.{i}: show the skill '{task}' on case {serial * 31 + i}." for i in range(count)
-            ]
-        }
+        lines = [
+            f"{i + 1}. Instruction {serial}.{i}: show the skill '{task}' on case {serial * 31 + i}."
+            for i in range(count)
+        ]
+        return "Here are the instructions:\n" + "\n".join(lines)
     if stage == "grounded_contexts":
-        return {
-            "contexts": [
-                f"Context {serial}.{i}. Item A costs {i + 3} euros; item B costs {serial % 7 + 2} euros."
-                for i in range(count)
-            ]
-        }
+        blocks = [
+            f"[Start of Context]\nContext {serial}.{i}. Item A costs {i + 3} euros; "
+            f"item B costs {serial % 7 + 2} euros.\n[End of Context]"
+            for i in range(count)
+        ]
+        return "\n\n".join(blocks)
     if stage == "grounded_questions":
         context = _section(prompt, "Context")
-        return {"questions": [f"Question {i} about: {context[:40]}" for i in range(count)]}
-    if stage == "instruction_judge":
-        instruction = _section(prompt, "Candidate instruction")
+        return "\n".join(f"{i + 1}. Question {i} about: {context[:40]}" for i in range(count))
+    if stage in ("instruction_judge", "grounded_question_judge"):
+        instruction = _section(prompt, "Candidate instruction") or _section(prompt, "Instruction")
         keep = _digest(instruction) % 5 != 0  # drop about one in five, deterministically
-        return {"keep": keep, "reason": "clear and on task" if keep else "too vague"}
+        return _verdict("clear and on task" if keep else "too vague", 1 if keep else 0)
     if stage == "response":
         instruction = _section(prompt, "Instruction")
-        return {"response": f"A careful answer to: {instruction}"}
+        return f"A careful answer (take {serial % 97}) to: {instruction}"
     if stage == "pair_judge":
         response = _section(prompt, "Response")
         score = (1, 2, 3, 3)[_digest(response) % 4]  # about a quarter are dropped
-        return {"score": score, "explanation": f"rated {score}"}
+        return _verdict(f"rated {score}", score)
     if stage == "knowledge_qa":
         passage = _section(prompt, "Passage")
         sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", passage) if len(s.strip()) > 20] or [
@@ -155,20 +177,18 @@ def default_answer(stage: str, body: dict[str, Any], serial: int) -> dict[str, A
         pairs = []
         for i in range(count):
             fact = sentences[(serial + i) % len(sentences)]
-            pairs.append(
-                {"question": f"What is stated about '{' '.join(fact.split()[:6])}' ({serial}.{i})?", "answer": fact}
-            )
-        return {"pairs": pairs}
-    if stage == "knowledge_judge":
+            pairs.append(f"Q: What is stated about '{' '.join(fact.split()[:6])}' ({serial}.{i})?\nA: {fact}")
+        return "\n\n".join(pairs)
+    if stage == "knowledge_faithfulness":
         question = _section(prompt, "Question")
-        faithful = 0 if _digest(question) % 7 == 0 else 1
-        return {
-            "faithfulness": faithful,
-            "relevance": 3,
-            "question_quality": 2 + _digest(question) % 2,
-            "reason": "checked",
-        }
-    return {"text": f"unknown stage {stage}"}
+        return _verdict("checked", "NO" if _digest(question) % 7 == 0 else "YES", "Answer")
+    if stage == "knowledge_relevance":
+        question = _section(prompt, "Question")
+        return _verdict("addresses it", 2 if _digest(question) % 9 else 1)
+    if stage == "knowledge_question":
+        question = _section(prompt, "Question")
+        return _verdict("clear", 0 if _digest(question + "q") % 11 == 0 else 1)
+    return f"unknown stage {stage}"
 
 
 # --- the HTTP server ------------------------------------------------------------------------------
@@ -276,20 +296,56 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
+        if fault == "echo_auth":  # a misconfigured proxy that echoes the request headers in its error page
+            self._send(500, {"error": {"message": "upstream error", "headers": dict(self.headers.items())}})
+            return
+        if fault == "trickle":  # headers, then a byte at a time, never the end
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(int(state.slow_s * 20)):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         custom = state.answers.get(stage)
         # Answers depend on the prompt and the request's `seed` only, so reruns are reproducible.
         nonce = body.get("seed")
-        answer = (
+        content = (
             custom(stage, body) if custom else default_answer(stage, body, nonce if isinstance(nonce, int) else serial)
         )
-        content = json.dumps(answer)
+        if "response_format" in body and not custom:
+            content = json.dumps({"text": content})
         finish = "stop"
+        stops = [str(x) for x in body.get("stop") or []]
         if fault == "malformed":
-            content = content[: len(content) // 2] + " <- oops"
-        elif fault == "prose" or state.ignore_response_format or "response_format" not in body:
+            content = "Sorry, I cannot write that in the format you asked for."
+        elif fault == "prose" or ("response_format" in body and state.ignore_response_format):
             content = f"Sure! Here is the JSON you asked for:\n```json\n{content}\n```\nHope this helps."
         elif fault == "truncate":
             content, finish = content[: len(content) // 2], "length"
+        if stops and not state.ignore_stop:
+            at = min((content.find(x) for x in stops if x in content), default=-1)
+            if at >= 0:
+                content = content[:at]
+        message: object = {"role": "assistant", "content": content}
+        usage: object = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(content) // 4,
+            "total_tokens": prompt_tokens + len(content) // 4,
+        }
+        choices: object = [{"index": 0, "message": message, "finish_reason": finish}]
+        if fault == "bad_content":
+            choices = [{"index": 0, "message": {"role": "assistant", "content": [content]}, "finish_reason": "stop"}]
+        elif fault == "bad_usage":
+            usage = {"prompt_tokens": "many", "completion_tokens": {"n": 1}}
+        elif fault == "no_choices":
+            choices = None
         self._send(
             200,
             {
@@ -297,14 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": state.model,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": len(content) // 4,
-                    "total_tokens": prompt_tokens + len(content) // 4,
-                },
+                "choices": choices,
+                "usage": usage,
             },
         )
 

@@ -162,9 +162,8 @@ def test_pairs_are_made_per_teacher_prompt_best_against_worst(setup: dict[str, A
             assert pair.prompt == asked.messages  # the prompt the teacher was sent, as generation recorded it
             assert pair.metadata.prompt_stage == "knowledge_qa"
             chosen = next(c for c in made if c.sample_id == pair.metadata.chosen_sample_id)
-            assert json.loads(pair.chosen[0].content) == {
-                "pairs": [{"question": chosen.question, "answer": chosen.answer}]
-            }
+            # the sample's own part of the teacher's answer, in the stage's free-text format
+            assert pair.chosen[0].content == f"Q: {chosen.question}\nA: {chosen.answer}"
 
 
 def test_cli_influence(

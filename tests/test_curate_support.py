@@ -22,6 +22,7 @@ from pathlib import Path
 from labtax.config import load_config
 from labtax.records.generation import COMPLETE, GeneratedLeaf, GenerationIndex, write_generation_index
 from labtax.records.sample import ANSWER, QUESTION, Message, Sample, SampleMetadata, TeacherExchange, samples_bytes
+from labtax.sdg.leaf_run import item_output
 from labtax.sdg.params import SCORE_KEYS, GenerationParams, pipeline_for
 from labtax.sdg.plan import cache_key
 from labtax.sdg.prompts import load_prompt
@@ -61,8 +62,8 @@ def exchange(
     leaf: Leaf, stage: str, values: dict[str, object], items: list[object], wrote: tuple[str, ...], finish: str
 ) -> list[TeacherExchange]:
     """One teacher request as generation records it, once per item of its answer: the real template
-    rendered with the leaf's training seeds as examples, an answer in the template's schema holding every
-    item, the request's key, and each sample's own item as a one-item answer."""
+    rendered with the leaf's training seeds as examples, an answer in the template's free-text format
+    holding every item, the request's key, and each sample's own item alone in that format."""
     template = load_prompt(stage)
     seeds = training_seeds(leaf)
     shown = [(str(n), f"- {seed.qna[0].question}") for n, seed in enumerate(seeds, start=1)][:3]
@@ -70,9 +71,11 @@ def exchange(
     rendered = {**values, "examples": "\n\n".join(text for _, text in shown)} if with_examples else values
     messages = template.render(**rendered)
     key = hashlib.sha256(json.dumps([stage, messages], ensure_ascii=False).encode()).hexdigest()[:24]
-    name = next(iter(template.schema["properties"]))
-    array = template.schema["properties"][name]["type"] == "array"
-    output = json.dumps({name: items if array else items[0]}, ensure_ascii=False)
+    ones = [item_output(template.answer, item) for item in items]  # type: ignore[arg-type]
+    if template.answer.kind == "items":
+        output = "\n".join(f"{n}. {item}" for n, item in enumerate(items, start=1))
+    else:
+        output = "\n\n".join(ones)
     return [
         TeacherExchange(
             stage=stage,
@@ -82,9 +85,9 @@ def exchange(
             finish_reason=finish,
             seed_ids=tuple(seed for seed, _ in shown) if with_examples else (),
             wrote=wrote,
-            item_output=json.dumps({name: [item] if array else item}, ensure_ascii=False),
+            item_output=one,
         )
-        for item in items
+        for one in ones
     ]
 
 

@@ -196,8 +196,8 @@ def test_keys_come_from_the_environment_and_never_show(
     monkeypatch.setenv("LABTAX_TEACHER_API_KEY", "teacher-secret-2")
     hostile = "<script>alert(1)</script> | @octocat"
 
-    def judge(stage: str, body: dict[str, Any]) -> dict[str, Any]:
-        return {"score": 3, "explanation": f"same facts {hostile}"}
+    def judge(stage: str, body: dict[str, Any]) -> str:
+        return f"Explanation: same facts {hostile}\nScore: 3"
 
     out, section = repo.parent / "p.json", repo.parent / "p.md"
     with (
@@ -227,7 +227,8 @@ def test_keys_come_from_the_environment_and_never_show(
         assert all("response_format" not in body for body in model.state.bodies)  # answers are free text
         asked = [body["messages"] for body in model.state.bodies]
         assert [{"role": "user", "content": "Write a haiku about a lighthouse."}] in asked
-        assert all(body["response_format"]["json_schema"]["name"] == "precheck_judge" for body in teacher.state.bodies)
+        assert teacher.state.stages == {"precheck_judge": len(teacher.state.bodies)}  # the judge prompt, as free text
+        assert all("response_format" not in body for body in teacher.state.bodies)
     result = json.loads(out.read_text())
     assert result["judge"] == {"name": "teacher", "served": True, "url": teacher.url}
     assert all(leaf["known"] for leaf in result["leaves"])  # every answer judged 3: known, and still exit 0

@@ -1,4 +1,5 @@
-"""The teacher client against a real HTTP server on 127.0.0.1, and the local transformers backend."""
+"""The teacher client against real HTTP servers on 127.0.0.1 (the stand-in with injected faults), the
+free-text answer formats, and the local transformers backend."""
 
 from __future__ import annotations
 
@@ -10,21 +11,49 @@ from typing import Any
 import pytest
 
 from labtax.errors import UsageError
-from labtax.sdg.answer_parsing import parse_answer, validator_for
+from labtax.sdg.answer_parsing import AnswerFormat, read_answer
 from labtax.sdg.local_teacher import LocalSettings, LocalTeacher
-from labtax.sdg.openai_teacher import OpenAITeacher, TeacherSettings, TeacherUnavailable
+from labtax.sdg.openai_teacher import OpenAITeacher, TeacherGone, TeacherSettings, TeacherUnavailable, scrub
 from labtax.sdg.prompts import load_prompt
-from labtax.sdg.teacher import PARSE, TOO_LONG, TRANSPORT, TRUNCATED, TeacherRequest, TeacherResult
+from labtax.sdg.teacher import (
+    NOTE_CUT,
+    NOTE_SAMPLING,
+    NOTE_STOP,
+    NOTE_STRUCTURED,
+    PARSE,
+    TOO_LONG,
+    TRANSPORT,
+    TRUNCATED,
+    TeacherRequest,
+    TeacherResult,
+)
 from openai_server import running_server
 
+SCHEMA = {
+    "type": "object",
+    "properties": {"text": {"type": "string"}},
+    "required": ["text"],
+    "additionalProperties": False,
+}
 
-def request(key: str = "k", max_tokens: int = 256, prompt: str = "freeform_instructions") -> TeacherRequest:
+
+def request(
+    key: str = "k", max_tokens: int = 256, prompt: str = "freeform_instructions", **extra: Any
+) -> TeacherRequest:
     template = load_prompt(prompt)
-    messages = template.render(task_description="Write a haiku.", examples="- Write a haiku about rain.", count=3)
-    return TeacherRequest(key, template.name, messages, template.schema, max_tokens, 0.7, 1)
+    messages = template.render(
+        task_description="Write a haiku.",
+        examples="- Write a haiku about rain.",
+        count=3,
+        context_block="",
+        instruction="Write a haiku about rain.",
+    )
+    answer = template.answer.with_limit(3)
+    values: dict[str, Any] = {"schema": None, "answer": answer, "stop": answer.stop_sequences(), **extra}
+    return TeacherRequest(key, template.name, messages, max_tokens=max_tokens, temperature=0.7, seed=1, **values)
 
 
-def settings(url: str, **overrides: Any) -> TeacherSettings:
+def settings(url: str | tuple[str, ...], **overrides: Any) -> TeacherSettings:
     values: dict[str, Any] = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0}
     values.update(overrides)
     return TeacherSettings(url, "fake-teacher", **values)
@@ -39,23 +68,24 @@ def ask(config: TeacherSettings, *requests: TeacherRequest) -> tuple[list[Teache
 
 
 def test_every_transient_fault_is_retried_until_a_valid_answer() -> None:
-    with running_server(faults=["500", "429", "drop", "malformed", "truncate"]) as server:
+    with running_server(faults=["500", "429", "drop", "malformed"]) as server:
         (result,), teacher = ask(settings(server.url), request())
         assert result.ok and result.error is None
-        assert len(result.data["instructions"]) == 3  # type: ignore[index]
-        assert result.attempts == 6
-        assert teacher.requests_sent == server.chat_requests == 6
-        assert dict(server.state.faults_served) == {"500": 1, "429": 1, "drop": 1, "malformed": 1, "truncate": 1}
+        assert len(result.data["items"]) == 3  # type: ignore[index]
+        assert result.attempts == 5
+        assert teacher.requests_sent == server.chat_requests == 5
+        assert dict(server.state.faults_served) == {"500": 1, "429": 1, "drop": 1, "malformed": 1}
+        seeds = [body["seed"] for body in server.state.bodies]
+        assert seeds[-1] != seeds[-2]  # an unreadable answer is asked again with another seed
 
 
-def test_requests_carry_a_json_schema_and_the_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_requests_carry_stop_sequences_and_the_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABTAX_TEACHER_API_KEY", "sekret")
     with running_server(api_key="sekret") as server:
         (result,), _ = ask(settings(server.url), request())
         body = server.state.bodies[0]
     assert result.ok
-    assert body["response_format"]["type"] == "json_schema"
-    assert body["response_format"]["json_schema"]["schema"] == load_prompt("freeform_instructions").schema
+    assert body["stop"] == ["\n4."] and "response_format" not in body  # free text, stopped after 3 items
     assert body["seed"] == 1
 
 
@@ -73,7 +103,7 @@ def test_an_unserved_model_and_an_unreachable_server_are_clear_errors() -> None:
             ask(settings(server.url), request())
     with running_server() as server:
         url = server.url
-    with pytest.raises(TeacherUnavailable, match="cannot reach the teacher"):
+    with pytest.raises(TeacherUnavailable, match="cannot reach"):
         ask(settings(url), request())
 
 
@@ -82,6 +112,8 @@ def test_bad_settings_are_usage_errors() -> None:
         OpenAITeacher(TeacherSettings("localhost:8000", "m"))
     with pytest.raises(UsageError, match="--concurrency"):
         OpenAITeacher(TeacherSettings("http://localhost:8000", "m", concurrency=0))
+    with pytest.raises(UsageError, match="same server twice"):
+        OpenAITeacher(TeacherSettings(("http://h:1", "http://h:1/v1"), "m"))
 
 
 def test_retry_after_is_honoured() -> None:
@@ -105,32 +137,110 @@ def test_persistent_failures_are_recorded_not_raised() -> None:
     assert not result.ok and result.error_kind == TRANSPORT
     assert "HTTP 500" in (result.error or "") and result.attempts == 3
     with running_server(fault_rates={"malformed": 1.0}) as server:
-        (result,), _ = ask(settings(server.url, output_retries=1), request())
-    assert result.error_kind == PARSE and result.attempts == 2
+        (result,), teacher = ask(settings(server.url, output_retries=3), request())
+    # The same unreadable text for a new seed: the server ignores sampling, so asking again is futile.
+    assert result.error_kind == PARSE and result.attempts == 2 and NOTE_SAMPLING in result.notes
+    assert not teacher.samples_freely
+
+
+def test_a_cut_answer_keeps_its_complete_items_and_is_never_asked_again_as_it_was() -> None:
     with running_server(fault_rates={"truncate": 1.0}) as server:
+        (result,), _ = ask(settings(server.url), request())
+        assert server.chat_requests == 1  # items before the cut were kept: no retry
+    assert result.ok and result.partial and NOTE_CUT in result.notes
+    assert 1 <= len(result.data["items"]) < 3  # type: ignore[index]
+    # Nothing usable before the cut: asked once more with twice the room, then given up.
+    with running_server(fault_rates={"truncate": 1.0}) as server:
+        (result,), _ = ask(settings(server.url), request(prompt="response", answer=None, stop=()))
+        sent = [body["max_tokens"] for body in server.state.bodies]
+    assert result.error_kind == TRUNCATED and sent == [256, 512]
+
+
+def test_a_max_tokens_below_the_minimum_answer_is_sent_as_asked() -> None:
+    # issue 13: --max-tokens 32 made every request fail locally ("leaves no room for an answer").
+    with running_server() as server:
+        (result,), _ = ask(settings(server.url), request(max_tokens=32))
+        assert result.ok and server.state.bodies[0]["max_tokens"] == 32
+
+
+def test_a_dead_or_trickling_teacher_is_given_up_within_the_deadline() -> None:
+    # Headers, then a byte every 50 ms: a read timeout never fires; the attempt's total timeout does,
+    # and the request deadline ends the run with one message.
+    with running_server(fault_rates={"trickle": 1.0}, slow_s=30.0) as server:
+        started = time.monotonic()
+        with pytest.raises(TeacherGone, match=r"has not answered for \d+ s .*re-run the same command"):
+            ask(settings(server.url, timeout_s=0.5, request_deadline_s=1.5), request())
+        assert time.monotonic() - started < 6
+
+
+@pytest.mark.parametrize("fault", ["bad_content", "bad_usage", "no_choices"])
+def test_a_malformed_200_is_a_failed_request_not_a_crash(fault: str) -> None:
+    with running_server(fault_rates={fault: 1.0}) as server:
         (result,), _ = ask(settings(server.url, output_retries=0), request())
-    assert result.error_kind == TRUNCATED and result.finish_reason == "length"
+    if fault == "bad_usage":  # the answer itself is fine; the counts are ignored
+        assert result.ok and result.prompt_tokens == 0
+    else:
+        assert result.error_kind == PARSE and "not a chat completion" in (result.error or "")
 
 
-def test_a_slow_answer_times_out_and_is_retried() -> None:
-    with running_server(faults=["slow"], slow_s=1.5) as server:
-        (result,), _ = ask(settings(server.url, timeout_s=0.3), request())
-    assert result.ok and result.attempts == 2
+def test_error_bodies_are_scrubbed_before_they_are_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABTAX_TEACHER_API_KEY", "sk-live-0123456789abcdef")
+    with running_server(fault_rates={"echo_auth": 1.0}) as server:
+        (result,), _ = ask(settings(server.url, max_retries=1), request())
+    assert result.error_kind == TRANSPORT and "upstream error" in (result.error or "")
+    assert "0123456789abcdef" not in (result.error or "")
+    assert scrub('{"Authorization": "Bearer abc.def-123456"} token=xyz12345 https://u:p@h/x') == (
+        '{"Authorization": "***"} token=*** https://***@h/x'
+    )
 
 
-def test_answers_wrapped_in_prose_are_rescued_and_counted() -> None:
+def test_replicas_share_the_load_and_a_failing_one_is_backed_off() -> None:
+    with running_server(latency_s=0.05) as first, running_server(latency_s=0.05) as second:
+
+        async def go(config: TeacherSettings) -> list[TeacherResult]:
+            async with OpenAITeacher(config) as teacher:
+                return list(await asyncio.gather(*(teacher.complete(request(str(i))) for i in range(40))))
+
+        results = asyncio.run(go(settings((first.url, second.url), concurrency=4)))
+        assert all(r.ok for r in results)
+        assert first.chat_requests == second.chat_requests == 20  # the least busy replica each time
+        assert first.state.peak_in_flight == second.state.peak_in_flight == 4
+    with running_server(fault_rates={"500": 1.0}) as broken, running_server() as healthy:
+        results = asyncio.run(
+            go(settings((broken.url, healthy.url), concurrency=4, backoff_base_s=5.0, backoff_max_s=5.0))
+        )
+        assert all(r.ok for r in results)
+        assert healthy.chat_requests == 40 and broken.chat_requests <= 4  # backed off after its first failures
+    with running_server() as healthy:
+        dead = "http://127.0.0.1:9/v1"
+        results = asyncio.run(go(settings((dead, healthy.url), concurrency=4)))
+        assert all(r.ok for r in results) and healthy.chat_requests == 40
+
+
+def test_a_server_that_ignores_response_format_is_noticed() -> None:
+    schema_request = request(prompt="response", answer=None, stop=(), schema=SCHEMA)
     with running_server(ignore_response_format=True) as server:
-        results, _ = ask(settings(server.url), request("a"), request("b"))
-    assert all(r.ok and r.rescued for r in results)
+        (result,), _ = ask(settings(server.url), schema_request)
+        assert server.state.bodies[0]["response_format"]["type"] == "json_schema"
+    assert result.ok and result.rescued and NOTE_STRUCTURED in result.notes
 
 
 def test_a_server_that_refuses_structured_output_is_asked_without_it() -> None:
-    with running_server(reject_response_format=True) as server:
-        results, teacher = ask(settings(server.url, concurrency=1), request("a"), request("b"))
-        assert all(r.ok and r.rescued for r in results)  # prose-wrapped answers, found by the fallback parser
+    schema_request = request(prompt="response", answer=None, stop=(), schema=SCHEMA)
+    prose = {"response": lambda stage, body: 'Here you are: {"text": "a haiku"}'}
+    with running_server(reject_response_format=True, answers=prose) as server:
+        results, teacher = ask(settings(server.url, concurrency=1), schema_request, schema_request)
+        assert all(r.ok for r in results)
         assert not teacher.structured_output
         assert server.chat_requests == 3  # one refusal, then every request without response_format
-        assert all("response_format" not in body for body in server.state.bodies)
+
+
+def test_a_server_that_ignores_stop_sequences_is_cut_here_and_noticed() -> None:
+    with running_server(
+        ignore_stop=True, answers={"freeform_instructions": lambda s, b: "1. a\n2. b\n3. c\n4. d\n5. e"}
+    ) as server:
+        (result,), _ = ask(settings(server.url), request())
+    assert result.data == {"items": ["a", "b", "c"]} and NOTE_STOP in result.notes
 
 
 def test_prompt_plus_max_tokens_never_exceed_the_context() -> None:
@@ -146,6 +256,7 @@ def test_prompt_plus_max_tokens_never_exceed_the_context() -> None:
     with running_server(max_model_len=100) as server:
         (result,), _ = ask(settings(server.url), request())
         assert result.error_kind == TOO_LONG and server.chat_requests == 0  # never sent
+        assert "context of 100 tokens" in (result.error or "")
 
 
 def test_a_context_overflow_reported_by_the_server_shrinks_max_tokens() -> None:
@@ -157,15 +268,7 @@ def test_a_context_overflow_reported_by_the_server_shrinks_max_tokens() -> None:
     assert len(sent) == 1 and sent[0] < 700  # the refused request is not in bodies; the retry fits
 
 
-def test_the_configured_context_is_used_when_the_server_does_not_say() -> None:
-    with running_server(max_model_len=None) as server:
-        _, teacher = ask(settings(server.url, context_length=2048), request())
-    assert teacher.context_length == 2048 and teacher.context_source == "configured"
-
-
 def test_concurrency_is_bounded() -> None:
-    # Measured where it matters, at the server: never more than --concurrency requests at once,
-    # and the bound is actually used.
     with running_server(latency_s=0.05) as server:
 
         async def go() -> None:
@@ -177,34 +280,77 @@ def test_concurrency_is_bounded() -> None:
         assert server.chat_requests == 24
 
 
-def test_parse_answer_strict_then_fallback() -> None:
-    validator = validator_for(load_prompt("pair_judge").schema)
-    assert parse_answer('{"score": 2, "explanation": "ok"}', validator) == (
-        {"score": 2, "explanation": "ok"},
-        False,
-        "",
+# --- reading answers ------------------------------------------------------------------------------
+
+
+def test_items_keep_every_complete_item_before_a_cut() -> None:
+    items = AnswerFormat("items", limit=5)
+    text = "Sure, here you go:\n1. Write a haiku about snow.\n2) **Write a haiku about frogs.**\n- Write one about"
+    assert read_answer(text, "length", items).data == {
+        "items": ["Write a haiku about snow.", "Write a haiku about frogs."]
+    }
+    assert read_answer(text, "stop", items).data == {
+        "items": ["Write a haiku about snow.", "Write a haiku about frogs.", "Write one about"]
+    }
+    assert read_answer("1. a\n2. b\n3. c", "stop", AnswerFormat("items", limit=2)).data == {"items": ["a", "b"]}
+    assert read_answer("Write a haiku about dew.", "stop", AnswerFormat("items", limit=1)).rescued  # no marker
+    assert read_answer("Sorry, I cannot do that.", "stop", items).data is None
+    assert read_answer("1. only half of it", "length", items).data is None
+
+
+def test_pairs_blocks_and_scores() -> None:
+    pairs = AnswerFormat("qa_pairs")
+    text = (
+        "Q: What causes tides?\nA: The Moon's pull\nand the Sun's.\n\n"
+        "Question 2: Why two a day?\nAnswer 2: Earth turns\nQ: cut"
     )
-    text = 'Here you go: {"score": 3, "explanation": "fine"} bye'
-    assert parse_answer(text, validator) == ({"score": 3, "explanation": "fine"}, True, "")
-    fenced = 'noise {"a": 1}\n```json\n{"score": 1, "explanation": "bad"}\n```'
-    assert parse_answer(fenced, validator)[0] == {"score": 1, "explanation": "bad"}
-    data, _, problem = parse_answer('{"score": 7, "explanation": "x"}', validator)
-    assert data is None and "score" in problem
-    assert parse_answer("no json here", validator)[2] == "the answer is not JSON"
+    parsed = read_answer(text, "length", pairs)
+    assert (
+        parsed.data
+        == {
+            "pairs": [
+                {"question": "What causes tides?", "answer": "The Moon's pull\nand the Sun's."},
+                {"question": "Why two a day?", "answer": "Earth turns"},
+            ]
+        }
+        and parsed.partial
+    )
+    blocks = AnswerFormat("blocks", tag="Context")
+    text = "[Start of Context]\nOne.\n[End of Context]\n[Start of Context]\nTwo\n[Start of Context]\nThr"
+    assert read_answer(text, "length", blocks).data == {"items": ["One.", "Two"]}
+    assert read_answer("Just one context.", "stop", blocks).data == {"items": ["Just one context."]}
+    score = AnswerFormat("score", low=1, high=3)
+    assert read_answer("Explanation: fine.\nScore: 2", "stop", score).data == {"score": 2, "explanation": "fine."}
+    assert read_answer("The response is 3 out of 3.", "stop", score).data == {
+        "score": 3,
+        "explanation": "The response is",
+    }
+    assert read_answer("Score: 7", "stop", score).data is None
+    verdict = AnswerFormat("score", low=0, high=1, words={"YES": 1, "NO": 0})
+    assert read_answer("Explanation: said so.\nAnswer: yes", "stop", verdict).data == {
+        "score": 1,
+        "explanation": "said so.",
+    }
+    assert read_answer("Yes, it does. Yes.", "stop", verdict).data == {"score": 1, "explanation": "Yes, it does."}
+    assert read_answer("Yes and no.", "stop", verdict).data is None
+
+
+# --- the local backend ----------------------------------------------------------------------------
 
 
 def test_local_teacher_answers_every_request_and_records_gibberish_as_failures(tiny_model_dir: Path) -> None:
     async def go() -> tuple[list[TeacherResult], LocalTeacher]:
         async with LocalTeacher(LocalSettings(tiny_model_dir, batch_size=4, output_retries=0)) as teacher:
-            template = load_prompt("instruction_judge")
+            template = load_prompt("response")
             requests = [
                 TeacherRequest(
                     f"k{i}",
                     template.name,
-                    template.render(task_description="haiku", instruction=f"Write {i}."),
-                    template.schema,
+                    template.render(task_description="haiku", examples="", context_block="", instruction=f"Write {i}."),
+                    None,
                     16,
                     0.0,
+                    answer=template.answer,
                 )
                 for i in range(6)
             ]
@@ -213,10 +359,10 @@ def test_local_teacher_answers_every_request_and_records_gibberish_as_failures(t
     results, teacher = asyncio.run(go())
     assert teacher.requests_sent == 6 and teacher.context_length == 512
     assert all(r.attempts == 1 and r.prompt_tokens > 0 for r in results)
-    # A random tiny model writes gibberish: every answer is a recorded failure, none crashes the run.
-    assert all(not r.ok and r.error_kind in (PARSE, TRUNCATED) for r in results)
-    # finish_reason as the model ended: "length" when it hit max_tokens, "stop" at its end-of-sequence token.
-    assert all(r.finish_reason == ("length" if r.error_kind == TRUNCATED else "stop") for r in results)
+    # A random tiny model writes gibberish: a free-text answer cut at max_tokens is a recorded failure (never
+    # retried with the same settings), one that ended at its end-of-sequence token is the answer; no crash.
+    for r in results:
+        assert (r.finish_reason, r.error_kind) == ("length", TRUNCATED) or (r.finish_reason == "stop" and r.ok)
 
 
 def test_local_teacher_rejects_a_directory_that_is_not_a_model(tmp_path: Path) -> None:

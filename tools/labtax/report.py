@@ -23,6 +23,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from labtax.config import Config
@@ -32,6 +33,9 @@ from labtax.seeddiff import ADDED, EDITED, REMOVED, LeafDiff, SeedChange, leaf_c
 from labtax.taxonomy.discover import display_path
 from labtax.taxonomy.leaf import Leaf, SeedExample
 from labtax.text import normalise, shingles
+
+if TYPE_CHECKING:
+    from labtax.sdg.params import GenerationParams
 
 REPORT_MARKER = "<!-- labtax-report -->"
 NEAR_DUPLICATE_THRESHOLD = 0.5
@@ -137,9 +141,15 @@ class Report:
         return sum(section.expected_requests for section in self.sections)
 
 
-def build_report(config: Config, diff: DiffResult, *, repository_url: str | None = None) -> Report:
-    """Gather everything the page shows: diagnostics, near-duplicates and planned generation per leaf."""
-    from labtax.sdg.params import GenerationParams, expected_requests, pipeline_for
+def build_report(
+    config: Config, diff: DiffResult, *, repository_url: str | None = None, params: GenerationParams | None = None
+) -> Report:
+    """Gather everything the page shows: diagnostics, near-duplicates and planned generation per leaf.
+
+    The request counts come from generation's own planner (`labtax.sdg.plan.plan_changes`, with `params`:
+    the release's, or the defaults), the base's leaves standing for the cache: a change that reaches no
+    teacher (metadata, attribution, formatting, a rename) plans 0 requests, as the run would send."""
+    from labtax.sdg.plan import plan_changes
     from labtax.validate import validate_paths
 
     validation = validate_paths(config) if config.taxonomy_root.is_dir() else None
@@ -157,15 +167,16 @@ def build_report(config: Config, diff: DiffResult, *, repository_url: str | None
         )
     generating = [c.leaf for c in diff.changes if c.leaf is not None and c.drives_generation]
     duplicates = near_duplicates(generating, validation.leaves if validation else []) if generating else {}
-    params = GenerationParams()
+    plan = plan_changes(((c.old_leaf, c.leaf) for c in generating_changes(diff) if c.leaf is not None), params)
+    planned = {item.leaf.path: item for item in plan.to_run}
     sections = []
     for change in diff.changes:
         leaf_dir = posixpath.dirname(display_path(config.taxonomy_root / change.path, config))
         found = diagnostics_by_dir.get(leaf_dir, []) if change.status is not ChangeStatus.DELETED else []
         leaf = change.leaf
-        if leaf is not None and change.drives_generation:
-            pipeline, target = pipeline_for(leaf).name, params.target_for(leaf.kind)
-            requests = expected_requests(leaf.kind, params)
+        item = planned.get(leaf.path) if leaf is not None and change.drives_generation else None
+        if item is not None:
+            pipeline, target, requests = item.pipeline, item.target, item.expected_requests
         else:
             pipeline, target, requests = None, 0, 0
         sections.append(
@@ -208,6 +219,11 @@ def _unchecked_and_misfits(
 TEACHER_CONTEXT_ASSUMED = 4096
 
 
+def generating_changes(diff: DiffResult) -> list[LeafChange]:
+    """The changes generation would look at: new or changed leaves that can be read."""
+    return [c for c in diff.changes if c.leaf is not None and c.drives_generation]
+
+
 def _by_directory(diagnostics: Iterable[Diagnostic]) -> dict[str, list[Diagnostic]]:
     """Diagnostics grouped by the directory of their file: a leaf's qna.yaml and attribution.txt together."""
     grouped: dict[str, list[Diagnostic]] = {}
@@ -216,9 +232,17 @@ def _by_directory(diagnostics: Iterable[Diagnostic]) -> dict[str, list[Diagnosti
     return grouped
 
 
-def reviewer_report(config: Config, base: str | None = None, *, repository_url: str | None = None) -> str:
-    """The markdown page for the changes since the merge-base with `base` (see `changed_leaves`)."""
-    return render_markdown(build_report(config, changed_leaves(config, base), repository_url=repository_url))
+def reviewer_report(
+    config: Config,
+    base: str | None = None,
+    *,
+    repository_url: str | None = None,
+    params: GenerationParams | None = None,
+) -> str:
+    """The markdown page for the changes since the merge-base with `base` (see `changed_leaves`); request
+    counts planned with `params` (the release's generation parameters; default: generate's defaults)."""
+    diff = changed_leaves(config, base)
+    return render_markdown(build_report(config, diff, repository_url=repository_url, params=params))
 
 
 # --- markdown --------------------------------------------------------------------------------------
@@ -387,7 +411,10 @@ def _leaf_section(report: Report, section: LeafSection) -> list[str]:
     elif leaf is None:
         lines.append("- **Generation:** unknown until the qna.yaml can be read")
     else:
-        lines.append("- **Generation:** none (pure rename: same leaf hash, cached data is reused)")
+        lines.append(
+            "- **Generation:** none (nothing that reaches the teacher changed, so the cached data is reused: "
+            "a rename, or metadata such as created_by, attribution or formatting)"
+        )
     lines.extend(_diagnostic_lines(section.diagnostics))
     if section.not_checked:
         lines.append(

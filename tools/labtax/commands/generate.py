@@ -26,10 +26,11 @@ def command(
         typer.Option("--teacher-model", help="Model name the server serves, or a local Hugging Face model directory."),
     ],
     teacher_url: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--teacher-url",
-            help="OpenAI-compatible API root, e.g. http://localhost:8000/v1 (key: $LABTAX_TEACHER_API_KEY).",
+            help="OpenAI-compatible API root, e.g. http://localhost:8000/v1 (key: $LABTAX_TEACHER_API_KEY). "
+            "Repeat it for replicas of the same model: requests go to the least busy one.",
         ),
     ] = None,
     base: Annotated[
@@ -41,7 +42,9 @@ def command(
     all_leaves: Annotated[
         bool, typer.Option("--all", help="Generate for every leaf whose result is not cached (the default).")
     ] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight at once.")] = 32,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Requests in flight at once, per --teacher-url.")
+    ] = 32,
     target: Annotated[
         int | None,
         typer.Option(
@@ -56,13 +59,35 @@ def command(
             show_default=False,
         ),
     ] = None,
-    max_tokens: Annotated[
-        int, typer.Option("--max-tokens", help="Completion tokens per generation request (judges get 256).")
-    ] = 1024,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Completion tokens per generation request.")] = 1024,
+    judge_max_tokens: Annotated[
+        int, typer.Option("--judge-max-tokens", help="Completion tokens per judge request (reasoning, then score).")
+    ] = 256,
+    candidates_per_prompt: Annotated[
+        int,
+        typer.Option(
+            "--candidates-per-prompt",
+            help="Responses per skill instruction, each judged; the best is kept, all are recorded "
+            "(2 or more: answers to one prompt, for preference pairs).",
+        ),
+    ] = 1,
     budget_factor: Annotated[
         float, typer.Option("--budget-factor", help="Request budget per leaf, as a multiple of its target.")
     ] = 10.0,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request before it is retried.")] = 120.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds for one attempt, to the answer's last byte, before a retry.")
+    ] = 120.0,
+    request_deadline: Annotated[
+        float,
+        typer.Option(
+            "--request-deadline",
+            help="Seconds for one request, all attempts; a teacher silent this long stops the run (resumable).",
+        ),
+    ] = 300.0,
+    vet_cache: Annotated[
+        bool,
+        typer.Option("--vet-cache", help="Trust nothing in --output: check every cached result before reusing it."),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan (leaves, expected requests) and send nothing.")
     ] = False,
@@ -98,13 +123,26 @@ def command(
     usable, skipped = plannable_leaves(config, loaded, selected)
     if skipped:
         echo(skipped, err=True)
-    params = GenerationParams(target=target, max_tokens=max_tokens, budget_factor=budget_factor)
+    params = GenerationParams(
+        target=target,
+        max_tokens=max_tokens,
+        judge_max_tokens=judge_max_tokens,
+        budget_factor=budget_factor,
+        candidates_per_prompt=candidates_per_prompt,
+    )
     spec = TeacherSpec(
-        teacher_model, teacher_url, concurrency=concurrency, timeout_s=timeout, context_length=teacher_context
+        teacher_model,
+        tuple(teacher_url) if teacher_url else None,
+        concurrency=concurrency,
+        timeout_s=timeout,
+        request_deadline_s=request_deadline,
+        context_length=teacher_context,
     )
     params.validate()
     spec.validate()
     if dry_run:
+        for note in spec.notes():
+            echo(f"note: {note}", err=True)
         from labtax.validate.context_fit import FitSettings, plan_misfits
 
         plan_config = generation_config(spec, output, params, config.project_root, selected)
@@ -125,12 +163,15 @@ def command(
             project_root=config.project_root,
             selected=selected,
             progress=progress,
+            vet=vet_cache,
         )
     finally:
         if progress is not None:
             progress.close()
     if not quiet:
         echo(render_summary(result))
+    for note in result.notes:
+        echo(f"note: {note}", err=True)
     for row in result.incomplete:
         echo(
             f"warning: {row.leaf}: {row.kept} of {row.target} samples "
@@ -222,18 +263,23 @@ def render_summary(result: GenerationResult) -> str:
             f"{row.replayed or 0:>7}{row.failed or 0:>7}  {row.leaf}"
         )
     if summary.stages:
-        lines += ["", f"{'stage':<24}{'requests':>9}{'sent':>7}{'failed':>7}{'rescued':>8}{'kept':>7}{'dropped':>8}"]
+        lines += [
+            "",
+            f"{'stage':<26}{'requests':>9}{'sent':>7}{'failed':>7}{'cut':>5}{'kept':>7}{'dropped':>8}{'keep rate':>10}",
+        ]
         for stage, stats in summary.stages.items():
+            rate = stats.keep_rate
             lines.append(
-                f"{stage:<24}{stats.requests:>9}{stats.sent:>7}{stats.failed:>7}{stats.rescued:>8}"
-                f"{stats.kept:>7}{stats.dropped:>8}"
+                f"{stage:<26}{stats.requests:>9}{stats.sent:>7}{stats.failed:>7}{stats.partial:>5}"
+                f"{stats.kept:>7}{stats.dropped:>8}{'-' if rate is None else f'{rate:.0%}':>10}"
             )
     lines += [
         "",
         f"{summary.leaves_run} of {summary.leaves_total} leaves run in {summary.seconds:.1f} s: "
-        f"{summary.sent} requests sent ({summary.http_requests} teacher calls, retries included), "
+        f"planned about {summary.planned_requests} requests, sent {summary.sent} "
+        f"({summary.http_requests} teacher calls, retries included), "
         f"{summary.replayed} replayed from the journal, {summary.failed} failed, "
-        f"{summary.rescued} rescued by the fallback parser; "
+        f"{summary.rescued} rescued; "
         f"{summary.prompt_tokens} prompt + {summary.completion_tokens} completion tokens",
         f"index: {result.index_path}   run summary: {result.summary_path}",
     ]

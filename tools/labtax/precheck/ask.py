@@ -35,7 +35,7 @@ KNOWN_SHARE = 0.8
 JUDGE_MAX_TOKENS = 256
 KNOWN_JUDGE_SCORE = 3
 
-JUDGE_SYSTEM = "You compare a model's answer with a reference answer written by a person. Answer with JSON only."
+JUDGE_SYSTEM = "You compare a model's answer with a reference answer written by a person."
 JUDGE_USER = """{context_block}Question:
 {question}
 
@@ -48,16 +48,8 @@ Model's answer:
 Rate how well the model's answer agrees with the reference answer: 3 = it states the same facts or does
 the task as well as the reference; 2 = partly: correct but incomplete, or with small errors; 1 = wrong,
 missing or off-task.
-Reply as {{"score": 1, 2 or 3, "explanation": "one sentence"}}."""
-JUDGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "score": {"type": "integer", "minimum": 1, "maximum": 3},
-        "explanation": {"type": "string"},
-    },
-    "required": ["score", "explanation"],
-    "additionalProperties": False,
-}
+First explain your rating in one sentence, then end with a line "Score: N" (N is 1, 2 or 3).
+Explanation:"""
 
 
 @dataclass(frozen=True)
@@ -125,9 +117,14 @@ def _backends() -> Any:
     from types import SimpleNamespace
 
     from labtax.sdg import local_teacher, openai_teacher, teacher
+    from labtax.sdg.answer_parsing import ANY_TEXT, SCORE, AnswerFormat
 
     return SimpleNamespace(
         TeacherRequest=teacher.TeacherRequest,
+        # The model's answer as far as it got (a cut answer is still what it says); the judge reasons, then
+        # scores 1-3 in the free-text format generation's judges use, which small teachers follow.
+        ANY_TEXT_ANSWER=AnswerFormat(ANY_TEXT),
+        JUDGE_ANSWER=AnswerFormat(SCORE, low=1, high=3),
         TeacherSettings=openai_teacher.TeacherSettings,
         OpenAITeacher=openai_teacher.OpenAITeacher,
         TeacherUnavailable=openai_teacher.TeacherUnavailable,
@@ -201,7 +198,9 @@ def answer_questions(
     teacher = _backends()
     items = questions.items
     requests = [
-        teacher.TeacherRequest(f"q{n}", "precheck", _question_messages(item), None, max_tokens, 0.0)
+        teacher.TeacherRequest(
+            f"q{n}", "precheck", _question_messages(item), None, max_tokens, 0.0, answer=teacher.ANY_TEXT_ANSWER
+        )
         for n, item in enumerate(items)
     ]
     results = asyncio.run(_ask(model, requests, max_tokens)) if requests else []
@@ -210,7 +209,13 @@ def answer_questions(
         to_judge = [(n, item) for n, item in enumerate(answered) if item.answer]
         judge_requests = [
             teacher.TeacherRequest(
-                f"j{n}", "precheck_judge", _judge_messages(item), JUDGE_SCHEMA, JUDGE_MAX_TOKENS, 0.0
+                f"j{n}",
+                "precheck_judge",
+                _judge_messages(item),
+                None,
+                JUDGE_MAX_TOKENS,
+                0.0,
+                answer=teacher.JUDGE_ANSWER,
             )
             for n, item in to_judge
         ]
@@ -244,7 +249,9 @@ def _judged(item: PrecheckItem, verdict: Any) -> PrecheckItem:
     if not verdict.ok:
         return replace(item, error=f"judge {verdict.error_kind}: {verdict.error}"[:500])
     return replace(
-        item, judge_score=int(verdict.data["score"]), judge_explanation=str(verdict.data["explanation"])[:500]
+        item,
+        judge_score=int(verdict.data["score"]),
+        judge_explanation=str(verdict.data.get("explanation", ""))[:500],
     )
 
 

@@ -25,7 +25,9 @@ from labtax.records.base import RecordError, RecordFormat, decode, dumps_json, r
 
 GENERATE = "re-run `labtax generate` with the same --output"
 INDEX_FORMAT = RecordFormat("labtax-generation", 2, "generation index (generation.json)", GENERATE)
-LEAF_SUMMARY_FORMAT = RecordFormat("labtax-generation-leaf", 1, "leaf generation summary (summary.json)", GENERATE)
+# /2: streaming pipelines: `launched` (first-stage requests) replaces `rounds`; answers cut but kept
+# (`partial`) and what the teacher did not honour (`notes`) are counted.
+LEAF_SUMMARY_FORMAT = RecordFormat("labtax-generation-leaf", 2, "leaf generation summary (summary.json)", GENERATE)
 RUN_FORMAT = RecordFormat("labtax-generation-run", 2, "generation run summary (runs/*.json)", GENERATE)
 
 INDEX_FILE = "generation.json"
@@ -107,9 +109,17 @@ class StageCounts:
     sent: int = 0
     replayed: int = 0
     failed: int = 0
-    rescued: int = 0  # the fallback parser found the JSON inside a non-JSON answer
-    kept: int = 0
+    rescued: int = 0  # the answer was found in a shape other than the one asked for
+    kept: int = 0  # candidates this stage passed on
     dropped: dict[str, int] = field(default_factory=dict)  # reason id -> count
+    partial: int = 0  # answers cut at max_tokens whose complete items were kept
+    notes: dict[str, int] = field(default_factory=dict)  # what the teacher did not honour -> answers
+
+    @property
+    def keep_rate(self) -> float | None:
+        """Candidates passed on over candidates decided at this stage (None before any was)."""
+        decided = self.kept + sum(self.dropped.values())
+        return self.kept / decided if decided else None
 
 
 @dataclass(frozen=True)
@@ -139,7 +149,7 @@ class LeafSummary:
     kept: int
     target: int
     rejected: int
-    rounds: int
+    launched: int  # first-stage requests started (each fans out into candidates)
     budget: int
     requests: int
     sent: int
@@ -150,6 +160,7 @@ class LeafSummary:
     completion_tokens: int
     stages: dict[str, StageCounts]
     failures: tuple[TeacherFailure, ...]
+    teacher_notes: dict[str, int] = field(default_factory=dict)  # what the teacher did not honour -> answers
 
 
 def write_leaf_summary(path: Path, summary: LeafSummary) -> None:
@@ -202,6 +213,12 @@ class StageTotals:
     rescued: int = 0
     kept: int = 0
     dropped: int = 0
+    partial: int = 0
+
+    @property
+    def keep_rate(self) -> float | None:
+        decided = self.kept + self.dropped
+        return self.kept / decided if decided else None
 
 
 @dataclass(frozen=True)
@@ -245,6 +262,10 @@ class RunSummary:
     stages: dict[str, StageTotals]
     leaves: tuple[RunLeaf, ...]
     missing: tuple[str, ...]  # leaves with no data (not selected and not cached)
+    # Added without a format bump (older summaries read with these defaults):
+    planned_requests: int = 0  # the planner's estimate for the leaves this run ran (what --dry-run showed)
+    teacher_notes: dict[str, int] = field(default_factory=dict)  # what the teacher did not honour -> answers
+    teacher_said: tuple[str, ...] = ()  # one line each about the teacher (a replica down, ...)
 
     @property
     def incomplete(self) -> tuple[RunLeaf, ...]:

@@ -10,8 +10,10 @@ training reads with `datasets` (the `messages` column). A line:
 
 `exchanges` are the teacher requests whose answers became the sample, in pipeline order (judges
 excluded: their verdicts are `scores`): the exact messages sent, the raw output, `finish_reason`, the
-seed examples shown (`seed_ids`), which part of the sample each one wrote, and that part alone as a
-one-item answer in the stage's schema (`item_output`). Curation reads `finish_reason` from them
+seed examples shown (`seed_ids`), which part of the sample each one wrote, that part alone as a
+one-item answer in the stage's format (`item_output`), and the judge's score of a response
+(`judge_score`); the other responses to the same prompt, when several were asked for, with `wrote` = ().
+Curation reads `finish_reason` from them
 (truncation), influence scoring groups and pairs samples by the exchange that proposed their question
 (Montessori-Instruct preference pairs carry its real prompt).
 
@@ -57,7 +59,12 @@ class TeacherExchange:
     finish_reason: str  # as the server (or the local model) reported it: "stop", "length", ...
     seed_ids: tuple[str, ...]  # the seed examples shown in `messages`
     wrote: tuple[str, ...]  # which parts of the sample came from this answer: context, question, answer
-    item_output: str  # this sample's part of `output` alone, as a one-item answer in the stage's schema
+    item_output: str  # this sample's part of `output` alone, as a one-item answer in the stage's format
+    # The judge's score of this answer (-1: not judged). Added without a format bump (old files read as -1).
+    # A skill sample generated with several responses to one prompt (`candidates_per_prompt`) carries
+    # them all: the kept one (`wrote` = ("answer",)) and the others (`wrote` = ()), each with its score;
+    # two answers with the same `messages` are answers to the very same sent prompt (preference pairs).
+    judge_score: int = -1
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class SampleMetadata:
     leaf: str  # Leaf.path
     leaf_hash: str
     pipeline: str  # "knowledge" | "freeform_skill" | "grounded_skill"
-    prompt_version: str  # the templates and their versions: "knowledge_qa@1,knowledge_judge@1"
+    prompt_version: str  # the templates and their versions: "knowledge_qa@2,knowledge_faithfulness@1,..."
     teacher: str  # the teacher's identity, as in the cache key
     scores: dict[str, int]  # every key of labtax.sdg.params.SCORE_KEYS; -1: no such judge in this pipeline
     exchanges: tuple[TeacherExchange, ...]

@@ -232,7 +232,13 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
         result.messages.append(f"no release.json found for {', '.join(earlier_tags)}: every leaf counts as new")
 
     clock = time.monotonic()
-    report = review_report(config, previous.version if previous else None, options.source_url, result.messages)
+    report = review_report(
+        config,
+        previous.version if previous else None,
+        options.source_url,
+        result.messages,
+        stages.generation_params(options),
+    )
     generation = stages.generate(config, options, leaves, options.output / "generation", previous)
     result.teacher_requests = generation.teacher_requests
     result.seconds["generate"], clock = time.monotonic() - clock, time.monotonic()
@@ -310,14 +316,15 @@ def remember(output: Path, manifest: ReleaseManifest) -> None:
 
 
 def review_report(
-    config: Config, previous_version: str | None, source_url: str | None, messages: list[str]
+    config: Config, previous_version: str | None, source_url: str | None, messages: list[str], params: Any = None
 ) -> str | None:
-    """The reviewer report (`labtax report`) of every leaf changed since the previous release's tag."""
+    """The reviewer report (`labtax report`) of every leaf changed since the previous release's tag, its
+    request counts planned with the release's generation parameters (the planner the run uses)."""
     from labtax.gitdiff import EMPTY_BASE
     from labtax.report import reviewer_report
 
     try:
-        return reviewer_report(config, previous_version or EMPTY_BASE, repository_url=source_url)
+        return reviewer_report(config, previous_version or EMPTY_BASE, repository_url=source_url, params=params)
     except LabtaxError as exc:
         messages.append(f"no review report in the release notes: {exc}")
         return None

@@ -197,7 +197,12 @@ def generate(
     discarded = verify_generation_cache(generation_dir, previous) if options.vet_cache else []
     spec = teacher_spec(options)
     result = run_generation(
-        leaves, spec, generation_dir, params=generation_params(options), project_root=config.project_root
+        leaves,
+        spec,
+        generation_dir,
+        params=generation_params(options),
+        project_root=config.project_root,
+        vet=options.vet_cache,
     )
     if result.incomplete:
         names = ", ".join(row.leaf for row in result.incomplete[:5])

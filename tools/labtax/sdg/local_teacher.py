@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from labtax.errors import UsageError
-from labtax.sdg.answer_parsing import parse_answer, validator_for
-from labtax.sdg.teacher import PARSE, REFUSED, TOO_LONG, TRUNCATED, TeacherRequest, TeacherResult
+from labtax.sdg.teacher import PARSE, REFUSED, TOO_LONG, TeacherRequest, TeacherResult
 
 
 @dataclass(frozen=True)
@@ -107,10 +106,13 @@ class LocalTeacher:
             result.attempts += 1
             result.prompt_tokens += answer.prompt_tokens
             result.completion_tokens += answer.completion_tokens
-            result.text, result.finish_reason = answer.text, answer.finish_reason
-            result.data, result.rescued = answer.data, answer.rescued
+            result.text, result.finish_reason, result.max_tokens = answer.text, answer.finish_reason, answer.max_tokens
+            result.data, result.rescued, result.partial = answer.data, answer.rescued, answer.partial
+            result.notes = list(answer.notes)
             result.error_kind, result.error = answer.error_kind, answer.error
-            if result.ok or result.error_kind == TOO_LONG:
+            # Only an unreadable answer sampled at a temperature can come out differently when asked
+            # again; a cut one would be cut again with the same settings, a greedy one would repeat.
+            if result.ok or result.error_kind != PARSE or request.temperature <= 0:
                 break
         return result
 
@@ -189,15 +191,6 @@ class LocalTeacher:
             result.prompt_tokens, result.completion_tokens = len(prompts[row]), len(new_tokens)
             result.text = self._tokenizer.decode(new_tokens, skip_special_tokens=True)
             result.finish_reason = "stop" if finished else "length"
-            schema = requests[index].schema
-            if schema is None:  # free text
-                result.data = {"text": result.text}
-                continue
-            data, rescued, problem = parse_answer(result.text, validator_for(schema))
-            if data is not None:
-                result.data, result.rescued = data, rescued
-            elif not finished:
-                result.error_kind, result.error = TRUNCATED, "the answer was cut off at max_tokens"
-            else:
-                result.error_kind, result.error = PARSE, problem
+            result.max_tokens = max_new
+            result.take(requests[index].read(result.text, result.finish_reason), requests[index])
         return results

@@ -1,8 +1,10 @@
 """Planning generation, purely: which leaves need work, under which cache key, at what expected cost.
 
 `plan_generation` takes leaves, configuration and (optionally) the cache's contents and returns a
-`GenerationPlan` with the action and the expected requests for every leaf; the reviewer report and
-`labtax generate --dry-run` call it too. A leaf's `cache_key` hashes everything that shapes its data.
+`GenerationPlan` with the action and the expected requests for every leaf. It is the one planner:
+`labtax generate` runs its plan, `--dry-run` prints it, and the reviewer report and the release notes
+announce its counts (`plan_changes`: the leaves of a change, with the base's versions as the cache).
+A leaf's `cache_key` hashes exactly what reaches the teacher (`labtax.sdg.inputs`), never metadata.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from labtax.sdg.inputs import inputs_for
 from labtax.sdg.params import GenerationParams, expected_requests, pipeline_for
 from labtax.sdg.store import CacheEntry
 from labtax.sdg.teacher_spec import TeacherSpec
 from labtax.taxonomy.leaf import Leaf
 
 # /2: samples record their teacher exchanges (labtax-sample/1); results cached under /1 keys lack them.
-CACHE_KEY_FORMAT = "labtax-generation-key/2"
+# /3: the key hashes the generation inputs (what reaches the teacher), no longer the whole leaf hash.
+CACHE_KEY_FORMAT = "labtax-generation-key/3"
 
 # Plan actions
 CACHED, GENERATE, RESUME, SKIP = "cached", "generate", "resume", "skip"
@@ -86,11 +90,12 @@ class GenerationPlan:
 
 
 def cache_key(leaf: Leaf, teacher: str, params: GenerationParams) -> str:
-    """Hash of (leaf hash, pipeline and prompt versions, teacher, generation parameters)."""
+    """Hash of (generation inputs, pipeline and prompt versions, teacher, generation parameters): what
+    reaches the teacher, and nothing else of the leaf (docs/leaf-hash.md)."""
     pipeline = pipeline_for(leaf)
     material = {
         "format": CACHE_KEY_FORMAT,
-        "leaf_hash": leaf.leaf_hash,
+        "inputs": inputs_for(leaf).digest(),
         "pipeline": f"{pipeline.name}@{pipeline.version}",
         "prompts": pipeline.prompt_version,
         "teacher": teacher,
@@ -145,3 +150,20 @@ def generation_config(
     """The configuration a run with `spec` uses (its chunk unit filled in), for `plan_generation` or a dry run."""
     params = replace(params or GenerationParams(), chunker=chunker_name(spec))
     return GenerationConfig(output_dir, spec.identity(), params, project_root, selected)
+
+
+def plan_changes(
+    changed: Iterable[tuple[Leaf | None, Leaf]], params: GenerationParams | None = None, teacher: str = "teacher"
+) -> GenerationPlan:
+    """The plan of a change, for the reviewer report and the release notes: each (old, new) leaf is
+    planned as a release run would, with the base's data cached. So a change that reaches no teacher
+    (metadata, attribution, comments, a rename) plans 0 requests; a new or edited leaf plans what
+    `labtax generate` would. `teacher` only needs to be the same on both sides."""
+    config = GenerationConfig(Path("."), teacher, params or GenerationParams())
+    pairs = list(changed)
+    cache = {
+        cache_key(old, teacher, config.params): CacheEntry("", True, "complete", 0, 0)
+        for old, _ in pairs
+        if old is not None
+    }
+    return plan_generation([new for _, new in pairs], config, cache)

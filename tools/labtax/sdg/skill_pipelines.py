@@ -1,264 +1,280 @@
-"""The LAB skill pipelines (Skills-SDG), freeform and grounded; foundational skills run them like any other skill.
+"""The LAB skill pipelines (Skills-SDG), freeform and grounded, streaming: each candidate is a coroutine
+that moves to its next stage the moment its previous answer is in. Foundational skills run them too.
 
-- freeform skill: instructions (from training seeds) → instruction judge (keep/drop + reason) →
-  responses → pair judge on LAB's 3-point scale (keep 2 and 3)
-- grounded skill: contexts → questions per context → responses → pair judge
+- freeform: instructions (from training seeds) → instruction judge (reason, then 0/1) → response(s)
+  → pair judge (reason, then LAB's 1-3; keep 2 and 3)
+- grounded: contexts → questions per context → question filter (InstructLab's eval_grounded_questions:
+  answerable from the context alone, 0/1) → response(s) → pair judge
 
-A leaf runs in rounds until it has its target of kept samples or its request budget is spent
-(`labtax.sdg.leaf_run.LeafRun` keeps the books). Held-out seeds never reach the teacher.
+With `candidates_per_prompt` = k > 1 each instruction's response prompt is sent k times (k samples of
+one prompt); every response is judged, the best is kept, and all k are recorded with their scores in
+the sample's exchanges (what preference pairs are built from). Held-out seeds never reach the teacher.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import asyncio
+from dataclasses import replace
 
 from labtax.records.sample import ANSWER, CONTEXT, QUESTION, TeacherExchange
-from labtax.sdg.leaf_run import Example, LeafRun, keep_rate
-from labtax.sdg.params import NOMINAL_INSTRUCTION_KEEP, NOMINAL_PAIR_KEEP
+from labtax.sdg.inputs import SkillExample
+from labtax.sdg.leaf_run import Abandoned, LeafRun, Lineage, Reservation
+from labtax.sdg.params import chain_cost
 from labtax.sdg.prompts import load_prompt
-from labtax.sdg.teacher import TeacherRequest, TeacherResult
-from labtax.taxonomy.leaf import Leaf, LeafKind, training_seeds
+from labtax.taxonomy.leaf import LeafKind
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """An instruction on its way through a skill pipeline, with the teacher exchanges that made it."""
-
-    text: str
-    context: str | None
-    exchanges: tuple[TeacherExchange, ...]
+def instruction_example(question: str) -> str:
+    """A seed's instruction as the instruction and question prompts show it (also measured by context_fit)."""
+    return f"- {question}"
 
 
-def _instruction_examples(leaf: Leaf) -> list[Example]:
-    # training_seeds keeps the leading seeds in file order, so position n is seed id n
-    return [(str(n), f"- {seed.qna[0].question}") for n, seed in enumerate(training_seeds(leaf), start=1)]
+def context_example(context: str) -> str:
+    """A seed's passage as the context-generation prompt shows it."""
+    return f"[Start of Context]\n{context}\n[End of Context]"
 
 
-def _response_examples(leaf: Leaf) -> list[Example]:
-    out = []
-    for n, seed in enumerate(training_seeds(leaf), start=1):
-        context = f"Context:\n{seed.context}\n" if seed.context else ""
-        out.append((str(n), f"{context}Instruction: {seed.qna[0].question}\nResponse: {seed.qna[0].answer}"))
-    return out
+def response_example(context: str | None, question: str, answer: str) -> str:
+    """A seed as the response prompt shows it."""
+    block = f"Context:\n{context}\n" if context else ""
+    return f"{block}Instruction: {question}\nResponse: {answer}"
 
 
-async def _respond_and_judge(run: LeafRun, round_slot: str, items: list[Candidate]) -> None:
-    """Responses, then the pair judge, for candidate instructions; keeps pairs rated 2 or 3."""
-    leaf = run.leaf
-    respond, judge = load_prompt("response"), load_prompt("pair_judge")
-    affordable = run.reserve(2 * min(len(items), run.remaining // 2)) // 2
-    for item in items[affordable:]:
-        run.drop(
-            "response",
-            "budget: the leaf's request budget is spent",
-            {"instruction": item.text, "context": item.context},
-        )
-    items = items[:affordable]
-    examples = _response_examples(leaf)
-    requests = [
-        run.build_request(
-            respond,
-            f"{round_slot}/response/{i}",
-            {
-                "task_description": leaf.task_description,
-                "context_block": _context_block(item.context),
-                "instruction": item.text,
-            },
-            run.pick(examples, f"{round_slot}/response/{i}"),
-        )
-        for i, item in enumerate(items)
-    ]
-    answers = await run.ask_all(requests)
-    pairs: list[tuple[Candidate, str, TeacherExchange]] = []
-    for item, request, answer in zip(items, requests, answers, strict=True):
-        if not answer.ok:
-            run.failed("response", answer, {"instruction": item.text, "context": item.context})
-            continue
-        assert answer.data is not None
-        response = str(answer.data["response"]).strip()
-        pairs.append((item, response, run.exchange(request, answer, (ANSWER,), answer.data["response"])))
-        run.stats["response"].kept += 1
-    judged = await run.ask_all(
-        [
-            run.build_request(
-                judge,
-                f"{round_slot}/pair_judge/{i}",
-                {"context_block": _context_block(item.context), "instruction": item.text, "response": response},
-                judge=True,
-            )
-            for i, (item, response, _) in enumerate(pairs)
-        ]
-    )
-    for (item, response, responded), verdict in zip(pairs, judged, strict=True):
-        instruction, context = item.text, item.context
-        content = {"instruction": instruction, "context": context, "response": response}
-        if not verdict.ok:
-            run.failed("pair_judge", verdict, content)
-            continue
-        assert verdict.data is not None
-        score = int(verdict.data["score"])
-        if score < 2:
-            run.drop("pair_judge", f"low-score: rated {score} of 3: {verdict.data.get('explanation', '')}", content)
-            continue
-        user = f"{context}\n\n{instruction}" if context else instruction
-        run.keep(
-            "pair_judge",
-            user,
-            response,
-            {"pair": score, "instruction": 1 if run.leaf.kind is LeafKind.FREEFORM_SKILL else None},
-            (*item.exchanges, responded),
-        )
+def _instruction_examples(examples: tuple[SkillExample, ...]) -> list[tuple[str, str]]:
+    return [(e.seed_id, instruction_example(e.question)) for e in examples]
+
+
+def _response_examples(examples: tuple[SkillExample, ...]) -> list[tuple[str, str]]:
+    return [(e.seed_id, response_example(e.context, e.question, e.answer)) for e in examples]
 
 
 def _context_block(context: str | None) -> str:
     return f"Context:\n{context}\n\n" if context else ""
 
 
-async def run_freeform(run: LeafRun) -> None:
-    leaf = run.leaf
-    generate, judge = load_prompt("freeform_instructions"), load_prompt("instruction_judge")
-    examples = _instruction_examples(leaf)
-    tried = 0
-    while run.needed and run.remaining and run.rounds < run.params.max_rounds:
-        slot = f"r{run.rounds}"
-        run.rounds += 1
-        rate = keep_rate(len(run.samples), tried, NOMINAL_INSTRUCTION_KEEP * NOMINAL_PAIR_KEEP)
-        wanted = math.ceil(run.needed / rate)
-        per_request = run.params.instructions_per_request
-        count = run.reserve(run.affordable(math.ceil(wanted / per_request), 1 + 3 * per_request))
-        requests = [
-            run.build_request(
-                generate,
-                f"{slot}/instructions/{j}",
-                {"task_description": leaf.task_description, "count": run.params.instructions_per_request},
-                run.pick(examples, f"{slot}/instructions/{j}"),
-            )
-            for j in range(count)
-        ]
-        candidates = _novel_items(
-            run, "freeform_instructions", requests, await run.ask_all(requests), "instructions", "instruction"
-        )
-        # Judge only what the budget can carry through responses and the pair judge (3 requests each).
-        candidates = _affordable(run, candidates, "instruction_judge", "instruction")
-        tried += len(candidates)
-        verdicts = await run.ask_all(
-            [
-                run.build_request(
-                    judge,
-                    f"{slot}/instruction_judge/{i}",
-                    {"task_description": leaf.task_description, "instruction": candidate.text},
-                    judge=True,
-                )
-                for i, candidate in enumerate(candidates)
-            ]
-        )
-        accepted: list[Candidate] = []
-        for candidate, verdict in zip(candidates, verdicts, strict=True):
-            text = candidate.text
-            if not verdict.ok:
-                run.failed("instruction_judge", verdict, {"instruction": text})
-            elif not verdict.data or not verdict.data["keep"]:
-                reason = (verdict.data or {}).get("reason", "")
-                run.drop("instruction_judge", f"judged-unfit: {reason}", {"instruction": text})
-            else:
-                run.stats["instruction_judge"].kept += 1
-                accepted.append(candidate)
-        if not candidates and not count:
-            break
-        await _respond_and_judge(run, slot, accepted)
+def _slot(lineage: Lineage) -> str:
+    return ".".join(map(str, lineage))
 
 
-def _novel_items(
+async def respond_and_judge(
     run: LeafRun,
-    stage: str,
-    requests: list[TeacherRequest],
-    answers: list[TeacherResult],
-    field: str,
-    record_key: str,
-) -> list[Candidate]:
-    """The new texts a generation stage's answers list under `field`, each with the exchange that proposed
-    it (it wrote the sample's instruction, or for `grounded_contexts` its context); failures and repeats
-    are recorded."""
-    wrote = (CONTEXT,) if record_key == "context" else (QUESTION,)
-    items: list[Candidate] = []
-    for request, answer in zip(requests, answers, strict=True):
+    lineage: Lineage,
+    instruction: str,
+    context: str | None,
+    earlier: tuple[TeacherExchange, ...],
+    scores: dict[str, int | None],
+    reservation: Reservation,
+) -> None:
+    """k responses to one prompt, each judged; the best one rated `min_pair_score` or more is kept."""
+    inputs, params = run.inputs, run.params
+    respond, judge = load_prompt("response"), load_prompt("pair_judge")
+    content = {"instruction": instruction, "context": context}
+    slot = _slot(lineage)
+    values = {
+        "task_description": inputs.task_description,
+        "context_block": _context_block(context),
+        "instruction": instruction,
+    }
+    shown = run.pick(_response_examples(inputs.skill_examples), f"{slot}/response")
+
+    async def one(variant: int) -> tuple[int, TeacherExchange] | None:
+        request = run.build_request(respond, f"{slot}/response", values, shown, variant=variant)
+        answer = await run.ask(lineage, request, reservation)
         if not answer.ok:
-            run.failed(stage, answer, {})
-            continue
+            run.failed(lineage, "response", answer, content)
+            return None
         assert answer.data is not None
-        for text in answer.data[field]:
-            text = str(text).strip()
-            if run.novel(stage, text, {record_key: text}):
-                items.append(Candidate(text, None, (run.exchange(request, answer, wrote, text),)))
-                run.stats[stage].kept += 1
-    return items
+        response = str(answer.data["text"]).strip()
+        verdict_request = run.build_request(
+            judge,
+            f"{slot}/pair_judge/{variant}",
+            {"context_block": _context_block(context), "instruction": instruction, "response": response},
+            judge=True,
+        )
+        verdict = await run.ask(lineage, verdict_request, reservation)
+        if not verdict.ok:
+            run.failed(lineage, "pair_judge", verdict, {**content, "response": response})
+            return None
+        assert verdict.data is not None
+        score = int(verdict.data["score"])
+        return score, run.exchange(request, answer, (ANSWER,), response, judge_score=score)
+
+    run.at_stage(lineage, "response")
+    # Every variant finishes (or is cancelled with the candidate) before the candidate decides.
+    outcomes = await asyncio.gather(*(one(variant) for variant in range(params.candidates_per_prompt)),
+                                    return_exceptions=True)  # fmt: skip
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    judged = [r for r in outcomes if r is not None and not isinstance(r, BaseException)]
+    run.passed("response", answered=1, passed=1 if judged else 0)
+    if not judged:
+        return  # each failure was recorded
+    best_score, best = max(judged, key=lambda r: r[0])  # max keeps the first of equals: the lowest variant
+    if best_score < params.min_pair_score:
+        run.passed("pair_judge", passed=0)
+        run.drop(
+            lineage, "pair_judge", f"low-score: rated {best_score} of 3", {**content, "response": best.item_output}
+        )
+        return
+    others = tuple(replace(exchange, wrote=()) for _, exchange in judged if exchange is not best)
+    user = f"{context}\n\n{instruction}" if context else instruction
+    run.passed("pair_judge")
+    run.keep(lineage, "pair_judge", user, best.item_output, {**scores, "pair": best_score}, (*earlier, best, *others))
 
 
-def _affordable(run: LeafRun, items: list[Candidate], next_stage: str, record_key: str) -> list[Candidate]:
-    """As many items as the budget carries through `next_stage`, a response and the pair judge (3 requests
-    each); the rest are recorded as dropped for budget."""
-    affordable = run.reserve(min(len(items), run.remaining // 3))
-    for item in items[affordable:]:
-        run.drop(next_stage, "budget: the leaf's request budget is spent", {record_key: item.text})
-    return items[:affordable]
+# --- freeform -------------------------------------------------------------------------------------
 
 
-async def run_grounded(run: LeafRun) -> None:
-    leaf = run.leaf
-    make_contexts, make_questions = load_prompt("grounded_contexts"), load_prompt("grounded_questions")
-    seeds = training_seeds(leaf)
-    context_examples = [(str(n), f"- {seed.context}") for n, seed in enumerate(seeds, start=1) if seed.context]
-    question_examples = _instruction_examples(leaf)
-    tried = 0
-    while run.needed and run.remaining and run.rounds < run.params.max_rounds:
-        slot = f"r{run.rounds}"
-        run.rounds += 1
-        rate = keep_rate(len(run.samples), tried, NOMINAL_PAIR_KEEP)
-        questions_wanted = math.ceil(run.needed / rate)
-        contexts_wanted = math.ceil(questions_wanted / run.params.questions_per_context)
-        per_request = run.params.contexts_per_request
-        cost = 1 + per_request * (1 + 2 * run.params.questions_per_context)
-        count = run.reserve(run.affordable(math.ceil(contexts_wanted / per_request), cost))
-        requests = [
-            run.build_request(
-                make_contexts,
-                f"{slot}/contexts/{j}",
-                {"task_description": leaf.task_description, "count": run.params.contexts_per_request},
-                run.pick(context_examples, f"{slot}/contexts/{j}"),
-            )
-            for j in range(count)
-        ]
-        contexts = _novel_items(run, "grounded_contexts", requests, await run.ask_all(requests), "contexts", "context")
-        contexts = _affordable(run, contexts, "grounded_questions", "context")
-        question_requests = [
-            run.build_request(
-                make_questions,
-                f"{slot}/questions/{i}",
-                {
-                    "task_description": leaf.task_description,
-                    "count": run.params.questions_per_context,
-                    "context": context.text,
-                },
-                run.pick(question_examples, f"{slot}/questions/{i}"),
-            )
-            for i, context in enumerate(contexts)
-        ]
-        answers = await run.ask_all(question_requests)
-        items: list[Candidate] = []
-        for made, request, answer in zip(contexts, question_requests, answers, strict=True):
-            context = made.text
-            if not answer.ok:
-                run.failed("grounded_questions", answer, {"context": context})
-                continue
-            assert answer.data is not None
-            for question in answer.data["questions"][: run.params.questions_per_context]:
-                question = str(question).strip()
-                if run.novel("grounded_questions", question, {"context": context, "instruction": question}):
-                    asked = run.exchange(request, answer, (QUESTION,), question)
-                    items.append(Candidate(question, context, (*made.exchanges, asked)))
-                    run.stats["grounded_questions"].kept += 1
-        tried += len(items)
-        if not items and not count:
-            break
-        await _respond_and_judge(run, slot, items)
+async def freeform_source(run: LeafRun, number: int, reservation: Reservation) -> None:
+    """The `number`-th request for new instructions; each one it yields goes on as its own candidate."""
+    inputs, params = run.inputs, run.params
+    lineage = (number,)
+    template = load_prompt("freeform_instructions")
+    count = params.instructions_per_request
+    request = run.build_request(
+        template,
+        f"{number}/instructions",
+        {"task_description": inputs.task_description, "count": count},
+        run.pick(_instruction_examples(inputs.skill_examples), f"{number}/instructions"),
+        limit=count,
+    )
+    answer = await run.ask(lineage, request, reservation)
+    if not answer.ok:
+        run.failed(lineage, template.name, answer, {})
+        return
+    assert answer.data is not None
+    items = [str(text).strip() for text in answer.data["items"]]
+    run.passed(template.name, answered=1, passed=len(items))
+    each = chain_cost(LeafKind.FREEFORM_SKILL, params) - 1
+    per_item = each // count
+    for i, (text, share) in enumerate(zip(items, reservation.split(len(items), per_item), strict=True)):
+        child = (number, i)
+        if run.claim(child, "question", text, template.name, {"instruction": text}):
+            made = run.exchange(request, answer, (QUESTION,), text)
+            run.spawn(child, 1, _freeform_candidate(run, child, text, made, share), share)
+        else:
+            share.release()
+
+
+async def _freeform_candidate(
+    run: LeafRun, lineage: Lineage, instruction: str, made: TeacherExchange, reservation: Reservation
+) -> None:
+    template = load_prompt("instruction_judge")
+    request = run.build_request(
+        template,
+        f"{_slot(lineage)}/instruction_judge",
+        {"task_description": run.inputs.task_description, "instruction": instruction},
+        judge=True,
+    )
+    verdict = await run.ask(lineage, request, reservation)
+    if not verdict.ok:
+        run.failed(lineage, template.name, verdict, {"instruction": instruction})
+        return
+    assert verdict.data is not None
+    if int(verdict.data["score"]) < 1:
+        run.passed(template.name, passed=0)
+        run.drop(lineage, template.name, f"judged-unfit: {verdict.data.get('explanation', '')[:300]}",
+                 {"instruction": instruction})  # fmt: skip
+        return
+    run.passed(template.name)
+    await respond_and_judge(run, lineage, instruction, None, (made,), {"instruction": 1}, reservation)
+
+
+# --- grounded -------------------------------------------------------------------------------------
+
+
+async def grounded_source(run: LeafRun, number: int, reservation: Reservation) -> None:
+    """The `number`-th request for new contexts; each context goes on to its own questions."""
+    inputs, params = run.inputs, run.params
+    lineage = (number,)
+    template = load_prompt("grounded_contexts")
+    count = params.contexts_per_request
+    examples = [(e.seed_id, context_example(e.context)) for e in inputs.skill_examples if e.context]
+    request = run.build_request(
+        template,
+        f"{number}/contexts",
+        {"task_description": inputs.task_description, "count": count},
+        run.pick(examples, f"{number}/contexts"),
+        limit=count,
+    )
+    answer = await run.ask(lineage, request, reservation)
+    if not answer.ok:
+        run.failed(lineage, template.name, answer, {})
+        return
+    assert answer.data is not None
+    contexts = [str(text).strip() for text in answer.data["items"]]
+    run.passed(template.name, answered=1, passed=len(contexts))
+    per_context = (chain_cost(LeafKind.GROUNDED_SKILL, params) - 1) // count
+    for i, (context, share) in enumerate(zip(contexts, reservation.split(len(contexts), per_context), strict=True)):
+        child = (number, i)
+        if run.claim(child, "context", context, template.name, {"context": context}):
+            made = run.exchange(request, answer, (CONTEXT,), context)
+            run.spawn(child, 1, _grounded_context(run, child, context, made, share), share)
+        else:
+            share.release()
+
+
+async def _grounded_context(
+    run: LeafRun, lineage: Lineage, context: str, made: TeacherExchange, reservation: Reservation
+) -> None:
+    inputs, params = run.inputs, run.params
+    template = load_prompt("grounded_questions")
+    count = params.questions_per_context
+    slot = _slot(lineage)
+    request = run.build_request(
+        template,
+        f"{slot}/questions",
+        {"task_description": inputs.task_description, "count": count, "context": context},
+        run.pick(_instruction_examples(inputs.skill_examples), f"{slot}/questions"),
+        limit=count,
+    )
+    answer = await run.ask(lineage, request, reservation)
+    if not answer.ok:
+        run.failed(lineage, template.name, answer, {"context": context})
+        return
+    assert answer.data is not None
+    questions = [str(text).strip() for text in answer.data["items"]]
+    run.passed(template.name, answered=1, passed=len(questions))
+    per_question = 1 + 2 * params.candidates_per_prompt
+    for k, (question, share) in enumerate(zip(questions, reservation.split(len(questions), per_question), strict=True)):
+        child = (*lineage, k)
+        content = {"context": context, "instruction": question}
+        if run.claim(child, "question", question, template.name, content):
+            asked = run.exchange(request, answer, (QUESTION,), question)
+            run.spawn(child, 2, _grounded_question(run, child, context, question, (made, asked), share), share)
+        else:
+            share.release()
+
+
+async def _grounded_question(
+    run: LeafRun,
+    lineage: Lineage,
+    context: str,
+    question: str,
+    made: tuple[TeacherExchange, ...],
+    reservation: Reservation,
+) -> None:
+    template = load_prompt("grounded_question_judge")
+    content = {"context": context, "instruction": question}
+    request = run.build_request(
+        template,
+        f"{_slot(lineage)}/question_judge",
+        {"task_description": run.inputs.task_description, "context": context, "instruction": question},
+        judge=True,
+    )
+    verdict = await run.ask(lineage, request, reservation)
+    if not verdict.ok:
+        run.failed(lineage, template.name, verdict, content)
+        return
+    assert verdict.data is not None
+    score = int(verdict.data["score"])
+    if score < run.params.min_question_quality:
+        run.passed(template.name, passed=0)
+        run.drop(lineage, template.name, f"ungrounded-question: {verdict.data.get('explanation', '')[:300]}", content)
+        return
+    run.passed(template.name)
+    await respond_and_judge(run, lineage, question, context, made, {"question_quality": score}, reservation)
+
+
+__all__ = ["Abandoned", "freeform_source", "grounded_source", "respond_and_judge"]

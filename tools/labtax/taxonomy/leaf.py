@@ -85,6 +85,10 @@ class Leaf:
     attribution: Attribution | None
     leaf_hash: str
     content: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    # The digest of an in-repository document directory's selected files (None for remote documents):
+    # part of the leaf hash, and of the generation inputs (labtax.sdg.inputs), whose pin alone would miss
+    # an edit made without re-pinning.
+    document_digest: str | None = field(repr=False, compare=False, default=None)
 
     @property
     def name(self) -> str:
@@ -172,6 +176,7 @@ def leaf_from_content(
         attribution=attribution,
         leaf_hash=leaf_hash,
         content=content,
+        document_digest=document_digest,
     )
 
 

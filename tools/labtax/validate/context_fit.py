@@ -9,7 +9,7 @@ times before anyone noticed; this module finds it before the first request, for 
 
 Prompt sizes are estimated as the OpenAI-compatible client estimates them when the teacher's tokenizer is
 not at hand (`labtax.sdg.openai_teacher.estimate_tokens`: an upper estimate, UTF-8 bytes / 3); the example
-formats are those of labtax/sdg/skill_pipelines.py and knowledge_pipeline.py. Generated parts of a
+formats are the pipelines' own (labtax/sdg/skill_pipelines.py, knowledge_pipeline.py). Generated parts of a
 prompt (a new instruction, a response) are counted as empty: what is reported can never fit, whatever the
 teacher writes.
 """
@@ -74,12 +74,27 @@ def _render(template: str, **values: object) -> tuple[tuple[str, str], ...]:
 
 
 def _pair_example(pair: QnaPair) -> str:
-    return f"Q: {pair.question}\nA: {pair.answer}"
+    from labtax.sdg.knowledge_pipeline import pair_example
+
+    return pair_example(pair.question, pair.answer)
 
 
 def _response_example(seed: SeedExample) -> str:
-    context = f"Context:\n{seed.context}\n" if seed.context else ""
-    return f"{context}Instruction: {seed.qna[0].question}\nResponse: {seed.qna[0].answer}"
+    from labtax.sdg.skill_pipelines import response_example
+
+    return response_example(seed.context, seed.qna[0].question, seed.qna[0].answer)
+
+
+def _instruction_example(seed: SeedExample) -> str:
+    from labtax.sdg.skill_pipelines import instruction_example
+
+    return instruction_example(seed.qna[0].question)
+
+
+def _context_example(context: str) -> str:
+    from labtax.sdg.skill_pipelines import context_example
+
+    return context_example(context)
 
 
 def misfits(leaf: Leaf, settings: FitSettings, documents: Sequence[tuple[str, str]] | None = None) -> list[Misfit]:
@@ -115,7 +130,7 @@ def _misfits(leaf: Leaf, settings: FitSettings, documents: Sequence[tuple[str, s
             generate = {**header, "examples": smallest_pair, "chunk": text}
             judge = {"chunk": text, "question": "", "answer": ""}
             found = check(("document", "patterns"), what, "knowledge_qa", settings.max_tokens, generate) or check(
-                ("document", "patterns"), what, "knowledge_judge", settings.judge_max_tokens, judge
+                ("document", "patterns"), what, "knowledge_faithfulness", settings.judge_max_tokens, judge
             )
             if found:
                 yield found
@@ -137,10 +152,10 @@ def _misfits(leaf: Leaf, settings: FitSettings, documents: Sequence[tuple[str, s
         }
         candidates: list[tuple[str, dict[str, object]]] = [("response", respond)]
         if leaf.kind is LeafKind.GROUNDED_SKILL and seed.context:
-            contexts = {"task_description": task, "count": 3, "examples": f"- {seed.context}"}
+            contexts = {"task_description": task, "count": 3, "examples": _context_example(seed.context)}
             candidates.append(("grounded_contexts", contexts))
         else:
-            instructions = {"task_description": task, "count": 5, "examples": f"- {seed.qna[0].question}"}
+            instructions = {"task_description": task, "count": 5, "examples": _instruction_example(seed)}
             candidates.append(("freeform_instructions", instructions))
         for template, values in candidates:
             if found := check(

@@ -1,9 +1,10 @@
 """Our prompt templates: one YAML file per stage, each with a `version` that is part of the cache key.
 
 A template holds a system message, a user message with `${name}` placeholders (string.Template, so
-JSON braces in the text need no escaping) and the JSON Schema its answer must follow. Changing a
-template's wording means bumping its `version`: cached results made with the old wording are then
-regenerated (tests/test_sdg_prompts.py pins each template's text to its version to catch a forgotten bump).
+braces in the text need no escaping) and how its free-text answer is read (`answer:`, an
+`labtax.sdg.answer_parsing.AnswerFormat`). Changing a template's wording or answer format means bumping
+its `version`: cached results made with the old one are then regenerated (tests/test_sdg.py pins each
+template's text to its version to catch a forgotten bump).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labtax.sdg.answer_parsing import FORMATS, AnswerFormat
+
 PROMPT_DIR = Path(__file__).resolve().parent
 
 
@@ -24,7 +27,12 @@ class PromptTemplate:
     version: int
     system: str
     user: str
-    schema: dict[str, Any]
+    answer: AnswerFormat
+    # Worked examples shown as earlier turns of the chat (user turn from `user` with these values, then
+    # the reply): small teachers copy the shape of a reply far more reliably than they follow a description.
+    # Judges show a failing example, then a passing one: a model that copies the last reply errs toward
+    # keeping (the later judges and curation still filter), never toward rejecting everything.
+    shots: tuple[tuple[tuple[tuple[str, str], ...], str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -33,11 +41,15 @@ class PromptTemplate:
 
     def render(self, **values: object) -> tuple[tuple[str, str], ...]:
         """The chat messages with every placeholder filled; a missing value is a bug, so it raises."""
-        user = string.Template(self.user).substitute({k: str(v) for k, v in values.items()})
-        return (("system", self.system.strip()), ("user", user.strip()))
+        template = string.Template(self.user)
+        messages: list[tuple[str, str]] = [("system", self.system.strip())]
+        for shot_values, reply in self.shots:
+            messages += [("user", template.substitute(dict(shot_values)).strip()), ("assistant", reply.strip())]
+        user = template.substitute({k: str(v) for k, v in values.items()})
+        return (*messages, ("user", user.strip()))
 
     def digest(self) -> str:
-        text = f"{self.system}\0{self.user}\0{sorted(self.schema.items())!r}"
+        text = f"{self.system}\0{self.user}\0{self.answer!r}" + (f"\0{self.shots!r}" if self.shots else "")
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -51,8 +63,20 @@ def load_prompt(name: str) -> PromptTemplate:
         version=int(raw["version"]),
         system=str(raw["system"]),
         user=str(raw["user"]),
-        schema=dict(raw["schema"]),
+        answer=_answer_format(raw.get("answer") or {}),
+        shots=tuple(
+            (tuple(sorted((str(k), str(v)) for k, v in shot["values"].items())), str(shot["reply"]))
+            for shot in raw.get("shots") or ()
+        ),
     )
+
+
+def _answer_format(raw: dict[str, Any]) -> AnswerFormat:
+    kind = str(raw.get("format", "text"))
+    if kind not in FORMATS:
+        raise ValueError(f"unknown answer format {kind!r}; one of {FORMATS}")
+    words = {str(k): int(v) for k, v in (raw.get("words") or {}).items()}
+    return AnswerFormat(kind, str(raw.get("tag", "")), int(raw.get("low", 0)), int(raw.get("high", 1)), words)
 
 
 def all_prompts() -> list[PromptTemplate]:
