@@ -35,13 +35,20 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labtax.errors import LabtaxError, UsageError
-from labtax.fileio import file_sha256, write_json_atomic, write_text_atomic
+from labtax.fileio import (
+    DiskFullError,
+    append_bytes,
+    file_sha256,
+    space_for,
+    write_json_atomic,
+    write_text_atomic,
+)
 from labtax.train.base_model import ResolvedModel, resolve_model
 from labtax.train.config import (
     PHASE_FILES,
@@ -232,7 +239,8 @@ def run_training(config: TrainConfig, on_plan: Callable[[TrainingPlan], None] | 
             if accelerator.is_main_process:  # no barrier: the other processes may not have failed
                 state.record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 state.record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-                write_json_atomic(state.root / "training.json", state.record)
+                with suppress(DiskFullError):  # a full disk that stopped the run may refuse this too: say the first
+                    write_json_atomic(state.root / "training.json", state.record)
             raise
 
 
@@ -394,7 +402,7 @@ def train_phase(
             })  # fmt: skip
         halt = state.halting() and index + 1 < len(steps)
         if halt or (h.checkpoint_every and (index + 1) % h.checkpoint_every == 0 and index + 1 < len(steps)):
-            save_checkpoint(accelerator, state, number, index + 1)
+            save_checkpoint(accelerator, state, number, index + 1, checkpoint_bytes(accelerator.unwrap_model(model)))
         if halt:
             result.status = "halted"
             break
@@ -644,7 +652,7 @@ def phase_result(number: int, config: TrainConfig, dataset: EncodedDataset, *, s
 # === checkpoints and outputs ======================================================================
 
 
-def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step: int) -> Path:
+def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step: int, size: int | None = None) -> Path:
     """Model, optimizer, scheduler and every process's RNG (accelerate), plus the data position (the step)."""
     name = f"phase{number}-step{step:08d}"
     target = state.checkpoints / name
@@ -652,7 +660,8 @@ def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    with space_for(partial, size):
+        accelerator.save_state(str(partial))
     # Every process writes its own RNG state into `partial`: none may still be writing when it is renamed.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -686,23 +695,28 @@ def save_model(
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    if h.method == "lora":
-        merged = unwrapped.merge_and_unload()
-        merged.save_pretrained(partial, is_main_process=accelerator.is_main_process)
-        config = merged.config
-    else:
-        state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards on the main process
-        unwrapped.save_pretrained(
-            partial, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
-        )
-        config = unwrapped.config
+    with space_for(partial, parameter_bytes(unwrapped)):
+        if h.method == "lora":
+            merged = unwrapped.merge_and_unload()
+            merged.save_pretrained(partial, is_main_process=accelerator.is_main_process)
+            config = merged.config
+        else:
+            state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards on the main process
+            unwrapped.save_pretrained(
+                partial,
+                is_main_process=accelerator.is_main_process,
+                save_function=accelerator.save,
+                state_dict=state_dict,
+            )
+            config = unwrapped.config
     # save_pretrained runs on every process (it lists and prunes the directory even where it writes
     # nothing): none may still be inside `partial` when the main process renames it.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        config.use_cache = True
-        config.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
+        with space_for(partial):
+            config.use_cache = True
+            config.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
         write_json_atomic(partial / "labtax_phase.json", {"phase": number, "method": h.method})
         if target.exists():
             shutil.rmtree(target)
@@ -710,17 +724,29 @@ def save_model(
     accelerator.wait_for_everyone()
 
 
+def parameter_bytes(model: Any) -> int:
+    """What a model's weights take on disk, as saved (its parameters at their dtype)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def checkpoint_bytes(model: Any) -> int:
+    """A checkpoint holds the weights and AdamW's two moments for each trainable parameter (fp32)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return parameter_bytes(model) + 2 * 4 * trainable
+
+
 def copy_atomically(source: Path, target: Path) -> None:
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source, partial)
+    with space_for(partial, sum(p.stat().st_size for p in source.rglob("*") if p.is_file())):
+        shutil.copytree(source, partial)
     os.replace(partial, target)
 
 
 def log_metrics(state: RunState, accelerator: Accelerator, line: dict[str, Any]) -> None:
-    if accelerator.is_main_process:
-        with state.metrics.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+    if not accelerator.is_main_process:
+        return
+    append_bytes(state.metrics, (json.dumps(line) + "\n").encode("utf-8"))
 
 
 def truncate_metrics(path: Path, number: int, step: int) -> None:
