@@ -43,12 +43,16 @@ from typing import TYPE_CHECKING, Any
 from labtax.errors import LabtaxError, UsageError
 from labtax.fileio import (
     DiskFullError,
+    StaleOutputError,
     append_bytes,
+    check_hashes,
     file_sha256,
     space_for,
+    tree_sha256,
     write_json_atomic,
     write_text_atomic,
 )
+from labtax.records.curation import check_curated_data
 from labtax.train.base_model import ResolvedModel, resolve_model
 from labtax.train.config import (
     PHASE_FILES,
@@ -195,6 +199,7 @@ def run_training(config: TrainConfig, on_plan: Callable[[TrainingPlan], None] | 
     is written or trained.
     """
     check_config(config)  # options, data files and --output, before anything loads
+    check_curated_data(config.data_dir)  # a half-written or changed curation output is never trained on
     base = resolve_model(config.base_model)  # a mistyped path stops here, not after an hour of work
     h = config.hyper
     with transformers_progress_bars(config.progress):  # their loading/saving bars follow ours
@@ -257,6 +262,7 @@ def train_phases(
     """Each phase in turn; `prepared` holds the first pending phase's model, already loaded and probed."""
     config = state.config
     results: list[PhaseResult] = []
+    wrote_model = False
     for number in (1, 2):
         finished = state.finished(number)
         if finished is not None:
@@ -275,6 +281,7 @@ def train_phases(
             )
             schedule = schedules[number]
             result = train_phase(number, model, datasets[number], schedule, packing, tokenizer, accelerator, state)
+            wrote_model = True
             del model
         results.append(result)
         state.record["phases"][str(number)] = asdict(result)
@@ -285,8 +292,13 @@ def train_phases(
     final = state.phase_dir(2)
     if results[1].status == "skipped" and accelerator.is_main_process and not final.exists():
         copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
+        wrote_model = True
     accelerator.wait_for_everyone()
     state.record.pop("error", None)
+    if accelerator.is_main_process and (wrote_model or "outputs" not in state.record):
+        # The manifest of the model directory, written with status "done" (last): evaluation and release
+        # refuse a final/ that does not match it (check_trained_model).
+        state.record["outputs"] = {f"{PHASE_DIRS[2]}/{name}": digest for name, digest in tree_sha256(final).items()}
     write_record(state, accelerator, status="done")
     return TrainResult(
         config.output_dir, True, final, results, config.output_dir / "training.json", accelerator.is_main_process
@@ -820,7 +832,42 @@ def open_record(config: TrainConfig, base: ResolvedModel, *, resuming: bool) -> 
     record["phases"] = {k: v for k, v in previous.get("phases", {}).items() if v.get("status") in ("done", "skipped")}
     if isinstance(previous.get("plan"), dict):
         record["plan"] = previous["plan"]
+    if previous.get("status") == "done" and isinstance(previous.get("outputs"), dict):
+        record["outputs"] = previous["outputs"]  # a finished run's manifest stays what it was when it was written
     return record
+
+
+def check_trained_model(model_dir: Path) -> None:
+    """Refuse a model directory of a labtax training run that did not finish, or changed since it did.
+
+    `RUN/final` (or `RUN/phase1`) is trusted only when `RUN/training.json` says the run is done and
+    every file of `final/` has the SHA-256 it recorded (labtax.fileio.check_hashes). A directory that
+    is not inside a training run (a Hub model, an imported one) is not checked here.
+    """
+    root = model_dir.parent
+    record_path = root / "training.json"
+    if model_dir.name not in PHASE_DIRS.values() or not record_path.is_file():
+        return
+    remedy = f"run the same `labtax train --resume` (or release) command again to finish it ({record_path})"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StaleOutputError(f"{record_path} is not a readable training record ({exc}); {remedy}") from None
+    if not isinstance(record, dict) or record.get("format") != TRAINING_FORMAT:
+        return  # not ours
+    if record.get("status") != "done":
+        raise StaleOutputError(
+            f"{model_dir} belongs to a training run that has not finished (status {record.get('status')!r}); {remedy}"
+        )
+    outputs = record.get("outputs")
+    if model_dir.name != PHASE_DIRS[2] or not isinstance(outputs, dict):
+        return  # a run written before training.json carried its outputs
+    expected = {
+        name.removeprefix(f"{PHASE_DIRS[2]}/"): digest
+        for name, digest in outputs.items()
+        if isinstance(name, str) and name.startswith(f"{PHASE_DIRS[2]}/")
+    }
+    check_hashes(model_dir, expected, manifest=record_path, remedy=remedy)
 
 
 def write_record(state: RunState, accelerator: Accelerator, *, status: str) -> None:
