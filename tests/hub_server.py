@@ -7,6 +7,8 @@ list refs, trees and revision info. Repositories live in memory as real commit c
 
     server.fail("commit", after_apply=True)   # the commit lands but the response is an error (lost)
     server.fail("tag")                          # the tag request fails once, nothing changes
+    server.fail("commit", echo=True)            # the error body echoes the request's headers (token included)
+    server.hang("tag", after_apply=True, repo_type="model")  # tag the model, then hold the response open
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class Failure:
     status: int
     remaining: int
     hang: threading.Event | None = None  # hold the request until the test sets it (to kill a client mid-call)
+    repo_type: str | None = None  # only requests for this kind of repository ("model", "dataset")
+    echo: bool = False  # the error body repeats the request's headers, as some proxies and debug pages do
 
 
 @dataclass
@@ -99,8 +103,10 @@ class HubState:
         self._counter += 1
         return hashlib.sha1(f"{self._nonce}:{self._counter}:{seed}".encode(), usedforsecurity=False).hexdigest()
 
-    def take_failure(self, operation: str) -> Failure | None:
+    def take_failure(self, operation: str, repo_type: str | None = None) -> Failure | None:
         for failure in self.failures:
+            if failure.repo_type is not None and failure.repo_type != repo_type:
+                continue
             if failure.operation == operation and failure.remaining > 0:
                 failure.remaining -= 1
                 return failure
@@ -197,13 +203,21 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/api/validate-yaml"
             else (match.group(3) if match else "other")
         )
+        if operation == "create" and method == "POST":
+            repo_type = json.loads(body or b"{}").get("type") or "model"
+        else:
+            repo_type = match.group(1)[:-1] if match else None
         with state.lock:
             state.requests.append(RecordedRequest(method, path, operation, self.headers.get("Authorization"), body))
-            failure = state.take_failure(operation)
-        if failure is not None and failure.hang is not None:
+            failure = state.take_failure(operation, repo_type)
+        if failure is not None and failure.hang is not None and not failure.after_apply:
             failure.hang.wait(60)
             return self._error(503, f"{operation} interrupted")
         with state.lock:
+            if failure is not None and failure.echo:
+                echoed = "\n".join(f"{name}: {value}" for name, value in self.headers.items())
+                body_text = f"injected failure of {operation}; your request was:\n{echoed}"
+                return self._send(failure.status, {"error": body_text})
             if failure is not None and not failure.after_apply:
                 return self._error(failure.status, f"injected failure of {operation}")
             if operation == "create" and method == "POST":
@@ -221,10 +235,17 @@ class _Handler(BaseHTTPRequestHandler):
                 handler = getattr(self, f"_{operation}")
                 if failure is not None:  # apply, then lose the response
                     handler(repo, rest, body, query, respond=False)
-                    return self._error(failure.status, f"injected failure after {operation}")
-                handler(repo, rest, body, query)
+                    if failure.hang is None:
+                        return self._error(failure.status, f"injected failure after {operation}")
+                else:
+                    handler(repo, rest, body, query)
+                    return None
             else:
-                self._error(404, f"no route for {method} {path}")
+                return self._error(404, f"no route for {method} {path}")
+        if failure is not None and failure.hang is not None:  # applied: hold the response until released
+            failure.hang.wait(60)
+            self._error(503, f"{operation} interrupted after it was applied")
+        return None
 
     # --- operations ---------------------------------------------------------------------------------
 
@@ -360,15 +381,25 @@ class HubServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def fail(self, operation: str, *, after_apply: bool = False, status: int = 500, times: int = 1) -> None:
+    def fail(
+        self,
+        operation: str,
+        *,
+        after_apply: bool = False,
+        status: int = 500,
+        times: int = 1,
+        repo_type: str | None = None,
+        echo: bool = False,
+    ) -> None:
         with self.state.lock:
-            self.state.failures.append(Failure(operation, after_apply, status, times))
+            self.state.failures.append(Failure(operation, after_apply, status, times, None, repo_type, echo))
 
-    def hang(self, operation: str) -> threading.Event:
-        """Hold the next `operation` request open until the returned event is set."""
+    def hang(self, operation: str, *, after_apply: bool = False, repo_type: str | None = None) -> threading.Event:
+        """Hold the next `operation` request open until the returned event is set (`after_apply`: having
+        done what it asked first, as a request whose response never reached a killed client)."""
         release = threading.Event()
         with self.state.lock:
-            self.state.failures.append(Failure(operation, False, 503, 1, release))
+            self.state.failures.append(Failure(operation, after_apply, 503, 1, release, repo_type))
         return release
 
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:

@@ -200,6 +200,24 @@ def test_the_token_never_appears_in_output_logs_or_errors(
     assert TOKEN not in everything and TOKEN[3:20] not in everything
 
 
+def test_an_error_body_that_echoes_the_request_is_scrubbed_before_it_is_shown(
+    hub: HubServer, release_folder: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy or debug page that repeats the request (Authorization header included) in its error body:
+    the message keeps what went wrong and loses every credential."""
+    caplog.set_level(logging.DEBUG)
+    hub.fail("commit", echo=True, status=400)
+    with pytest.raises(HubError) as failed:
+        push_release(plan_push(release_folder, "org/student", "v1.0.0"), token=TOKEN)
+
+    message = str(failed.value)
+    assert "push to org/student failed (400: " in message and "injected failure of commit" in message
+    assert "authorization: ***" in message.lower() and "\n" not in message
+    captured = capfd.readouterr()
+    everything = message + captured.out + captured.err + caplog.text
+    assert TOKEN not in everything and TOKEN[3:20] not in everything and "Bearer hf_" not in everything
+
+
 def test_the_token_comes_from_hf_token_only(monkeypatch: pytest.MonkeyPatch) -> None:
     from labtax.errors import UsageError
     from labtax.release.hub import hub_token

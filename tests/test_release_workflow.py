@@ -4,12 +4,15 @@ actionlint and zizmor on every workflow, this one included)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from conftest import REPO_ROOT
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "release.yml"
 
@@ -60,6 +63,73 @@ def test_generation_is_cached_by_leaf_hashes_and_vetted() -> None:
     assert cache["with"]["key"] == "labtax-generation-${{ steps.leaves.outputs.key }}"
     assert ".labtax-cache/release/generation" in cache["with"]["path"]
     assert "--vet-cache" in step("Release")["run"]
+
+
+def test_the_install_is_pinned_and_hash_checked() -> None:
+    """Exactly requirements/release.lock, every file checked against its hash, then labtax without deps."""
+    install = step("Install labtax")["run"]
+    pip_lines = [line.strip() for line in install.splitlines() if "pip install" in line]
+    assert pip_lines == [
+        ".venv/bin/pip install --quiet --require-hashes --no-deps -r requirements/release.lock",
+        ".venv/bin/pip install --quiet --no-deps --no-build-isolation .",
+    ]
+    other_installs = [
+        s.get("name") for s in job()["steps"] if "pip install" in s.get("run", "") and s != step("Install")
+    ]
+    assert other_installs == []
+
+
+def lock_pins() -> dict[str, tuple[str, list[str]]]:
+    """requirements/release.lock: normalised name -> (version, hashes)."""
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, tuple[str, list[str]]] = {}
+    text = (REPO_ROOT / "requirements" / "release.lock").read_text()
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2]):
+        requirement = entry.split("\\")[0].split(";")[0].strip()
+        name, _, version = requirement.partition("==")
+        pins[canonicalize_name(name)] = (version.strip(), re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+    return pins
+
+
+def release_requirements() -> list[Requirement]:
+    """The `release` extra's direct dependencies, the extras it names (labtax[pdf,...]) expanded."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    found, pending = [], ["release"]
+    while pending:
+        for line in extras[pending.pop()]:
+            requirement = Requirement(line)
+            if requirement.name == "labtax":
+                pending.extend(requirement.extras)
+            else:
+                found.append(requirement)
+    return found
+
+
+def test_the_lock_covers_the_release_extra_at_the_tested_versions_with_hashes() -> None:
+    from packaging.utils import canonicalize_name
+
+    pins = lock_pins()
+    assert all(version and hashes for version, hashes in pins.values()), "every pin has a version and hashes"
+    regenerate = "run requirements/compile to regenerate requirements/release.lock"
+    for requirement in release_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in the lock: {regenerate}"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), f"{requirement}: {regenerate}"
+    assert "hatchling" in pins  # the build backend of `pip install --no-build-isolation .`
+    tested = {}
+    for line in (REPO_ROOT / ".ci" / "constraints.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        if version and not line.startswith("#"):
+            tested[canonicalize_name(name)] = version.strip()
+    differ = {
+        name: (pins[name][0], tested[name]) for name in pins.keys() & tested.keys() if pins[name][0] != tested[name]
+    }
+    assert differ == {}, f"the lock differs from the tested versions (.ci/constraints.txt): {regenerate}"
 
 
 def test_secrets_reach_only_the_release_step() -> None:

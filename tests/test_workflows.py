@@ -277,6 +277,8 @@ def test_workflows_install_the_extras_their_commands_need() -> None:
                     installed |= {extra, *INCLUDES.get(extra, ())} if extra else set()
             if ".ci/setup" in runs:
                 installed |= {"all", *INCLUDES["all"]}
+            if "-r requirements/release.lock" in runs:  # the release extra, pinned (test_release_workflow.py)
+                installed |= {"release", *INCLUDES["release"]}
             for command in re.findall(r"labtax (generate|curate|train|evaluate|release)\b", runs):
                 assert COMMAND_EXTRAS[command] in installed, (path.name, command, installed)
             # precheck lists questions with the core install; asking a served model needs the teacher client.

@@ -2,8 +2,9 @@
 
 A command is a function returning an exit code, wrapped by `entry`: LabtaxError prints its message
 and exits with its code (2 for usage), a missing optional extra names the `pip install` that adds it
-(labtax.extras), Ctrl-C exits 130, and an unexpected exception (a bug) exits 3 after writing the crash
-log (labtax.crash: versions and traceback) to a file the message names.
+(labtax.extras), a full disk that a library reported in its own words (torch.save, save_pretrained)
+gets labtax.fileio's one message and exit 1, Ctrl-C exits 130, and an unexpected exception (a bug)
+exits 3 after writing the crash log (labtax.crash: versions and traceback) to a file the message names.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 
 from labtax.errors import LabtaxError
 from labtax.extras import missing_extra_error
+from labtax.fileio import DiskFullError, disk_full_error, is_disk_full
 from labtax.output import Format
 
 P = ParamSpec("P")
@@ -77,6 +79,9 @@ def entry(func: Callable[P, int]) -> Callable[P, None]:
             echo(f"error: {missing}", err=True)
             raise typer.Exit(missing.exit_code) from None
         except Exception as exc:
+            if is_disk_full(exc):  # not a bug: the same message as labtax's own writes give
+                echo(f"error: {disk_full_error(getattr(exc, 'filename', None), None, exc)}", err=True)
+                raise typer.Exit(DiskFullError.exit_code) from None
             _report_bug(exc)
         raise typer.Exit(code)
 

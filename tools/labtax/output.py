@@ -49,6 +49,28 @@ def redact_credentials(text: str) -> str:
     return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text) if "@" in text else text
 
 
+# What a server may echo back in an error body: credential headers and fields, bearer/basic values, and
+# tokens in the shapes the Hub, OpenAI-compatible servers and GitHub issue (hf_..., sk-..., ghp_...).
+_SECRET_FIELD = re.compile(
+    r"(?i)\b(authorization|proxy-authorization|x-api-key|api[-_ ]?key|access[-_ ]?token|token|secret|password|cookie)"
+    r"(\"?\s*[:=]\s*\"?)(?:bearer\s+|basic\s+)?[^\s\"',;}]+"
+)
+_SCHEME_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_TOKEN_SHAPE = re.compile(r"\b(?:hf|sk|ghp|gho|ghs|github_pat|xox[abp])[-_][A-Za-z0-9_-]{8,}")
+
+
+def scrub_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` (an error body, a message quoting one) with the given secrets, anything shaped like a credential
+    and the credentials of URLs replaced by `***`: safe to print or store."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    text = _SECRET_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _SCHEME_VALUE.sub(lambda m: f"{m.group(1)} ***", text)
+    text = _TOKEN_SHAPE.sub("***", text)
+    return redact_credentials(text)
+
+
 def untrusted(value: object, limit: int = 120) -> str:
     """A value from a contribution as a message quotes it: credentials redacted, controls escaped, shortened."""
     text = neutralise(redact_credentials(str(value)))

@@ -277,8 +277,11 @@ def safe_url(url: str) -> str | None:
 
 
 def link(label: str, url: str | None) -> str:
-    target = safe_url(url) if url else None
-    return f"[{text(label)}]({target})" if target else text(label)
+    # A contributor's URL may carry credentials (an attribution's link to a private mirror): never shown.
+    from labtax.output import redact_credentials
+
+    target = safe_url(redact_credentials(url)) if url else None
+    return f"[{text(redact_credentials(label))}]({target})" if target else text(redact_credentials(label))
 
 
 def document_link(report: Report, leaf: Leaf) -> str | None:

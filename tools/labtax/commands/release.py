@@ -168,7 +168,10 @@ def command(
         source_url=source_url or _default_source_url(config.project_root),
         license=license_id,
     )
-    result = run_release(config, options)
+    from labtax.commands.train import show_plan
+
+    # Before the first training step: each phase's steps, warm-up and peak learning rate, and any warning.
+    result = run_release(config, options, on_training_plan=lambda plan: show_plan(plan, quiet=False))
     for message in result.messages:
         echo(message, err=True)
     if result.status == "unchanged":

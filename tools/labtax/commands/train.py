@@ -78,7 +78,14 @@ def command(
         base_model=base_model, data_dir=data, output_dir=output, hyper=hyper, resume=resume, progress=not quiet
     )
 
-    result = run_training(config, on_plan=lambda plan: show_plan(plan, quiet=quiet))
+    from labtax.fileio import DiskFullError
+
+    try:
+        result = run_training(config, on_plan=lambda plan: show_plan(plan, quiet=quiet))
+    except DiskFullError as exc:
+        if resume or not (output / "training.json").is_file():
+            raise
+        raise DiskFullError(f"{exc} (with --resume, to continue this run)") from None
     if not result.main_process:
         return 0 if result.completed else 1
     for phase in result.phases:

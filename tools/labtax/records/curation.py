@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labtax.fileio import write_bytes_atomic, write_text_atomic
+from labtax.fileio import check_hashes, write_bytes_atomic, write_text_atomic
 from labtax.records.base import RecordFormat, decode, dumps_json, read_json_file, to_json
 from labtax.records.sample import Message
 
@@ -218,3 +218,19 @@ def write_jsonl_bytes(path: Path, data: bytes) -> None:
         write_bytes_atomic(path, data)
     else:
         path.unlink(missing_ok=True)
+
+
+def check_curated_data(data_dir: Path) -> None:
+    """Refuse DATA unless its files are exactly what curation.json (written last) records.
+
+    Curation writes the phase files, then curation.json with each output's SHA-256; a run killed in
+    between, or a file edited afterwards, leaves files that do not match it, and training on them would
+    train on data no report describes. A directory without curation.json is not curation's output (data
+    prepared by other means) and is not checked.
+    """
+    if not (data_dir / REPORT_FILE).is_file():
+        return
+    report = read_curation_report(data_dir)
+    expected = {name: output.sha256 for name, output in report.outputs.items()}
+    remedy = f"run `labtax curate` with --output {data_dir} again (it rewrites the directory)"
+    check_hashes(data_dir, expected, manifest=data_dir / REPORT_FILE, remedy=remedy)

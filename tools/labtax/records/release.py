@@ -23,13 +23,26 @@ MANIFEST_FILE = "release.json"
 
 
 @dataclass(frozen=True)
+class LeafAttribution:
+    """The attribution.txt a leaf was released under, as its contributor wrote it (URL credentials removed)."""
+
+    title: str
+    link: str  # "Link to work": a URL, or a path in this repository
+    revision: str
+    license: str  # "License of the work", as written
+    license_id: str | None  # its SPDX id, when labtax recognises the spelling (labtax.validate.licenses)
+    creators: str
+
+
+@dataclass(frozen=True)
 class LeafRecord:
-    """A leaf as a release saw it: its path under the taxonomy root and its content hash."""
+    """A leaf as a release saw it: its path under the taxonomy root, its content hash and its attribution."""
 
     path: str
     leaf_hash: str
     branch: str = ""
     kind: str = ""
+    attribution: LeafAttribution | None = None  # added in labtax 0.x without a format bump (older files: None)
 
 
 @dataclass(frozen=True)
@@ -70,10 +83,34 @@ class ReleaseManifest:
     changes: dict[str, list[str]] = field(default_factory=dict)
     # generation cache key -> SHA-256 of its samples.jsonl: what a later release may reuse from a cache
     generation: dict[str, str] = field(default_factory=dict)
+    # What generation and curation did for this release (added without a format bump: older files None)
+    data_summary: DataSummary | None = None
 
     @property
     def leaf_hashes(self) -> dict[str, str]:
         return {leaf.path: leaf.leaf_hash for leaf in self.leaves}
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What happened to the data of a release, as opposed to what the planner announced beforehand.
+
+    Counts are of the data the release was trained on, so a re-run of the same release (or the real
+    release after its dry run) records the same numbers: requests are summed over every generation run
+    that produced the current data of a leaf (a fresh start and its resumes), read from generation's run
+    summaries (`labtax.records.generation.RunSummary`).
+    """
+
+    leaves_generated: int  # leaves whose data is new in this release (not in the previous release's cache)
+    leaves_reused: int  # leaves whose data the previous release already had: no request
+    planned_requests: int  # the planner's estimate for the generated leaves (what the review report announces)
+    requests_sent: int  # teacher requests actually sent for them, over every run that made their data
+    requests_failed: int
+    samples_generated: int  # samples generation kept, over every leaf of the release
+    samples_target: int  # what generation aimed for, over every leaf
+    samples_trained: int  # samples curation kept for training (phase-1 and phase-2, replay not counted twice)
+    phase1_rows: int
+    phase2_rows: int
 
 
 @dataclass(frozen=True)

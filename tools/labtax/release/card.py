@@ -3,7 +3,10 @@
 The metadata block (`ModelCardData`) carries the base model, licence, tags and a `model-index` with
 the evaluation results, so the Hub shows them; the body says what the model is for, which leaves
 were added or changed since the previous release (linked to the taxonomy at the release commit),
-and where the training data came from. Everything in it comes from `release.json`.
+where the training data came from, and credits every leaf's source (labtax.release.credits). The
+dataset card (`build_dataset_card`, huggingface_hub's `DatasetCard`) describes the curated phases as a
+`datasets` configuration and carries the sources' licences in its metadata. Everything in both comes
+from `release.json`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labtax.records.release import ReleaseManifest
+from labtax.release.credits import (
+    ATTRIBUTION_CSV,
+    ATTRIBUTION_JSON,
+    credits,
+    credits_markdown,
+    hub_license,
+    license_counts,
+    license_label,
+)
 from labtax.release.manifest import LeafChanges
 
 if TYPE_CHECKING:
-    from huggingface_hub import ModelCard
+    from huggingface_hub import DatasetCard, ModelCard
 
 DEFAULT_INTENDED_USE = (
     "A student model aligned with the LAB method on this taxonomy: it is meant for research on, and "
@@ -77,21 +89,31 @@ def build_card_data(manifest: ReleaseManifest, options: CardOptions) -> Any:
     )
 
 
-def changes_section(manifest: ReleaseManifest, changes: LeafChanges, options: CardOptions) -> list[str]:
+def changes_section(
+    manifest: ReleaseManifest, changes: LeafChanges, options: CardOptions, limit: int | None = None
+) -> list[str]:
+    """The leaves added, changed, renamed and deleted, each linked; `limit` lists at most that many per kind."""
     since = f"since {manifest.previous_version}" if manifest.previous_version else "(first release: every leaf is new)"
     lines = [f"## Leaves added and changed {since}", ""]
     if not changes.changed:
         return [*lines, "No leaf changed.", ""]
+
+    def listed(items: list[str]) -> list[str]:
+        if limit is None or len(items) <= limit:
+            return items
+        return [*items[:limit], f"... and {len(items) - limit:,} more (release.json lists them all)"]
+
     for title, paths in (("Added", changes.added), ("Changed", changes.modified), ("Deleted", changes.deleted)):
         if paths:
-            lines.append(f"**{title}** ({len(paths)}):")
-            lines.extend(
-                f"- {leaf_link(path, manifest, options) if title != 'Deleted' else f'`{path}`'}" for path in paths
-            )
+            lines.append(f"**{title}** ({len(paths):,}):")
+            shown = [f"{leaf_link(path, manifest, options) if title != 'Deleted' else f'`{path}`'}" for path in paths]
+            lines.extend(f"- {item}" for item in listed(shown))
             lines.append("")
     if changes.renamed:
-        lines.append(f"**Renamed** ({len(changes.renamed)}, same content, no new data):")
-        lines.extend(f"- `{old}` → {leaf_link(new, manifest, options)}" for old, new in changes.renamed)
+        lines.append(f"**Renamed** ({len(changes.renamed):,}, same content, no new data):")
+        lines.extend(
+            f"- {item}" for item in listed([f"`{o}` → {leaf_link(n, manifest, options)}" for o, n in changes.renamed])
+        )
         lines.append("")
     return lines
 
@@ -161,12 +183,24 @@ def _training_section(manifest: ReleaseManifest) -> list[str]:
     return lines
 
 
+def credits_section(manifest: ReleaseManifest, options: CardOptions, *, data: str = "the model") -> list[str]:
+    """Every leaf's source, grouped by licence and branch, with the full list in the attribution files."""
+    rows = credits(manifest, options.source_url, options.taxonomy_dir)
+    note = (
+        f"Every leaf is listed below with the work its seed examples and documents come from; the same list is in "
+        f"[`{ATTRIBUTION_CSV}`]({ATTRIBUTION_CSV}) and [`{ATTRIBUTION_JSON}`]({ATTRIBUTION_JSON}) beside this card. "
+        f"Each licence applies to the source material of its leaves and to what {data} derives from them."
+    )
+    return ["## Credits", "", *credits_markdown(rows, files_note=note)]
+
+
 def build_model_card(manifest: ReleaseManifest, changes: LeafChanges, options: CardOptions | None = None) -> ModelCard:
     """The README.md of the model repository for this release."""
     from huggingface_hub import ModelCard
 
     options = options or CardOptions()
     card_data = build_card_data(manifest, options)
+    sources = ", ".join(f"{license_label(name)} ({count:,})" for name, count in license_counts(credits(manifest, None)))
     body = [
         f"# {card_data.model_name} {manifest.version}",
         "",
@@ -183,8 +217,98 @@ def build_model_card(manifest: ReleaseManifest, changes: LeafChanges, options: C
         *_training_section(manifest),
         "## Licence",
         "",
-        f"The model weights are released under `{options.license}`; "
-        "each leaf's attribution.txt names the licence of its source.",
+        f"The model weights are released under `{options.license}`. The training data derives from sources under "
+        f"these licences (leaves): {sources}; see Credits.",
         "",
+        *credits_section(manifest, options),
     ]
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+@dataclass(frozen=True)
+class DataFileRows:
+    """A curated data file as the dataset card describes it."""
+
+    name: str  # file name in the dataset repository
+    rows: int
+    sha256: str
+
+
+def build_dataset_card(
+    manifest: ReleaseManifest,
+    files: list[DataFileRows],
+    data_dir: Path,
+    options: CardOptions,
+    model_repo_id: str | None,
+) -> DatasetCard:
+    """The README.md of the dataset repository: the curated phases as one `datasets` configuration (a split
+    per phase, so `load_dataset(repo)` finds both), the licences of the sources, and every leaf's credit."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from labtax.release.features import union_features
+
+    rows = credits(manifest, options.source_url, options.taxonomy_dir)
+    phases = [item for item in files if item.name.endswith(".jsonl") and item.name.startswith("phase")]
+    total = sum(item.rows for item in phases)
+    # One configuration, a split per phase, read against the union of both files' fields (a field one
+    # phase lacks reads as null); rows that cannot share a schema get a configuration per phase instead.
+    features = union_features(data_dir / item.name for item in phases)
+    splits = [{"split": item.name.removesuffix(".jsonl"), "path": item.name} for item in phases]
+    extra: dict[str, Any] = hub_license(rows)
+    if features is not None:
+        configs = [{"config_name": "default", "data_files": splits}]
+        extra["dataset_info"] = {"features": features}
+        usage = f'data = load_dataset("{options.dataset_repo_id or "OWNER/NAME"}")  # both phases, one split each'
+    else:
+        configs = [{"config_name": split["split"], "data_files": split["path"]} for split in splits]
+        usage = f'data = load_dataset("{options.dataset_repo_id or "OWNER/NAME"}", "{splits[-1]["split"]}")'
+    card_data = DatasetCardData(
+        language=[options.language],
+        pretty_name=f"labtax curated data {manifest.version}",
+        tags=["labtax", "lab", "instructlab", "synthetic-data"],
+        task_categories=["text-generation"],
+        size_categories=[_size_category(total)],
+        configs=configs,
+        **extra,
+    )
+    model = f"[{model_repo_id}](https://huggingface.co/{model_repo_id})" if model_repo_id else "the model"
+    body = [
+        f"# Curated training data of {model} {manifest.version}",
+        "",
+        f"Synthetic data generated by the teacher `{manifest.teacher}` from the seed examples and documents of a "
+        f"git-native taxonomy at commit `{manifest.taxonomy_commit}`, curated by labtax (filters, deduplication, "
+        "decontamination against held-out seeds) into the two phases of LAB training.",
+        "",
+        "| split | file | rows | SHA-256 |",
+        "|---|---|--:|---|",
+        *(
+            f"| {item.name.removesuffix('.jsonl')} | `{item.name}` | {item.rows:,} | `{item.sha256}` |"
+            for item in phases
+        ),
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        usage,
+        "```",
+        "",
+        "`curation.json` records what curation read, dropped and kept; `release.json` of the model repository every "
+        "leaf hash and data file hash.",
+        "",
+        "## Licence",
+        "",
+        "The data derives from sources under these licences (leaves): "
+        + ", ".join(f"{license_label(name)} ({count:,})" for name, count in license_counts(rows))
+        + ". Each source's licence applies to the samples generated from it: the `metadata.leaf` of every row "
+        f"names its leaf, and [`{ATTRIBUTION_CSV}`]({ATTRIBUTION_CSV}) the leaf's source and licence.",
+        "",
+        *credits_section(manifest, options, data="this data set"),
+    ]
+    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return label
+    return "1M<n<10M"

@@ -244,4 +244,8 @@ def _holds_exactly(api: HfApi, plan: PushPlan, revision: str) -> bool:
 
 
 def _scrub(message: str, token: str) -> str:
-    return message.replace(token, "***") if token else message
+    """An error as the Hub (or a proxy before it) worded it, made safe to print and store: the token, an
+    echoed Authorization header and anything else shaped like a credential removed, one line."""
+    from labtax.output import neutralise, scrub_secrets
+
+    return neutralise(" ".join(scrub_secrets(message, [token]).split()))

@@ -28,15 +28,17 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
-from labtax.fileio import write_text_atomic
+from labtax.fileio import write_bytes_atomic, write_text_atomic
 from labtax.git import Repository, open_repository
+from labtax.output import redact_credentials
 from labtax.records.release import (
     MANIFEST_FILE,
     HubTarget,
@@ -45,6 +47,7 @@ from labtax.records.release import (
     read_manifest,
     write_manifest,
 )
+from labtax.release.credits import attribution_record
 from labtax.release.manifest import (
     LeafChanges,
     check_version,
@@ -55,7 +58,9 @@ from labtax.release.manifest import (
 )
 
 if TYPE_CHECKING:
+    from labtax.release.card import CardOptions
     from labtax.release.hub import PushPlan, PushResult
+    from labtax.train.recipe import TrainingPlan
 
 SKIPPED_MARKER = "skipped"
 
@@ -199,10 +204,15 @@ def check_preconditions(config: Config, options: ReleaseOptions) -> tuple[str, l
     return head, earlier_tags
 
 
-def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
+def run_release(
+    config: Config, options: ReleaseOptions, on_training_plan: Callable[[TrainingPlan], None] | None = None
+) -> ReleaseResult:
+    """The release, top to bottom (module docstring). `on_training_plan` is shown the training plan (steps,
+    warm-up and peak learning rate of each phase) before the first step, as `labtax train` prints it."""
     from labtax.release import stages
 
     version = options.version
+    options = replace(options, source_url=redact_credentials(options.source_url) if options.source_url else None)
     head, earlier_tags = check_preconditions(config, options)
     stage_settings = stages.check_settings(config, options)  # bad configuration stops here, before any work
 
@@ -247,8 +257,11 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
             f"{len(generation.discarded)} cached generation results no release vouched for were regenerated"
         )
     data = stages.curate(config, options, leaves, options.output / "generation", options.output / "data")
+    summary = stages.data_summary(options.output / "generation", leaves, options, previous, data)
     result.seconds["curate"], clock = time.monotonic() - clock, time.monotonic()
-    training = stages.train(options, options.output / "data", options.output / "train" / inputs[:16])
+    training = stages.train(
+        options, options.output / "data", options.output / "train" / inputs[:16], on_plan=on_training_plan
+    )
     result.trained = training.trained
     result.seconds["train"], clock = time.monotonic() - clock, time.monotonic()
     previous_eval = options.output / "history" / previous.version / "eval.json" if previous else None
@@ -266,7 +279,10 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
         version=version,
         previous_version=previous.version if previous else None,
         taxonomy_commit=head,
-        leaves=[LeafRecord(leaf.path, leaf.leaf_hash, leaf.branch, str(leaf.kind)) for leaf in leaves],
+        leaves=[
+            LeafRecord(leaf.path, leaf.leaf_hash, leaf.branch, str(leaf.kind), attribution_record(leaf.attribution))
+            for leaf in leaves
+        ],
         data_files=data.files,
         teacher=generation.teacher,
         base_model=options.base_model,
@@ -274,20 +290,27 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
         evaluation=evaluation.summary,
         hub=HubTarget(options.hub_repo, version, dataset_repo_id=options.dataset_repo) if options.hub_repo else None,
         inputs_fingerprint=inputs,
-        created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        # The released commit's date, not the clock: a re-run of the same release writes the same bytes.
+        created_at=commit_date(config, head),
         changes=changes.as_json(),
         generation=generation.entries,
+        data_summary=summary,
     )
     result.manifest = manifest
     write_manifest(options.output / MANIFEST_FILE, manifest)
-    write_text_atomic(options.output / "notes.md", release_notes(manifest, changes, options, report))
+    card_options = card_options_for(config, options)
+    write_text_atomic(options.output / "notes.md", release_notes(manifest, changes, card_options, report))
+    if report:
+        write_text_atomic(options.output / "report.md", report)
     if not evaluation.passed:
         raise GateFailed(
             f"the evaluation gate failed: {evaluation.reason}. Nothing was pushed; the results are in "
             f"{options.output / 'eval.json'} and {options.output / 'eval.md'}"
         )
 
-    model_folder, data_folder = stage_hub_folders(options, manifest, changes, training.model_dir, data.files_dir)
+    model_folder, data_folder = stage_hub_folders(
+        options, card_options, manifest, changes, training.model_dir, data.files_dir
+    )
     result.push_plans = plan_pushes(options, model_folder, data_folder)
     if options.dry_run:
         result.messages.append("dry run: nothing was pushed")
@@ -330,55 +353,134 @@ def review_report(
         return None
 
 
-def release_notes(
-    manifest: ReleaseManifest, changes: LeafChanges, options: ReleaseOptions, report: str | None = None
-) -> str:
-    """The GitHub release body: changed leaves and evaluation as in the model card, then the review report."""
-    from labtax.release.card import CardOptions, changes_section, evaluation_section
+# GitHub refuses a release body over 125,000 characters; the notes stay below it, whatever the taxonomy.
+NOTES_LIMIT = 120_000
 
-    card_options = CardOptions(license=options.license, source_url=options.source_url)
-    lines = [f"# {manifest.version}", ""]
+
+def release_notes(
+    manifest: ReleaseManifest, changes: LeafChanges, options: CardOptions, report: str | None = None
+) -> str:
+    """The GitHub release body: what happened, changed leaves and evaluation as in the model card, credits by
+    licence, then the review report (cut to fit GitHub's limit; report.md beside the notes holds all of it)."""
+    from labtax.release.card import changes_section, evaluation_section
+
+    head = [f"# {manifest.version}", ""]
     if manifest.hub:
-        lines += [f"Model: https://huggingface.co/{manifest.hub.repo_id}/tree/{manifest.version}", ""]
-    lines += changes_section(manifest, changes, card_options)
-    lines += evaluation_section(manifest)
-    lines += [
+        head += [f"Model: https://huggingface.co/{manifest.hub.repo_id}/tree/{manifest.version}", ""]
+    head += what_happened(manifest)
+    tail = evaluation_section(manifest) + credits_summary(manifest, options)
+    tail += [
         f"Teacher `{manifest.teacher}`, base model `{manifest.base_model}`, "
         f"taxonomy commit `{manifest.taxonomy_commit}`.",
         "",
     ]
+    changed = changes_section(manifest, changes, options)
+    if sum(len(line) + 1 for line in head + changed + tail) > NOTES_LIMIT // 2:
+        changed = changes_section(manifest, changes, options, limit=100)
+    notes = "\n".join(head + changed + tail)
     if report:
-        lines += ["## Review report", "", report]
-    return "\n".join(lines)
+        room = NOTES_LIMIT - len(notes) - 200
+        if len(report) > room:
+            cut = report[: max(room, 0)].rsplit("\n", 1)[0]
+            report = f"{cut}\n\n... (cut to fit a GitHub release: report.md in the release artifacts holds all of it)"
+        notes += "\n" + "\n".join(["## Review report", "", report])
+    return notes
+
+
+def what_happened(manifest: ReleaseManifest) -> list[str]:
+    """What generation and curation actually did for this release, beside what was planned (the review
+    report's figures are the planner's estimate, made before any request was sent)."""
+    summary = manifest.data_summary
+    if summary is None:
+        return []
+    reused = f"{summary.leaves_reused:,} leaves reused" if summary.leaves_reused else "no leaf reused"
+    since = f" from {manifest.previous_version}" if manifest.previous_version and summary.leaves_reused else ""
+    failed = f", {summary.requests_failed:,} of them failed" if summary.requests_failed else ""
+    return [
+        "## What happened",
+        "",
+        f"- **Generation**: {summary.requests_sent:,} teacher requests sent{failed} for {summary.leaves_generated:,} "
+        f"new or changed leaves (the planner estimated {summary.planned_requests:,}); {reused}{since}, "
+        "with no request.",
+        f"- **Samples**: generation kept {summary.samples_generated:,} (aiming for {summary.samples_target:,}); "
+        f"curation kept {summary.samples_trained:,} for training: {summary.phase1_rows:,} rows in phase 1 "
+        f"(knowledge), {summary.phase2_rows:,} in phase 2 (skills and replay).",
+        "",
+    ]
+
+
+def credits_summary(manifest: ReleaseManifest, options: CardOptions) -> list[str]:
+    """The sources by licence, pointing at the model repository's attribution file for every leaf."""
+    from labtax.release.credits import ATTRIBUTION_CSV, credits, leaves, license_counts, license_label
+
+    counts = license_counts(credits(manifest, None))
+    where = (
+        f"[`{ATTRIBUTION_CSV}`](https://huggingface.co/{manifest.hub.repo_id}/blob/{manifest.version}/{ATTRIBUTION_CSV})"
+        if manifest.hub
+        else f"`{ATTRIBUTION_CSV}`"
+    )
+    listed = ", ".join(f"{license_label(name)} ({leaves(count)})" for name, count in counts)
+    return ["## Credits", "", f"Sources by licence: {listed}. Every leaf's source and licence: {where}.", ""]
+
+
+def commit_date(config: Config, commit: str) -> str:
+    with open_git(config) as repo:
+        return repo.commit_info(commit).date.astimezone(UTC).isoformat()
+
+
+def card_options_for(config: Config, options: ReleaseOptions) -> CardOptions:
+    from labtax.release.card import CardOptions
+
+    try:
+        taxonomy_dir = config.taxonomy_root.resolve().relative_to(config.project_root.resolve()).as_posix()
+    except ValueError:
+        taxonomy_dir = "taxonomy"
+    return CardOptions(
+        license=options.license,
+        source_url=options.source_url,
+        taxonomy_dir=taxonomy_dir,
+        dataset_repo_id=options.dataset_repo,
+    )
 
 
 def stage_hub_folders(
-    options: ReleaseOptions, manifest: ReleaseManifest, changes: LeafChanges, model_dir: Path, data_dir: Path
+    options: ReleaseOptions,
+    card_options: CardOptions,
+    manifest: ReleaseManifest,
+    changes: LeafChanges,
+    model_dir: Path,
+    data_dir: Path,
 ) -> tuple[Path, Path | None]:
     """Lay out exactly what each Hub repository will hold (rebuilt from scratch every run)."""
-    from labtax.release.card import CardOptions, build_model_card
+    from labtax.release.card import DataFileRows, build_dataset_card, build_model_card
+    from labtax.release.credits import ATTRIBUTION_CSV, ATTRIBUTION_JSON, attribution_csv, attribution_json, credits
+    from labtax.train.recipe import check_trained_model
 
+    check_trained_model(model_dir)  # what is pushed is what training recorded
+    rows = credits(manifest, card_options.source_url, card_options.taxonomy_dir)
     model_folder = options.output / "hub" / "model"
     _replace_tree(model_dir, model_folder)
-    card = build_model_card(
-        manifest,
-        changes,
-        CardOptions(license=options.license, source_url=options.source_url, dataset_repo_id=options.dataset_repo),
-    )
-    write_text_atomic(model_folder / "README.md", str(card))
+    write_text_atomic(model_folder / "README.md", str(build_model_card(manifest, changes, card_options)))
     write_manifest(model_folder / MANIFEST_FILE, manifest)
     shutil.copy2(options.output / "eval.json", model_folder / "eval.json")
+    write_bytes_atomic(model_folder / ATTRIBUTION_CSV, attribution_csv(rows))
+    write_bytes_atomic(model_folder / ATTRIBUTION_JSON, attribution_json(rows))
     if not options.dataset_repo:
         return model_folder, None
     data_folder = options.output / "hub" / "data"
     _replace_tree(data_dir, data_folder)
-    write_text_atomic(
-        data_folder / "README.md",
-        f"---\nlicense: {options.license}\ntags: [labtax, synthetic-data]\n---\n\n"
-        f"# Curated training data of {manifest.hub.repo_id if manifest.hub else 'the model'} {manifest.version}\n\n"
-        f"Generated by `{manifest.teacher}` from the taxonomy at commit `{manifest.taxonomy_commit}`; "
-        "see release.json of the model repository for every file hash.\n",
-    )
+    from labtax.records.curation import read_curation_report
+
+    outputs = read_curation_report(data_dir).outputs
+    files = [
+        DataFileRows(name, output.rows, output.sha256)
+        for name, output in sorted(outputs.items())
+        if output.sha256 is not None and (data_folder / name).is_file()
+    ]
+    card = build_dataset_card(manifest, files, data_folder, card_options, options.hub_repo)
+    write_text_atomic(data_folder / "README.md", str(card))
+    write_bytes_atomic(data_folder / ATTRIBUTION_CSV, attribution_csv(rows))
+    write_bytes_atomic(data_folder / ATTRIBUTION_JSON, attribution_json(rows))
     return model_folder, data_folder
 
 

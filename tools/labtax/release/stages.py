@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +19,13 @@ from labtax.config import Config
 from labtax.errors import LabtaxError, UsageError
 from labtax.fileio import file_sha256, write_text_atomic
 from labtax.records.evaluation import Scores, read_eval_report
-from labtax.records.release import DataFile, ReleaseEvaluation, ReleaseGate, ReleaseManifest
+from labtax.records.release import DataFile, DataSummary, ReleaseEvaluation, ReleaseGate, ReleaseManifest
 from labtax.release.manifest import fingerprint, hash_data_files
 
 if TYPE_CHECKING:
     from labtax.release.release import ReleaseOptions
     from labtax.taxonomy.leaf import Leaf
+    from labtax.train.recipe import TrainingPlan
 
 
 @dataclass
@@ -38,6 +40,9 @@ class GenerationOutcome:
 class CurationOutcome:
     files_dir: Path
     files: list[DataFile]
+    samples_kept: int = 0  # samples curation kept for training
+    phase1_rows: int = 0
+    phase2_rows: int = 0
 
 
 @dataclass
@@ -247,16 +252,81 @@ def curate(
 ) -> CurationOutcome:
     """Curate the generated samples into the two phase files (`labtax.curate.run.run_curation`)."""
     from labtax.curate.run import run_curation
+    from labtax.records.curation import check_curated_data
 
     result = run_curation(curation_config(config, options, generation_dir, data_dir), leaves)
+    check_curated_data(data_dir)  # what is hashed and pushed is exactly what curation.json describes
     files = sorted(path for path in result.files.values() if path.is_file())
-    return CurationOutcome(data_dir, hash_data_files(data_dir.parent, files))
+    return CurationOutcome(
+        data_dir,
+        hash_data_files(data_dir.parent, files),
+        samples_kept=result.totals.kept,
+        phase1_rows=result.mix.phase1_rows,
+        phase2_rows=result.mix.phase2_rows,
+    )
+
+
+# --- what happened to the data ------------------------------------------------------------------------
+
+
+def data_summary(
+    generation_dir: Path,
+    leaves: list[Leaf],
+    options: ReleaseOptions,
+    previous: ReleaseManifest | None,
+    curation: CurationOutcome,
+) -> DataSummary:
+    """Requests sent and samples kept for this release's data, beside what the planner announced.
+
+    The leaves whose cache entry the previous release already had cost nothing now (`leaves_reused`).
+    For the others, the requests are read from generation's run summaries: for each cache entry, the
+    newest run that generated it and the runs that resumed it since (newest first, back to the run that
+    started it afresh), so a re-run of the release, which generates nothing, records the same numbers.
+    """
+    from labtax.records.base import RecordError
+    from labtax.records.generation import read_generation_index, read_run_summary, run_summaries
+    from labtax.sdg.params import expected_requests
+
+    index = read_generation_index(generation_dir)
+    current = {leaf.path: leaf for leaf in leaves}
+    entries = [entry for entry in index.leaves if entry.leaf in current]
+    vouched = previous.generation if previous else {}
+    generated = {entry.cache_key: entry for entry in entries if entry.cache_key not in vouched}
+    pending, sent, failed = set(generated), 0, 0
+    for path in reversed(run_summaries(generation_dir)):
+        if not pending:
+            break
+        try:
+            run = read_run_summary(path)
+        except RecordError:
+            continue  # a summary of another labtax version: its counts are unknown, not guessed
+        for row in run.leaves:
+            if row.cache_key in pending and row.requests is not None:
+                sent += row.sent or 0
+                failed += row.failed or 0
+                if row.action != "resume":
+                    pending.discard(row.cache_key)
+    params = generation_params(options)
+    return DataSummary(
+        leaves_generated=len(generated),
+        leaves_reused=len(entries) - len(generated),
+        planned_requests=sum(expected_requests(current[entry.leaf].kind, params) for entry in generated.values()),
+        requests_sent=sent,
+        requests_failed=failed,
+        samples_generated=sum(entry.kept for entry in entries),
+        samples_target=sum(entry.target for entry in entries),
+        samples_trained=curation.samples_kept,
+        phase1_rows=curation.phase1_rows,
+        phase2_rows=curation.phase2_rows,
+    )
 
 
 # --- training -----------------------------------------------------------------------------------------
 
 
-def train(options: ReleaseOptions, data_dir: Path, run_dir: Path) -> TrainingOutcome:
+def train(
+    options: ReleaseOptions, data_dir: Path, run_dir: Path, on_plan: Callable[[TrainingPlan], None] | None = None
+) -> TrainingOutcome:
     """Two-phase training, resumed when an earlier run of this release stopped midway.
 
     `run_dir` is named after the release's inputs, so only a run of the same inputs is resumed. Runs
@@ -269,7 +339,8 @@ def train(options: ReleaseOptions, data_dir: Path, run_dir: Path) -> TrainingOut
     hyper = load_hyperparameters(options.train_config, options.train_overrides)
     resume = (run_dir / "training.json").exists()
     result = run_training(
-        TrainConfig(base_model=options.base_model, data_dir=data_dir, output_dir=run_dir, hyper=hyper, resume=resume)
+        TrainConfig(base_model=options.base_model, data_dir=data_dir, output_dir=run_dir, hyper=hyper, resume=resume),
+        on_plan=on_plan,
     )
     if not result.completed or result.final_model is None:
         raise LabtaxError(
@@ -298,7 +369,9 @@ def evaluate(
     after a failed push, or the real release after a dry run) is reused instead of repeated.
     """
     from labtax.train.evaluate import EvalConfig, run_evaluation
+    from labtax.train.recipe import check_trained_model
 
+    check_trained_model(model_dir)  # never score (or reuse a score of) a model that differs from training's record
     eval_config = EvalConfig(
         model=str(model_dir),
         baseline=options.base_model,

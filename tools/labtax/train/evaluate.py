@@ -208,6 +208,9 @@ class ModelScorer:
 
     @classmethod
     def load(cls, name: str) -> ModelScorer:
+        from labtax.train.recipe import check_trained_model
+
+        check_trained_model(Path(name))  # an unfinished or changed training output is never scored
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

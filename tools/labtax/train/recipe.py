@@ -35,13 +35,24 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labtax.errors import LabtaxError, UsageError
-from labtax.fileio import file_sha256, write_json_atomic, write_text_atomic
+from labtax.fileio import (
+    DiskFullError,
+    StaleOutputError,
+    append_bytes,
+    check_hashes,
+    file_sha256,
+    space_for,
+    tree_sha256,
+    write_json_atomic,
+    write_text_atomic,
+)
+from labtax.records.curation import check_curated_data
 from labtax.train.base_model import ResolvedModel, resolve_model
 from labtax.train.config import (
     PHASE_FILES,
@@ -188,6 +199,7 @@ def run_training(config: TrainConfig, on_plan: Callable[[TrainingPlan], None] | 
     is written or trained.
     """
     check_config(config)  # options, data files and --output, before anything loads
+    check_curated_data(config.data_dir)  # a half-written or changed curation output is never trained on
     base = resolve_model(config.base_model)  # a mistyped path stops here, not after an hour of work
     h = config.hyper
     with transformers_progress_bars(config.progress):  # their loading/saving bars follow ours
@@ -232,7 +244,8 @@ def run_training(config: TrainConfig, on_plan: Callable[[TrainingPlan], None] | 
             if accelerator.is_main_process:  # no barrier: the other processes may not have failed
                 state.record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 state.record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-                write_json_atomic(state.root / "training.json", state.record)
+                with suppress(DiskFullError):  # a full disk that stopped the run may refuse this too: say the first
+                    write_json_atomic(state.root / "training.json", state.record)
             raise
 
 
@@ -249,6 +262,7 @@ def train_phases(
     """Each phase in turn; `prepared` holds the first pending phase's model, already loaded and probed."""
     config = state.config
     results: list[PhaseResult] = []
+    wrote_model = False
     for number in (1, 2):
         finished = state.finished(number)
         if finished is not None:
@@ -267,6 +281,7 @@ def train_phases(
             )
             schedule = schedules[number]
             result = train_phase(number, model, datasets[number], schedule, packing, tokenizer, accelerator, state)
+            wrote_model = True
             del model
         results.append(result)
         state.record["phases"][str(number)] = asdict(result)
@@ -277,8 +292,13 @@ def train_phases(
     final = state.phase_dir(2)
     if results[1].status == "skipped" and accelerator.is_main_process and not final.exists():
         copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
+        wrote_model = True
     accelerator.wait_for_everyone()
     state.record.pop("error", None)
+    if accelerator.is_main_process and (wrote_model or "outputs" not in state.record):
+        # The manifest of the model directory, written with status "done" (last): evaluation and release
+        # refuse a final/ that does not match it (check_trained_model).
+        state.record["outputs"] = {f"{PHASE_DIRS[2]}/{name}": digest for name, digest in tree_sha256(final).items()}
     write_record(state, accelerator, status="done")
     return TrainResult(
         config.output_dir, True, final, results, config.output_dir / "training.json", accelerator.is_main_process
@@ -394,7 +414,7 @@ def train_phase(
             })  # fmt: skip
         halt = state.halting() and index + 1 < len(steps)
         if halt or (h.checkpoint_every and (index + 1) % h.checkpoint_every == 0 and index + 1 < len(steps)):
-            save_checkpoint(accelerator, state, number, index + 1)
+            save_checkpoint(accelerator, state, number, index + 1, checkpoint_bytes(accelerator.unwrap_model(model)))
         if halt:
             result.status = "halted"
             break
@@ -644,7 +664,7 @@ def phase_result(number: int, config: TrainConfig, dataset: EncodedDataset, *, s
 # === checkpoints and outputs ======================================================================
 
 
-def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step: int) -> Path:
+def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step: int, size: int | None = None) -> Path:
     """Model, optimizer, scheduler and every process's RNG (accelerate), plus the data position (the step)."""
     name = f"phase{number}-step{step:08d}"
     target = state.checkpoints / name
@@ -652,7 +672,8 @@ def save_checkpoint(accelerator: Accelerator, state: RunState, number: int, step
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    with space_for(partial, size):
+        accelerator.save_state(str(partial))
     # Every process writes its own RNG state into `partial`: none may still be writing when it is renamed.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -686,23 +707,28 @@ def save_model(
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    if h.method == "lora":
-        merged = unwrapped.merge_and_unload()
-        merged.save_pretrained(partial, is_main_process=accelerator.is_main_process)
-        config = merged.config
-    else:
-        state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards on the main process
-        unwrapped.save_pretrained(
-            partial, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
-        )
-        config = unwrapped.config
+    with space_for(partial, parameter_bytes(unwrapped)):
+        if h.method == "lora":
+            merged = unwrapped.merge_and_unload()
+            merged.save_pretrained(partial, is_main_process=accelerator.is_main_process)
+            config = merged.config
+        else:
+            state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards on the main process
+            unwrapped.save_pretrained(
+                partial,
+                is_main_process=accelerator.is_main_process,
+                save_function=accelerator.save,
+                state_dict=state_dict,
+            )
+            config = unwrapped.config
     # save_pretrained runs on every process (it lists and prunes the directory even where it writes
     # nothing): none may still be inside `partial` when the main process renames it.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        config.use_cache = True
-        config.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
+        with space_for(partial):
+            config.use_cache = True
+            config.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
         write_json_atomic(partial / "labtax_phase.json", {"phase": number, "method": h.method})
         if target.exists():
             shutil.rmtree(target)
@@ -710,17 +736,29 @@ def save_model(
     accelerator.wait_for_everyone()
 
 
+def parameter_bytes(model: Any) -> int:
+    """What a model's weights take on disk, as saved (its parameters at their dtype)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def checkpoint_bytes(model: Any) -> int:
+    """A checkpoint holds the weights and AdamW's two moments for each trainable parameter (fp32)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return parameter_bytes(model) + 2 * 4 * trainable
+
+
 def copy_atomically(source: Path, target: Path) -> None:
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source, partial)
+    with space_for(partial, sum(p.stat().st_size for p in source.rglob("*") if p.is_file())):
+        shutil.copytree(source, partial)
     os.replace(partial, target)
 
 
 def log_metrics(state: RunState, accelerator: Accelerator, line: dict[str, Any]) -> None:
-    if accelerator.is_main_process:
-        with state.metrics.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+    if not accelerator.is_main_process:
+        return
+    append_bytes(state.metrics, (json.dumps(line) + "\n").encode("utf-8"))
 
 
 def truncate_metrics(path: Path, number: int, step: int) -> None:
@@ -794,7 +832,42 @@ def open_record(config: TrainConfig, base: ResolvedModel, *, resuming: bool) -> 
     record["phases"] = {k: v for k, v in previous.get("phases", {}).items() if v.get("status") in ("done", "skipped")}
     if isinstance(previous.get("plan"), dict):
         record["plan"] = previous["plan"]
+    if previous.get("status") == "done" and isinstance(previous.get("outputs"), dict):
+        record["outputs"] = previous["outputs"]  # a finished run's manifest stays what it was when it was written
     return record
+
+
+def check_trained_model(model_dir: Path) -> None:
+    """Refuse a model directory of a labtax training run that did not finish, or changed since it did.
+
+    `RUN/final` (or `RUN/phase1`) is trusted only when `RUN/training.json` says the run is done and
+    every file of `final/` has the SHA-256 it recorded (labtax.fileio.check_hashes). A directory that
+    is not inside a training run (a Hub model, an imported one) is not checked here.
+    """
+    root = model_dir.parent
+    record_path = root / "training.json"
+    if model_dir.name not in PHASE_DIRS.values() or not record_path.is_file():
+        return
+    remedy = f"run the same `labtax train --resume` (or release) command again to finish it ({record_path})"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StaleOutputError(f"{record_path} is not a readable training record ({exc}); {remedy}") from None
+    if not isinstance(record, dict) or record.get("format") != TRAINING_FORMAT:
+        return  # not ours
+    if record.get("status") != "done":
+        raise StaleOutputError(
+            f"{model_dir} belongs to a training run that has not finished (status {record.get('status')!r}); {remedy}"
+        )
+    outputs = record.get("outputs")
+    if model_dir.name != PHASE_DIRS[2] or not isinstance(outputs, dict):
+        return  # a run written before training.json carried its outputs
+    expected = {
+        name.removeprefix(f"{PHASE_DIRS[2]}/"): digest
+        for name, digest in outputs.items()
+        if isinstance(name, str) and name.startswith(f"{PHASE_DIRS[2]}/")
+    }
+    check_hashes(model_dir, expected, manifest=record_path, remedy=remedy)
 
 
 def write_record(state: RunState, accelerator: Accelerator, *, status: str) -> None:
