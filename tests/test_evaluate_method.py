@@ -262,3 +262,25 @@ def test_gate_defaults_are_the_command_defaults() -> None:
     from labtax.commands.evaluate import DEFAULTS
 
     assert asdict(GateThresholds()) == DEFAULTS
+
+
+def test_a_real_instruct_model_picks_the_right_choices(smollm2_dir: Path) -> None:
+    """The log-likelihood choice with a real model and tokenizer (SmolLM2-135M-Instruct's BPE): easy questions
+    come out right in the default cloze formulation. (With the choices listed, MMLU's layout, a model this
+    small is near chance: it picked "Rome" for the capital of France, which is why cloze is the default.)"""
+    from labtax.train.evaluate import ModelScorer, pick_choice
+
+    easy = [
+        ("What is the capital of France?", ("Berlin", "Paris", "Madrid", "Rome"), 1),
+        ("How many days are there in a week?", ("Five", "Ten", "Seven", "Twelve"), 2),
+        ("What colour is the sky on a clear day?", ("Green", "Purple", "Brown", "Blue"), 3),
+        ("What do bees make?", ("Honey", "Milk", "Silk", "Wool"), 0),
+        ("What is frozen water called?", ("Steam", "Ice", "Sand", "Smoke"), 1),
+        ("Which planet do we live on?", ("Mars", "Venus", "Earth", "Jupiter"), 2),
+    ]
+    scorer = ModelScorer.load(str(smollm2_dir))
+    try:
+        picks = [pick_choice(scorer, ChoiceQuestion(str(i), q, c, a, "t"), "cloze") for i, (q, c, a) in enumerate(easy)]
+    finally:
+        scorer.close()
+    assert sum(pick == answer for pick, (_, _, answer) in zip(picks, easy, strict=True)) >= 5, picks

@@ -110,6 +110,14 @@ def command(
     mcq_per_leaf: Annotated[
         int, typer.Option("--mcq-per-leaf", help="Multiple-choice questions per knowledge leaf.", min=1)
     ] = 20,
+    mcq_format: Annotated[
+        str,
+        typer.Option(
+            "--mcq-format",
+            help="How a model answers them: 'cloze' (each choice scored as the answer, per "
+            "character; for models under a few billion parameters) or 'mmlu' (the choices listed).",
+        ),
+    ] = "cloze",
     data: Annotated[
         Path | None,
         typer.Option(
@@ -139,7 +147,7 @@ def command(
     config = EvalConfig(
         model=model, baseline=baseline, output=output, taxonomy_root=root, previous=previous,
         previous_model=previous_model, teacher=teacher, general=general, thresholds=thresholds,
-        max_new_tokens=max_new_tokens, answer_tokens=answer_tokens, mcq_per_leaf=mcq_per_leaf,
+        max_new_tokens=max_new_tokens, answer_tokens=answer_tokens, mcq_per_leaf=mcq_per_leaf, mcq_format=mcq_format,
         training_data=data, progress=not quiet,
     )  # fmt: skip
     result = run_evaluation(config)

@@ -82,6 +82,7 @@ class EvalConfig:
     general: Path | None = None  # the release manager's general set (JSONL)
     mcq_per_leaf: int = 20
     answer_tokens: int = 256  # skill answers the judge rates
+    mcq_format: str = "cloze"  # "cloze" (choices as answers, length-normalised) | "mmlu" (choices listed)
 
 
 @dataclass
@@ -107,6 +108,8 @@ def run_evaluation(config: EvalConfig) -> EvalResult:
     check_thresholds(config.thresholds)
     if config.mcq_per_leaf < 1 or config.answer_tokens < 1 or config.max_new_tokens < 1:
         raise UsageError("--mcq-per-leaf, --answer-tokens and --max-new-tokens must be at least 1")
+    if config.mcq_format not in MCQ_FORMATS:
+        raise UsageError(f"--mcq-format must be one of {', '.join(MCQ_FORMATS)}")
     previous = read_previous(config.previous) if config.previous else None  # fail on a bad file before loading models
     general_items = read_general_set(config.general) if config.general else None
     if config.teacher is not None:
@@ -283,7 +286,7 @@ def score_model(
         setattr(evaluation, role, scores)
         merge_answers(evaluation.answers, answers, role)
         for result in evaluation.mcq:
-            pick = scorer.choose(mcq_prompt(result.question), result.question.choices)
+            pick = pick_choice(scorer, result.question, config.mcq_format)
             setattr(result, role, pick)
             scores.mcq_questions += 1
             scores.mcq_correct += int(pick == result.question.answer)
@@ -293,15 +296,30 @@ def score_model(
     if general is not None:
         scores = Scores()
         setattr(general, role, scores)
-        score_general(scorer, general, general_items, role, scores, config.max_new_tokens)
+        score_general(scorer, general, general_items, role, scores, config.max_new_tokens, config.mcq_format)
     scorer.close()
 
 
-def mcq_prompt(question: ChoiceQuestion) -> str:
-    """MMLU's layout, as instructlab/sdg writes its branch tasks for lm-evaluation-harness."""
-    letters = "ABCD"
+MCQ_FORMATS = ("cloze", "mmlu")
+
+
+def mcq_prompt(question: ChoiceQuestion, mcq_format: str = "mmlu") -> str:
+    """`mmlu`: MMLU's layout with the choices listed, as instructlab/sdg writes its branch tasks for
+    lm-evaluation-harness. `cloze`: the question alone; each choice is then scored as the answer."""
+    if mcq_format == "cloze":
+        return f"Question: {question.question.strip()}\nAnswer:"
+    letters = "ABCDEFGHIJ"
     options = "\n".join(f"{letters[i]}. {choice}" for i, choice in enumerate(question.choices))
     return f"{question.question.strip()}\n{options}\nAnswer:"
+
+
+def pick_choice(scorer: ModelScorer, question: ChoiceQuestion, mcq_format: str) -> int:
+    """The model's choice. `cloze` (the default): the highest log-likelihood per character of the choice
+    as the answer (lm-evaluation-harness's `acc_norm`), the formulation in which models under a few
+    billion parameters show what they know (OLMES, Gu et al. 2024: listed choices are near chance for
+    them). `mmlu`: the choices listed, the highest summed log-likelihood (`acc`, InstructLab's task)."""
+    cloze = mcq_format == "cloze"
+    return scorer.choose(mcq_prompt(question, mcq_format), question.choices, per_character=cloze)
 
 
 # === the teacher's questions and ratings ==========================================================
@@ -506,6 +524,7 @@ def score_general(
     role: str,
     scores: Scores,
     max_new_tokens: int,
+    mcq_format: str = "cloze",
 ) -> None:
     mcq = [item for item in items if item.choices]
     free = [item for item in items if not item.choices]
@@ -515,7 +534,7 @@ def score_general(
             for i in mcq
         ]
     for result in general.mcq:
-        pick = scorer.choose(mcq_prompt(result.question), result.question.choices)
+        pick = pick_choice(scorer, result.question, mcq_format)
         setattr(result, role, pick)
         scores.mcq_questions += 1
         scores.mcq_correct += int(pick == result.question.answer)
@@ -574,9 +593,10 @@ class ModelScorer:
         nll = F.cross_entropy(logits[0], target, ignore_index=IGNORE_INDEX, reduction="sum")
         return float(nll), int((target != IGNORE_INDEX).sum())
 
-    def choose(self, prompt: str, choices: Sequence[str]) -> int:
-        """The choice with the highest summed log-likelihood as a continuation of `prompt` (lm-evaluation-
-        harness's multiple-choice `acc`: the prompt tokenised alone, each " choice" as what follows it)."""
+    def choose(self, prompt: str, choices: Sequence[str], *, per_character: bool = False) -> int:
+        """The choice with the highest log-likelihood as a continuation of `prompt`, summed over its tokens
+        (lm-evaluation-harness's `acc`) or divided by its length in characters (`acc_norm`); the prompt is
+        tokenised alone and each " choice" as what follows it, as the harness does."""
         import torch
 
         context = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -595,7 +615,8 @@ class ModelScorer:
         for row, (whole, start) in enumerate(rows):
             positions = torch.arange(start - 1, len(whole) - 1, device=ids.device)
             targets = ids[row, start : len(whole)]
-            totals.append(float(logprobs[row, positions, targets].sum()))
+            total = float(logprobs[row, positions, targets].sum())
+            totals.append(total / max(1, len(choices[row]) + 1) if per_character else total)
         return max(range(len(totals)), key=lambda i: (totals[i], -i))
 
     def generate(self, prompt: list[dict[str, str]], max_new_tokens: int) -> str:
