@@ -157,7 +157,14 @@ def generate(project: Path, out: Path, target: int, chunk_words: int) -> tuple[P
     from labtax.sdg.params import GenerationParams
     from labtax.sdg.run import generate as run_generation
     from labtax.sdg.teacher_spec import TeacherSpec
-    from labtax.train.eval_teacher import McqSettings, ask_all, document_chunks, mcq_questions, mcq_requests
+    from labtax.train.eval_teacher import (
+        McqSettings,
+        ask_all,
+        document_chunks,
+        mcq_chunks,
+        mcq_questions,
+        mcq_requests,
+    )
     from openai_server import running_server
 
     params = GenerationParams(target=target, chunk_size=chunk_words, chunk_overlap=chunk_words // 8)
@@ -170,7 +177,8 @@ def generate(project: Path, out: Path, target: int, chunk_words: int) -> tuple[P
         for leaf in leaves:
             chunks = document_chunks(leaf, project)
             requests = mcq_requests(leaf, chunks, settings)
-            questions += mcq_questions(ask_all(spec, requests), [s for s, _ in chunks], settings)[0]
+            sources = [source for source, _ in mcq_chunks(chunks, settings)]
+            questions += mcq_questions(ask_all(spec, requests), sources, settings)[0]
     return out, questions
 
 

@@ -246,6 +246,20 @@ def test_a_leaf_regresses_only_on_a_clear_drop() -> None:
     assert verdict.status == "fail" and "k.yaml: multiple-choice accuracy fell 1.000" in verdict.failures[0]
 
 
+def test_a_long_document_is_asked_about_from_end_to_end(project: Path) -> None:
+    from labtax.config import load_config
+    from labtax.train.eval_teacher import McqSettings, mcq_chunks, mcq_requests
+    from labtax.validate import load_leaves
+
+    tides = next(leaf for leaf in load_leaves(load_config(start=project)).leaves if leaf.path == TIDES)
+    chunks = [(f"book.md#{i}", f"Chapter {i} of a long book about tides.") for i in range(50)]
+    settings = McqSettings(per_leaf=20)
+    asked = mcq_chunks(chunks, settings)
+    assert len(asked) == 20 and asked[0][0] == "book.md#0" and asked[-1][0] == "book.md#47"
+    requests = mcq_requests(tides, chunks, settings)
+    assert len(requests) == 20 and "Chapter 47 of" in requests[-1].messages[-1][1]
+
+
 def test_intervals() -> None:
     wilson = proportion_interval(0, 5)
     assert wilson is not None and wilson.low == 0.0 and 0.4 < wilson.high < 0.5

@@ -111,11 +111,21 @@ def mcq_key(leaf: Leaf, teacher: str, settings: McqSettings) -> str:
     return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()
 
 
+def mcq_chunks(chunks: Sequence[tuple[str, str]], settings: McqSettings) -> list[tuple[str, str]]:
+    """The chunks asked about: all of them, or for a long document `per_leaf` of them evenly spaced."""
+    if len(chunks) <= settings.per_leaf:
+        return list(chunks)
+    step = len(chunks) / settings.per_leaf
+    return [chunks[int(i * step)] for i in range(settings.per_leaf)]
+
+
 def mcq_requests(leaf: Leaf, chunks: Sequence[tuple[str, str]], settings: McqSettings) -> list[TeacherRequest]:
-    """Enough requests to reach `per_leaf` questions, spread over every chunk (a few questions each)."""
+    """Enough requests to reach `per_leaf` questions, spread over the chunks (a few questions each); one
+    request per chunk of `mcq_chunks(chunks)`, in its order."""
     template = load_eval_prompt("eval_mcq")
     if not chunks:
         return []
+    chunks = mcq_chunks(chunks, settings)
     per_chunk = max(1, -(-settings.per_leaf // len(chunks)))
     return [
         request(

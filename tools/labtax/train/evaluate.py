@@ -340,6 +340,7 @@ def prepare_teacher_questions(
         ask_all,
         document_chunks,
         judge_key,
+        mcq_chunks,
         mcq_key,
         mcq_questions,
         mcq_requests,
@@ -358,8 +359,13 @@ def prepare_teacher_questions(
             if leaf.path in stored.leaves and stored.leaves[leaf.path].key == key:
                 sets[leaf.path] = stored.leaves[leaf.path]
                 continue
-            chunks = document_chunks(leaf, project_root)
-            wanted.append((leaf, key, mcq_requests(leaf, chunks, settings), [source for source, _ in chunks]))
+            try:
+                chunks = document_chunks(leaf, project_root)
+            except LabtaxError as exc:
+                notes.append(f"no multiple-choice questions: {exc}")
+                continue
+            sources = [source for source, _ in mcq_chunks(chunks, settings)]
+            wanted.append((leaf, key, mcq_requests(leaf, chunks, settings), sources))
         else:
             seeds = judge_questions(leaf)
             evaluation.judged = [JudgedQuestion(q, reference, held) for q, reference, held in seeds]
