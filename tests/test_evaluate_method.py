@@ -298,3 +298,26 @@ def test_a_real_instruct_model_picks_the_right_choices(smollm2_dir: Path) -> Non
     finally:
         scorer.close()
     assert sum(pick == answer for pick, (_, _, answer) in zip(picks, easy, strict=True)) >= 5, picks
+
+
+def test_a_grounded_seeds_instruction_over_another_passage_is_not_contamination(tmp_path: Path) -> None:
+    from labtax.config import load_config
+    from labtax.taxonomy.leaf import heldout_pairs
+    from labtax.train.evaluate import contamination
+    from labtax.validate import load_leaves
+
+    invoices = "compositional_skills/extraction/json/invoice_fields/qna.yaml"
+    leaf = next(leaf for leaf in load_leaves(load_config(start=REPO_ROOT)).leaves if leaf.path == invoices)
+    [(context, pair)] = heldout_pairs(leaf)
+    assert context is not None
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def write(user: str) -> None:
+        row = {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": "{}"}]}
+        (data / "phase2_skills.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+
+    write(f"INVOICE\nAnother Supplier Ltd\nTotal due £9.00\n\n{pair.question}")  # the task, over another invoice
+    assert contamination([leaf], data) == {}
+    write(f"{context}\n\n{pair.question}")  # the held-out seed itself
+    assert contamination([leaf], data) == {invoices: [pair.question]}
