@@ -1,6 +1,13 @@
 """Validating 2,000 leaves: labtax's `validate_paths` against instructlab-schema's TaxonomyParser.
 
     python benchmarks/validate_vs_instructlab.py [--count 2000] [--repeat 3]
+    python benchmarks/validate_vs_instructlab.py --large-only [--sizes 64,128,256,512,1024] [--reference-max-kib 256]
+
+The second form is the large-leaf case (issue 15, "validation is linear"): one freeform-skill leaf of
+many short seeds, of each size up to 1 MiB, with a single error (a list where `created_by` wants text),
+validated by labtax and, up to --reference-max-kib, by the reference (whose jsonschema `uniqueItems`
+compares every pair of seed examples, so it grows with the square of the size); the table shows seconds
+per size and ms per KiB, which stays flat for a linear check.
 
 1. Generates the leaves with benchmarks/generate_leaves.py (InstructLab layout, a few with errors).
 2. Installs `instructlab-schema` and `yamllint` into their own virtual environment under
@@ -106,12 +113,80 @@ def installed_version(python: Path, package: str) -> str:
     return out.stdout.strip() or "?"
 
 
+def large_leaf(size_kib: int) -> str:
+    """A freeform skill of about `size_kib` KiB made of many short seeds (the worst case for a check that
+    compares items pairwise: 1 MiB holds about 13,000 of them), with one error: `created_by` is a list."""
+    import random
+
+    sys.path.insert(0, str(HERE))
+    from generate_leaves import WORDS
+
+    rng = random.Random(size_kib)
+    lines = ["version: 3", "created_by:", "  - contributor", "task_description: Answer a question."]
+    lines.append("seed_examples:")
+    size = sum(len(line) + 1 for line in lines)
+    index = 0
+    while size < size_kib * 1024 - 100:
+        seed = [
+            f"  - question: Question {index}, what is the {rng.choice(WORDS)} {rng.choice(WORDS)}?",
+            f"    answer: The {rng.choice(WORDS)} of the {rng.choice(WORDS)}.",
+        ]
+        lines += seed
+        size += sum(len(line) + 1 for line in seed)
+        index += 1
+    return "\n".join(lines) + "\n"
+
+
+def large_leaf_case(args: argparse.Namespace) -> None:
+    sizes = [int(size) for size in args.sizes.split(",")]
+    root = WORK / "large"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "."\n', encoding="utf-8")
+    reference_python = ensure_reference_venv()
+    print(f"labtax: {sys.executable}; cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'leaf':>9}{'seeds':>7}{'labtax s':>10}{'ms/KiB':>8}{'reference s':>13}{'ms/KiB':>8}{'ratio':>8}  verdicts")
+    for size in sizes:
+        leaf_dir = root / "compositional_skills" / f"large_{size}"
+        leaf_dir.mkdir(parents=True)
+        text = large_leaf(size)
+        (leaf_dir / "qna.yaml").write_text(text, encoding="utf-8")
+        actual_kib = len(text.encode()) / 1024
+        file_list = root / f"files_{size}.txt"
+        file_list.write_text(str(leaf_dir / "qna.yaml") + "\n", encoding="utf-8")
+        ours = [run_timer(Path(sys.executable), LABTAX_TIMER, str(file_list), str(root)) for _ in range(args.repeat)]
+        ours_seconds = statistics.median(float(run["seconds"]) for run in ours)  # type: ignore[arg-type]
+        reference_cell, ratio, verdicts = "(skipped)", "", f"labtax rejects: {bool(ours[0]['rejected'])}"
+        if size <= args.reference_max_kib:
+            reference = run_timer(
+                reference_python, REFERENCE_TIMER, str(file_list), path_prefix=reference_python.parent
+            )
+            seconds = float(reference["seconds"])  # type: ignore[arg-type]
+            reference_cell = f"{seconds:>13.2f}{seconds * 1000 / actual_kib:>8.1f}"
+            ratio = f"{seconds / ours_seconds:>7.0f}x"
+            verdicts += f", reference rejects: {bool(reference['rejected'])}"
+        seeds = text.count("\n  - question:")
+        print(
+            f"{actual_kib:>7.0f}Ki{seeds:>7}{ours_seconds:>10.3f}{ours_seconds * 1000 / actual_kib:>8.2f}"
+            f"{reference_cell:>21}{ratio:>8}  {verdicts}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="labtax validate vs instructlab-schema TaxonomyParser")
     parser.add_argument("--count", type=int, default=2000, help="leaves to generate")
     parser.add_argument("--repeat", type=int, default=3, help="labtax runs (median reported); the reference runs once")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--large-only", action="store_true", help="run only the large-leaf case")
+    parser.add_argument("--sizes", default="64,128,256,512,1024", help="large-leaf sizes in KiB")
+    parser.add_argument(
+        "--reference-max-kib", type=int, default=256, help="largest leaf the reference is timed on (it is quadratic)"
+    )
     args = parser.parse_args()
+    if args.large_only:
+        large_leaf_case(args)
+        return
 
     sys.path.insert(0, str(HERE))
     from generate_leaves import generate
@@ -171,6 +246,9 @@ def main() -> None:
     ):
         for path in sorted(only)[:10]:
             print(f"  {label}: {Path(path).relative_to(leaves_root)}")
+    print()
+    print("large-leaf case (one leaf, one error):")
+    large_leaf_case(args)
 
 
 if __name__ == "__main__":

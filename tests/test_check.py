@@ -50,9 +50,10 @@ def test_problems_come_first_then_the_verdict(tmp_path: Path) -> None:
     assert any("error [document-check]" in line for line in lines)
     assert "1 qna.yaml files could not be read at all (see the errors above)" in lines
     assert lines[-1] == "2 errors, 1 warnings: FAILED"
-    # Documents can be left out (offline): the pin is then only checked for its form.
+    # Remote documents can be left out (offline); documents kept in this repository are always checked
+    # against their pin, from git objects (issue 12: the hook and the PR workflow catch a stale pin).
     offline = run_cli(project.root, "check", "--no-check-documents")
-    assert offline.stdout.splitlines()[-1] == "1 errors, 1 warnings: FAILED"
+    assert offline.stdout.splitlines()[-1] == "2 errors, 1 warnings: FAILED"
 
 
 def test_check_honours_root(tmp_path: Path) -> None:

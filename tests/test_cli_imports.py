@@ -32,7 +32,18 @@ def test_every_command_has_help() -> None:
     from labtax.cli import app, main
 
     names = [command.name for command in app.registered_commands]
-    assert names == ["validate", "check", "diff", "report", "generate", "curate", "train", "evaluate", "release"]
+    assert names == [
+        "validate",
+        "check",
+        "diff",
+        "report",
+        "precheck",
+        "generate",
+        "curate",
+        "train",
+        "evaluate",
+        "release",
+    ]
     for name in names:
         assert main([name, "--help"]) == 0
 

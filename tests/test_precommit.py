@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPO_ROOT, git
 from labtax.taxonomy.discover import looks_like_leaf_file
-from test_validate_support import ATTRIBUTION, make_project, skill_yaml
+from test_validate_support import ATTRIBUTION, make_project, run_cli, skill_yaml
 
 HOOK_MANIFEST = REPO_ROOT / ".pre-commit-hooks.yaml"
 OWN_CONFIG = REPO_ROOT / ".pre-commit-config.yaml"
@@ -66,18 +66,25 @@ def taxonomy_repo(root: Path, config: dict[str, object]) -> Path:
     return root
 
 
-def test_hook_files_pattern_matches_the_look_alikes() -> None:
+def test_hook_gets_every_file_and_reports_the_look_alikes(tmp_path: Path) -> None:
+    """The hook passes every file of the commit (an edited knowledge document must re-check its pin);
+    `labtax validate --touched` reports leaf look-alikes and ignores the rest."""
     [hook] = yaml.safe_load(HOOK_MANIFEST.read_text(encoding="utf-8"))
-    assert (hook["id"], hook["entry"], hook["language"]) == ("labtax-validate", "labtax validate", "python")
-    pattern = re.compile(hook["files"])
-    assert own_hook("labtax-validate")["files"] == hook["files"]
-    names = ["qna.yaml", "qna.yml", "QNA.yaml", "Qna.YAML", "qna.yaml.txt", "qna_v2.yaml", "qna", "attribution.txt"]
-    for name in names:
-        assert pattern.search(f"taxonomy/knowledge/x/{name}"), name
-        assert name in {"qna.yaml", "attribution.txt"} or looks_like_leaf_file(name), name
-    for name in ["README.md", "my_qna_notes.md", "questions.yaml", "qnaire.txt"]:
-        assert not pattern.search(f"taxonomy/knowledge/x/{name}"), name
-        assert not looks_like_leaf_file(name), name
+    assert (hook["id"], hook["entry"], hook["language"]) == ("labtax-validate", "labtax validate --touched", "python")
+    assert "files" not in hook and "files" not in own_hook("labtax-validate")
+    assert own_hook("labtax-validate")["entry"] == hook["entry"]
+    project = make_project(tmp_path / "p")
+    look_alikes = ["qna.yml", "QNA.yaml", "Qna.YAML", "qna.yaml.txt", "qna_v2.yaml", "qna"]
+    others = ["README.md", "my_qna_notes.md", "questions.yaml", "qnaire.txt"]
+    for name in look_alikes + others:
+        project.write(f"taxonomy/knowledge/x/{name}", "text\n")
+        assert looks_like_leaf_file(name) == (name in look_alikes), name
+    result = run_cli(
+        project.root, "validate", "--touched", *[f"taxonomy/knowledge/x/{n}" for n in look_alikes + others]
+    )
+    reported = {line.split(":")[0].rsplit("/", 1)[1] for line in result.stdout.splitlines()}
+    assert reported == set(look_alikes), result.stdout
+    assert all("[file-name]" in line for line in result.stdout.splitlines())
 
 
 def test_commit_with_a_bad_leaf_is_refused(tmp_path: Path, hook_env: Path) -> None:

@@ -168,7 +168,8 @@ def test_near_duplicates_against_the_rest_of_the_taxonomy(repo: Path) -> None:
 
     rendered = renderer().render(markdown)
     assert rendered.count("<table>") == 2
-    assert rendered.count("Write a haiku about a city at night.") == 2  # the pair, side by side
+    # The pair, side by side, and the seed in the new leaf's list of seeds.
+    assert rendered.count("Write a haiku about a city at night.") == 3
     assert "1 leaf changed" in rendered
     assert "1.00" in rendered
 
@@ -233,3 +234,182 @@ def test_cli_writes_the_report_file_with_github_links(
     assert "https://github.com/example/taxonomy/tree/" in markdown
     assert "report written to" in capsys.readouterr().err
     assert main(["report", "--base", "no-such-ref"]) == 2
+
+
+# --- the seed-level diff -----------------------------------------------------------------------------
+
+
+def edit_leaf(repo: Path, relative: str, change: object) -> dict[str, object]:
+    """Load a leaf's qna.yaml, let `change` edit the mapping in place, write it back and commit."""
+    path = repo / "taxonomy" / relative / "qna.yaml"
+    content = yaml.safe_load(path.read_text())
+    change(content)  # type: ignore[operator]
+    path.write_text(yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
+    git(repo, "commit", "-q", "-am", "edit")
+    return content  # type: ignore[no-any-return]
+
+
+def section_for(repo: Path, relative: str) -> tuple[object, str]:
+    config = load_config(start=repo)
+    report = build_report(config, changed_leaves(config, "main"))
+    [section] = [s for s in report.sections if s.change.path == f"{relative}/qna.yaml"]
+    return section, render_markdown(report)
+
+
+def test_seed_diff_add_remove_edit(repo: Path) -> None:
+    def change(content: dict[str, list[dict[str, str]]]) -> None:
+        seeds = content["seed_examples"]
+        seeds[1]["answer"] = "Neon on wet streets\na night bus sighs at the stop\none window still lit\n"
+        del seeds[3]  # the tide going out
+        seeds.insert(0, {"question": "Write a haiku about a lighthouse.", "answer": "A beam sweeps\nthe sea\nships"})
+
+    edit_leaf(repo, HAIKU, change)
+    section, markdown = section_for(repo, HAIKU)
+    leaf_diff = section.leaf_diff  # type: ignore[attr-defined]
+    assert leaf_diff.tally() == "1 added, 1 edited, 1 removed"
+    [added] = leaf_diff.with_status("added")
+    assert (added.new_index, added.seed.qna[0].question) == (1, "Write a haiku about a lighthouse.")
+    [edited] = leaf_diff.with_status("edited")
+    assert (edited.old_index, edited.new_index, edited.moved) == (2, 3, False)  # shifted by the insert, not moved
+    [removed] = leaf_diff.with_status("removed")
+    assert (removed.old_index, removed.seed.qna[0].question) == (4, "Write a haiku about the tide going out.")
+    assert not leaf_diff.moved  # an insertion above the other seeds does not move them
+
+    assert "✏️ modified: seeds 1 added, 1 edited, 1 removed" in markdown
+    rendered = renderer().render(markdown)
+    assert "<details open>" in rendered and "<summary>Seed changes: 1 added, 1 edited, 1 removed</summary>" in rendered
+    assert "<strong>seed 3</strong> (was seed 2)" in rendered
+    assert "<br> a <del>last</del> <ins>night</ins> bus sighs" in rendered  # the word diff of the answer
+    assert "<strong>was seed 4</strong>" in rendered and "Write a haiku about the tide going out." in rendered
+    assert "Seed changes:</strong> 1 added, 1 edited, 1 removed; 4 unchanged" in rendered
+
+
+def test_seed_diff_reorder_is_a_reorder(repo: Path) -> None:
+    def change(content: dict[str, list[dict[str, str]]]) -> None:
+        seeds = content["seed_examples"]
+        seeds.append(seeds.pop(0))  # the first seed moves to the end, nothing else changes
+
+    edit_leaf(repo, HAIKU, change)
+    section, markdown = section_for(repo, HAIKU)
+    leaf_diff = section.leaf_diff  # type: ignore[attr-defined]
+    assert leaf_diff.tally() == "1 moved"
+    [moved] = leaf_diff.moved
+    assert (moved.status, moved.old_index, moved.new_index) == ("unchanged", 1, 6)
+    assert not leaf_diff.with_status("edited") and not leaf_diff.with_status("added")
+    rendered = renderer().render(markdown)
+    assert "<strong>seed 6</strong> (was seed 1, moved): Write a haiku about autumn rain." in rendered
+    assert "<del>" not in rendered and "<ins>" not in rendered
+
+
+def test_seed_diff_changed_context_and_document_pin(repo: Path) -> None:
+    def change(content: dict[str, object]) -> None:
+        seeds = content["seed_examples"]
+        assert isinstance(seeds, list)
+        seeds[0]["context"] = seeds[0]["context"].replace("about 46 percent", "roughly 46 percent")
+        content["document"] = {**content["document"], "commit": "0" * 40}  # type: ignore[dict-item]
+
+    edit_leaf(repo, TIDES, change)
+    section, markdown = section_for(repo, TIDES)
+    leaf_diff = section.leaf_diff  # type: ignore[attr-defined]
+    [edited] = leaf_diff.with_status("edited")
+    assert edited.old_index == edited.new_index == 1
+    assert [(c.name, c.new) for c in leaf_diff.document] == [("commit", "0" * 40)]
+    rendered = renderer().render(markdown)
+    assert "Document pin changed:</strong> commit <code>643223dda1b80fbd49dbe00e8028e81fe546353a</code> → " in rendered
+    assert "<strong>context (changed):</strong>" in rendered
+    assert "<del>about</del> <ins>roughly</ins> 46 percent" in rendered
+    assert "question 1" not in rendered  # unchanged pairs of an edited seed are not repeated
+
+
+def test_seed_diff_documents_changed_under_the_same_pin(repo: Path) -> None:
+    document = repo / "documents/ocean_tides/ocean_tides.md"
+    document.write_text(document.read_text() + "\nOne more paragraph.\n")
+    git(repo, "commit", "-q", "-am", "document")
+    section, markdown = section_for(repo, TIDES)
+    leaf_diff = section.leaf_diff  # type: ignore[attr-defined]
+    assert leaf_diff.documents_changed and not leaf_diff.changed_seeds and not leaf_diff.document
+    assert "the pinned documents' content differs from the base (same pin)" in markdown
+    assert "<details" not in markdown
+
+
+def test_seed_diff_of_a_fifty_seed_leaf_is_collapsed_and_escaped(repo: Path) -> None:
+    hostile = (
+        "</details><script>alert(1)</script> <!-- labtax-report --> | @octocat ``x`` [y](javascript:z) "
+        "# not a heading\n- not a list\n</summary>"
+    )
+
+    def change(content: dict[str, object]) -> None:
+        seeds = [
+            {"question": f"Write a haiku about harbour number {i}.", "answer": f"Boats in row {i}\ngulls\nsalt"}
+            for i in range(50)
+        ]
+        seeds[10]["answer"] = hostile
+        content["seed_examples"] = seeds
+
+    edit_leaf(repo, HAIKU, change)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "base for the edit")
+    git(repo, "branch", "-f", "main", "HEAD")  # the 50-seed leaf is now the base
+
+    def edit(content: dict[str, list[dict[str, str]]]) -> None:
+        seeds = content["seed_examples"]
+        seeds[10]["answer"] = hostile + " <img src=x onerror=alert(2)>"
+        seeds[20]["question"] = "Write a haiku about harbour number twenty, at dawn."
+        seeds.insert(5, {"question": "Write a haiku about a <b>bold</b> crab.", "answer": "Sideways\nit goes\nhome"})
+        seeds.append(seeds.pop(0))
+        del seeds[30]
+
+    edit_leaf(repo, HAIKU, edit)
+    section, markdown = section_for(repo, HAIKU)
+    leaf_diff = section.leaf_diff  # type: ignore[attr-defined]
+    assert leaf_diff.tally() == "1 added, 2 edited, 1 moved, 1 removed"
+    md = renderer()
+    rendered = md.render(markdown)
+    assert markdown.count(REPORT_MARKER) == 1
+    assert "<details>" in rendered and "<details open>" not in rendered  # more than three: collapsed
+    assert rendered.count("<details") == 1 and rendered.count("</details>") == 1  # the seed's copy is escaped
+    assert rendered.count("<summary>") == 1
+    assert "<script" not in rendered and "<img" not in rendered and "<b>" not in rendered
+    assert "&lt;img src=x onerror=alert(2)&gt;" in rendered
+    assert "@octocat" not in rendered and "<h1>" not in rendered
+    tags = set(re.findall(r"<(/?[a-z0-9]+)", rendered)) - {"br"}
+    assert tags <= {
+        "h2",
+        "/h2",
+        "h3",
+        "/h3",
+        "p",
+        "/p",
+        "strong",
+        "/strong",
+        "code",
+        "/code",
+        "ul",
+        "/ul",
+        "li",
+        "/li",
+        "table",
+        "/table",
+        "thead",
+        "/thead",
+        "tbody",
+        "/tbody",
+        "tr",
+        "/tr",
+        "th",
+        "/th",
+        "td",
+        "/td",
+        "details",
+        "/details",
+        "summary",
+        "/summary",
+        "del",
+        "/del",
+        "ins",
+        "/ins",
+        "sub",
+        "/sub",
+        "a",
+        "/a",
+    }
+    assert len(markdown) < 20_000  # 50 seeds, four changed: the page shows the changes, not the leaf

@@ -229,7 +229,10 @@ def test_knowledge_from_a_git_repository_pinned_at_a_commit(tmp_path: Path) -> N
     start = text.index("document:")
     text = text[:start] + f"document:\n  repo: file://{documents}\n  commit: {commit}\n  patterns:\n    - '*.md'\n"
     (leaf_dir / "qna.yaml").write_text(text)
-    (project / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
+    # file:// reads this machine's file system, so a repository allows it explicitly (docs/rules.md).
+    (project / "pyproject.toml").write_text(
+        '[tool.labtax]\ntaxonomy = "taxonomy"\n[tool.labtax.documents]\nsources = ["local", "https", "file"]\n'
+    )
     result = load_leaves(load_config(project))
     assert not result.errors, result.diagnostics
     with running_server() as server:

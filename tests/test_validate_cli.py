@@ -210,8 +210,9 @@ def test_local_documents_pin_is_the_git_tree_id(tmp_path: Path) -> None:
         result.stdout
     )
     assert f"set document.commit to {new_tree}" in result.stdout
-    # Without --check-documents the pin is only checked for its form.
-    assert run_cli(project.root, "validate").returncode == 0
+    # Documents kept in this repository are checked without --check-documents too: offline and cheap.
+    plain = run_cli(project.root, "validate")
+    assert plain.returncode == 1 and f"set document.commit to {new_tree}" in plain.stdout
 
 
 def test_local_documents_missing_directory_and_pattern(tmp_path: Path) -> None:
@@ -234,10 +235,30 @@ def _docs_repo(path: Path) -> str:
     return git(path, "rev-parse", "HEAD").strip()
 
 
-def test_remote_documents_over_git(tmp_path: Path) -> None:
+FILE_SOURCES = '[tool.labtax.documents]\nsources = ["local", "https", "file"]\n'
+
+
+def test_file_urls_and_local_paths_are_limited_by_the_configuration(tmp_path: Path) -> None:
     commit = _docs_repo(tmp_path / "docs-repo")
     url = (tmp_path / "docs-repo").as_uri()
     project = make_project(tmp_path / "p")
+    project.leaf("knowledge/remote", knowledge_yaml(commit, repo=url).replace("'*.md'", "docs/*.md"))
+    [refused] = project.validate(check_documents=True).diagnostics  # and never fetched
+    assert (refused.rule, refused.line, refused.column) == ("document-repo", 6, 9)
+    assert "a file:// URL reads this machine's file system" in refused.message
+    assert "[tool.labtax.documents] sources" in refused.message
+    assert not (tmp_path / "home" / ".cache" / "labtax" / "documents").exists()
+    only_https = make_project(tmp_path / "q", extra_toml='[tool.labtax.documents]\nsources = ["https"]\n')
+    tree = only_https.documents()
+    only_https.leaf("knowledge/local", knowledge_yaml(tree))
+    [local] = only_https.validate(check_documents=True).diagnostics
+    assert local.rule == "document-repo" and "documents kept in this repository" in local.message
+
+
+def test_remote_documents_over_git(tmp_path: Path) -> None:
+    commit = _docs_repo(tmp_path / "docs-repo")
+    url = (tmp_path / "docs-repo").as_uri()
+    project = make_project(tmp_path / "p", extra_toml=FILE_SOURCES)
     project.leaf("knowledge/good", knowledge_yaml(commit, repo=url).replace("'*.md'", "docs/*.md"))
     project.leaf("knowledge/nopattern", knowledge_yaml(commit, repo=url).replace("'*.md'", "'*.md'"))
     project.leaf("knowledge/nocommit", knowledge_yaml("deadbeef" * 5, repo=url).replace("'*.md'", "docs/*.md"))

@@ -108,8 +108,8 @@ STRICTER: list[tuple[str, str, str, str]] = [
     ("branch_commit", "knowledge", dump(knowledge(commit="main")), "document-commit"),
     (
         "qna_too_long",
-        "compositional_skills",
-        dump(skill()).replace("A poem about topic 1.", " ".join(["word"] * 260)),
+        "knowledge",
+        dump(knowledge()).replace("answer: Answer 1.", "answer: " + " ".join(["word"] * 260), 1),
         "qna-too-long",
     ),
     (

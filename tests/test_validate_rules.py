@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from labtax.taxonomy import load
 from labtax.taxonomy.load import YamlDocument, load_yaml_text
 from labtax.validate.rules import RULE_IDS
 from labtax.validate.schema import _translate
-from test_validate_support import ATTRIBUTION, Project, knowledge_yaml, make_project, skill_yaml
+from test_validate_support import ATTRIBUTION, Project, knowledge_yaml, make_project, run_cli, skill_yaml
 
 
 @pytest.fixture
@@ -143,9 +144,32 @@ def test_python_tags_and_control_characters_are_refused(project: Project) -> Non
     project.leaf("compositional_skills/b", "version: 3\ncreated_by: é€a\x00b\n")
     project.leaf("compositional_skills/c", "version: 3\ncreated_by: 2024-13-45\n")
     findings = [(d.file.split("/")[2], d.line, d.column, d.rule) for d in project.only(rule="yaml-syntax")]
-    assert findings == [("a", 2, 13, "yaml-syntax"), ("b", 2, 16, "yaml-syntax"), ("c", 2, 13, "yaml-syntax")]
+    assert findings == [("b", 2, 16, "yaml-syntax"), ("c", 2, 13, "yaml-syntax")]
     messages = [d.message for d in project.only(rule="yaml-syntax")]
-    assert "U+0000" in messages[1] and "quotes" in messages[2]
+    assert "U+0000" in messages[0] and "quotes" in messages[1]
+    [tag] = project.only(rule="yaml-tag")
+    assert (tag.file.split("/")[2], tag.line, tag.column) == ("a", 2, 13)
+    assert "'!!python/object:os.system' is not allowed" in tag.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "!!python/object/apply:os.system [echo hi]",  # a mapping or sequence tag was silently dropped before
+        "!!python/object:builtins.dict {a: 1}",
+        "!include other.yaml",
+        "!!binary aGVsbG8=",
+        "!!set {a, b}",
+        "!custom {question: x}",
+    ],
+)
+def test_yaml_tags_are_errors(project: Project, value: str) -> None:
+    project.leaf("compositional_skills/a", skill_yaml().replace("created_by: tester", f"created_by: {value}"))
+    result = project.validate()
+    assert [(d.line, d.column, d.rule, d.severity) for d in result.diagnostics if d.rule == "yaml-tag"] == [
+        (2, 13, "yaml-tag", Severity.ERROR)
+    ]
+    assert result.errors >= 1
 
 
 def test_two_documents_in_one_file(project: Project) -> None:
@@ -336,16 +360,19 @@ def test_context_too_long(project: Project) -> None:
     file = project.leaf("knowledge/k", text)
     [too_long] = project.validate().diagnostics
     assert (too_long.file, too_long.line, too_long.column, too_long.rule) == (file, 19, 14, "context-too-long")
-    assert too_long.message == "this context has 501 words; the limit is 500: shorten it"
+    assert too_long.message == "this context has 501 words; the limit for knowledge leaves is 500: shorten it"
     assert too_long.yaml_path == ".seed_examples[1].context"
 
 
 def test_qna_too_long(project: Project) -> None:
-    long_answer = " ".join(["word"] * 248)  # + 3 words of question = 251
-    file = project.leaf("compositional_skills/a", skill_yaml().replace("Answer number 4.", long_answer))
+    tree = project.documents()
+    long_answer = " ".join(["word"] * 246)  # + 5 words of question = 251
+    file = project.leaf("knowledge/k", knowledge_yaml(tree).replace("answer: Answer 2.", f"answer: {long_answer}", 1))
     [too_long] = project.validate().diagnostics
-    assert (too_long.file, too_long.line, too_long.column, too_long.rule) == (file, 11, 5, "qna-too-long")
-    assert too_long.message == "this question and answer have 251 words together; the limit is 250: shorten them"
+    assert (too_long.file, too_long.line, too_long.column, too_long.rule) == (file, 15, 9, "qna-too-long")
+    assert too_long.message == (
+        "this question and answer have 251 words together; the limit for knowledge leaves is 250: shorten them"
+    )
 
 
 def test_seed_too_long(project: Project) -> None:
@@ -356,7 +383,8 @@ def test_seed_too_long(project: Project) -> None:
     file = project.leaf("knowledge/k", text)
     [too_long] = project.validate().diagnostics
     assert (too_long.file, too_long.line, too_long.column, too_long.rule) == (file, 11, 5, "seed-too-long")
-    assert too_long.message.startswith("seed example 1 has 775 words in all") and "the limit is 750" in too_long.message
+    assert too_long.message.startswith("seed example 1 has 775 words in all")
+    assert "the limit for knowledge leaves is 750" in too_long.message
 
 
 def test_limits_are_configurable(tmp_path: Path) -> None:
@@ -365,13 +393,45 @@ def test_limits_are_configurable(tmp_path: Path) -> None:
     assert [d.line for d in project.only(rule="qna-too-long")] == [11]
 
 
+def test_limits_per_kind_and_branch(tmp_path: Path) -> None:
+    toml = (
+        "[tool.labtax.limits]\n"
+        "freeform_skill = { qna_words = 6 }\n"
+        "foundational_skills = { qna_words = 8 }\n"
+        "knowledge = { context_words = 0, seed_words = 0 }\n"
+    )
+    project = make_project(tmp_path / "p", extra_toml=toml)
+    seven = skill_yaml().replace("Answer number 4.", "one two three four")  # 3 + 4 words
+    project.leaf("compositional_skills/a", seven)
+    project.leaf("foundational_skills/a", seven)
+    found = [(d.file.split("/")[1], d.line) for d in project.only(rule="qna-too-long")]
+    assert found == [("compositional_skills", 11)]
+    tree = project.documents()
+    long_context = " ".join(["word"] * 900)
+    project.leaf("knowledge/k", knowledge_yaml(tree).replace("Context paragraph number 2 about testing.", long_context))
+    assert project.only(rule="context-too-long") == [] and project.only(rule="seed-too-long") == []
+
+
+def test_limit_settings_are_checked(tmp_path: Path) -> None:
+    for toml, words in [
+        ("[tool.labtax.limits]\nqna_word = 6\n", "no setting 'qna_word'"),
+        ("[tool.labtax.limits]\nskills = { qna_words = 6 }\n", "neither a kind"),
+        ("[tool.labtax.limits]\nqna_words = -1\n", "whole number"),
+    ]:
+        project = make_project(tmp_path / str(abs(hash(toml))), extra_toml=toml)
+        result = run_cli(project.root, "validate")
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+
+
 def test_duplicate_question_ignores_case_and_spacing(project: Project) -> None:
     tree = project.documents()
-    text = knowledge_yaml(tree).replace("Question 2 about paragraph 3?", "question 1   ABOUT paragraph 1?")
+    text = knowledge_yaml(tree).replace("Question 2 about paragraph 3?", "question 1   ABOUT paragraph 3?")
     file = project.leaf("knowledge/k", text)
     [duplicate] = project.validate().diagnostics
     assert (duplicate.file, duplicate.line, duplicate.column, duplicate.rule) == (file, 31, 19, "duplicate-question")
-    assert duplicate.message == "this question repeats the one on line 13; ask something different"
+    assert duplicate.message == (
+        "this question repeats the one on line 29 over the same context; ask something different"
+    )
 
 
 # --- document references --------------------------------------------------------------------------
@@ -464,7 +524,46 @@ def test_attribution_unreadable(project: Project) -> None:
         ("a", "attribution-missing"),
         ("b", "attribution-missing"),
     ]
-    assert all("cannot be read as UTF-8 text of at most 64 KiB" in d.message for d in findings)
+    assert "is not UTF-8 text" in findings[0].message
+    assert "is larger than 64 KiB" in findings[1].message
+
+
+def test_attribution_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO named attribution.txt used to block validation forever (open() waits for a writer)."""
+    project = make_project(tmp_path / "p")
+    project.leaf("compositional_skills/a", skill_yaml(), attribution=None)
+    os.mkfifo(project.root / "taxonomy/compositional_skills/a/attribution.txt")
+    # In a fresh process with a timeout: a hang fails the test instead of stalling the suite.
+    result = run_cli(project.root, "validate", fresh_process=True, timeout=60)
+    assert result.returncode == 1
+    assert (
+        "taxonomy/compositional_skills/a/attribution.txt:1:1: error [unreadable] attribution.txt was not read: "
+        "this is a FIFO (named pipe), not a regular file" in result.stdout
+    )
+
+
+def test_attribution_symlink_is_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("License of the work: HF_TOKEN=hf_secret\n")
+    project = make_project(tmp_path / "p")
+    project.leaf("compositional_skills/a", skill_yaml(), attribution=None)
+    (project.root / "taxonomy/compositional_skills/a/attribution.txt").symlink_to(secret)
+    result = project.validate()
+    [finding] = result.diagnostics
+    assert (finding.rule, finding.file) == ("unreadable", "taxonomy/compositional_skills/a/attribution.txt")
+    assert "symbolic link" in finding.message
+    assert result.leaves[0].attribution is None  # nothing of the target was read into the leaf
+    assert "hf_secret" not in repr(result.leaves[0])
+
+
+def test_qna_yaml_symlink_inside_the_repository_is_not_followed(project: Project) -> None:
+    project.leaf("compositional_skills/real", skill_yaml())
+    (project.root / "taxonomy/compositional_skills/link").mkdir()
+    (project.root / "taxonomy/compositional_skills/link/qna.yaml").symlink_to(
+        project.root / "taxonomy/compositional_skills/real/qna.yaml"
+    )
+    project.write("taxonomy/compositional_skills/link/attribution.txt", ATTRIBUTION)
+    assert project.findings() == [("taxonomy/compositional_skills/link/qna.yaml", 1, 1, "symlink")]
 
 
 def test_attribution_fields(project: Project) -> None:
@@ -476,14 +575,22 @@ def test_attribution_fields(project: Project) -> None:
         ("taxonomy/compositional_skills/a/attribution.txt", 4),
     ]
     assert [d.message for d in fields] == [
-        "'Revision:' line is missing; add it with a value",
+        "'Revision:' line is missing; add it with a value (where possible: a date, version or commit of the work)",
         "'Creator names' is empty; fill it in",
     ]
+    # InstructLab asks for the revision "where possible": a missing one is a warning.
+    assert [d.severity for d in fields] == [Severity.WARNING, Severity.ERROR]
 
 
 @pytest.mark.parametrize(
     ("licence", "hint"),
-    [("cc-by-4.0", "write it as 'CC-BY-4.0'"), ("GPL-3.0", "allowed: CC0-1.0, CDLA-Permissive-2.0, CC-BY-4.0")],
+    [
+        ("GPL-3.0", "not a licence labtax recognises; write its SPDX id (allowed here: CC0-1.0, CDLA-Permissive-2.0"),
+        ("CC BY-NC 4.0", "(CC-BY-NC-4.0) is not allowed: it forbids commercial use (NC)"),
+        ("CC-BY-ND-4.0", "it forbids derivative works (ND)"),
+        ("Creative Commons Attribution-NonCommercial-ShareAlike 4.0 International", "(CC-BY-NC-SA-4.0)"),
+        ("BSD-3-Clause", "(BSD-3-Clause) is not on this repository's allow-list"),
+    ],
 )
 def test_attribution_licence_allow_list(project: Project, licence: str, hint: str) -> None:
     project.leaf("compositional_skills/a", skill_yaml(), attribution=ATTRIBUTION.replace("CC-BY-4.0", licence))
@@ -497,11 +604,26 @@ def test_attribution_licence_allow_list(project: Project, licence: str, hint: st
 
 
 @pytest.mark.parametrize(
-    "licence", ["CC0-1.0", "CDLA-Permissive-2.0", "CC-BY-4.0", "CC-BY-SA-4.0", "Apache-2.0", "MIT"]
+    "licence",
+    [
+        *("CC0-1.0", "CDLA-Permissive-2.0", "CC-BY-4.0", "CC-BY-SA-4.0", "Apache-2.0", "MIT"),
+        # common spellings of the same licences, as merged InstructLab leaves write them
+        *("cc-by-4.0", "CC BY-SA 4.0", "CC BY 4.0", "Creative Commons Attribution-ShareAlike 4.0 International"),
+        *("CC BY-SA 3.0", "Apache License 2.0", "MIT License", "CC0 1.0 Universal"),
+        # public domain, as a US federal work's attribution says it
+        *("Public Domain", "public domain (US government work)", "CC-PDDC"),
+    ],
 )
 def test_allowed_licences(project: Project, licence: str) -> None:
     project.leaf("compositional_skills/a", skill_yaml(), attribution=ATTRIBUTION.replace("CC-BY-4.0", licence))
     assert project.findings() == []
+
+
+def test_licence_allow_list_is_configurable(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", extra_toml='licenses = ["CC-BY-4.0", "BSD-3-Clause"]\n')
+    project.leaf("compositional_skills/a", skill_yaml(), attribution=ATTRIBUTION.replace("CC-BY-4.0", "BSD-3-Clause"))
+    project.leaf("compositional_skills/b", skill_yaml(), attribution=ATTRIBUTION.replace("CC-BY-4.0", "MIT"))
+    assert [d.file.split("/")[2] for d in project.only(rule="attribution-license")] == ["b"]
 
 
 def test_fast_schema_check_agrees_with_jsonschema() -> None:

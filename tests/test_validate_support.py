@@ -90,10 +90,17 @@ class Project:
         return f"{prefix}{name}/qna.yaml"
 
     def documents(self, name: str = "notes") -> str:
-        """Write documents/<name>/ with two markdown files; returns its git tree id (the pin)."""
+        """Write documents/<name>/ with two markdown files and `git add` them (labtax reads documents from git
+        objects; the project becomes a git repository if it is not one); returns the git tree id (the pin)."""
         self.write(f"documents/{name}/intro.md", "# Testing\n\nTests check that software does what it should.\n")
         self.write(f"documents/{name}/more.md", "# More\n\nA failing test is information.\n")
+        self.git_add(f"documents/{name}")
         return git_tree_id(self.root / "documents" / name)
+
+    def git_add(self, *paths: str) -> None:
+        if not (self.root / ".git").exists():
+            subprocess.run(["git", "init", "-q"], cwd=self.root, check=True)
+        subprocess.run(["git", "add", "--", *paths], cwd=self.root, check=True)
 
     def validate(self, *paths: str, check_documents: bool = False) -> ValidationResult:
         config = load_config(start=self.root)

@@ -159,9 +159,14 @@ def test_pull_request_workflow_is_read_only_and_produces_the_artifact() -> None:
     assert all("permissions" not in job for job in workflow["jobs"].values())
     text = (WORKFLOWS_DIR / "pr.yml").read_text()
     assert "{{secrets." not in text.replace(" ", "") and "secrets: inherit" not in text
+    assert "vars." not in text and "API_KEY" not in text
     runs = "\n".join(step.get("run", "") for step in steps(workflow))
     assert "pre-commit run" in runs and "labtax validate --format github" in runs and "labtax report" in runs
     assert "pr-number" in runs
+    # The precheck's question list only: no model is ever named or asked here.
+    assert sum("labtax precheck" in line for line in runs.splitlines()) == 1
+    assert "--model" not in runs and "--judge" not in runs and "--questions" not in runs
+    assert "labtax-report/precheck-questions.json" in runs and "labtax-report/precheck.md" in runs
     checkout = next(s for s in steps(workflow) if s.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["persist-credentials"] is False and checkout["with"]["fetch-depth"] == 0
     upload = next(s for s in steps(workflow) if s.get("uses", "").startswith("actions/upload-artifact@"))
@@ -173,15 +178,49 @@ def test_comment_workflow_never_runs_pull_request_code() -> None:
     pr_workflow = load_workflow("pr.yml")
     assert workflow["on"] == {"workflow_run": {"workflows": [pr_workflow["name"]], "types": ["completed"]}}
     assert workflow["permissions"] == {}
-    [job] = workflow["jobs"].values()
+    assert set(workflow["jobs"]) == {"precheck", "comment"}
+    job = workflow["jobs"]["comment"]
     assert job["permissions"] == {"actions": "read", "pull-requests": "write"}
+    assert job["needs"] == "precheck" and job["if"].startswith("!cancelled()")  # posts also without a precheck
     assert not any(s.get("uses", "").startswith("actions/checkout@") for s in job["steps"])
     assert not any("run" in s for s in job["steps"])  # nothing from the artifact is ever executed
+    assert "secrets" not in json.dumps(job)  # the job with the write token never sees the model's key
     download = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
     assert download["with"]["name"] == "labtax-report"
     assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
     script = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/github-script@"))
     assert REPORT_MARKER in script["with"]["script"]
+
+
+def test_the_precheck_key_never_reaches_pull_request_code() -> None:
+    """The key is a secret of the trusted workflow only, in the environment of the one step that runs the
+    default branch's labtax on the question list; that job cannot write, checks out no pull-request code,
+    and the key is on no command line."""
+    workflow = load_workflow("pr-comment.yml")
+    text = (WORKFLOWS_DIR / "pr-comment.yml").read_text()
+    assert text.count("secrets.") == 1 and "secrets: inherit" not in text and "toJSON(secrets" not in text
+    job = workflow["jobs"]["precheck"]
+    assert job["permissions"] == {"actions": "read", "contents": "read"}
+    assert "vars.LABTAX_PRECHECK_URL != ''" in job["if"]  # only when a model is configured
+    assert job["environment"] == "labtax-precheck"  # where the key can be limited to the default branch
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"] == {"persist-credentials": False}  # the default branch: no ref to the PR's head
+    assert "head_sha" not in json.dumps(job["steps"][:3]) and "head_branch" not in json.dumps(job)
+    [with_key] = [s for s in job["steps"] if "secrets." in json.dumps(s)]
+    assert with_key["env"]["LABTAX_PRECHECK_API_KEY"] == "${{ secrets.LABTAX_PRECHECK_API_KEY }}"
+    assert [k for k, v in with_key["env"].items() if "secrets." in v] == ["LABTAX_PRECHECK_API_KEY"]
+    run = with_key["run"]
+    assert "${{" not in run and "API_KEY" not in run  # no expression in the shell, no key on a command line
+    assert "labtax precheck --questions" in run and "--model-url" in run
+    # The untrusted artifact lands outside the checkout, so it cannot replace the code that runs.
+    download = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["with"]["path"].startswith("${{ runner.temp }}")
+    after_install = job["steps"].index(download) > next(
+        i for i, s in enumerate(job["steps"]) if "pip install" in s.get("run", "")
+    )
+    assert after_install  # labtax is installed from the default branch before any artifact is on disk
+    for other in ("pr.yml", "ci.yml", "release.yml"):
+        assert "LABTAX_PRECHECK_API_KEY" not in (WORKFLOWS_DIR / other).read_text()
 
 
 def test_every_action_is_pinned_to_a_commit() -> None:
@@ -240,21 +279,41 @@ new AsyncFunction("require", "github", "context", "core", script)(require, githu
 
 
 def run_comment_script(
-    tmp_path: Path, pr_number: str, report: str, head: str, comments: list[dict[str, Any]]
+    tmp_path: Path,
+    pr_number: str,
+    report: str,
+    head: str,
+    comments: list[dict[str, Any]],
+    *,
+    untrusted_precheck: str | None = None,
+    trusted_precheck: str | None = None,
+    configured: bool = False,
 ) -> list[Any]:
     workflow = load_workflow("pr-comment.yml")
-    [job] = workflow["jobs"].values()
+    job = workflow["jobs"]["comment"]
     step = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/github-script@"))
     artifact = tmp_path / "artifact"
     artifact.mkdir(exist_ok=True)
     (artifact / "pr-number").write_text(pr_number)
     (artifact / "report.md").write_text(report)
+    if untrusted_precheck is not None:
+        (artifact / "precheck.md").write_text(untrusted_precheck)
+    precheck_dir = tmp_path / "precheck"
+    precheck_dir.mkdir(exist_ok=True)
+    if trusted_precheck is not None:
+        (precheck_dir / "precheck.md").write_text(trusted_precheck)
     (tmp_path / "script.js").write_text(step["with"]["script"])
     (tmp_path / "scenario.json").write_text(json.dumps({"head": "abc", "comments": comments}))
     (tmp_path / "harness.js").write_text(COMMENT_HARNESS)
     node = shutil.which("node")
     assert node, "Node.js is needed to run the comment script"
-    env = {**os.environ, "REPORT_DIR": str(artifact), "HEAD_SHA": head}
+    env = {
+        **os.environ,
+        "REPORT_DIR": str(artifact),
+        "PRECHECK_DIR": str(precheck_dir),
+        "PRECHECK_CONFIGURED": "true" if configured else "false",
+        "HEAD_SHA": head,
+    }
     result = subprocess.run(
         [node, str(tmp_path / "harness.js"), str(tmp_path / "script.js"), str(tmp_path / "scenario.json")],
         capture_output=True,
@@ -293,3 +352,24 @@ def test_comment_script_treats_the_artifact_as_untrusted(tmp_path: Path) -> None
 def _npm_cache_beside_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     """npm keeps its download cache under HOME, which every test gets fresh: keep it in the ignored cache."""
     monkeypatch.setenv("npm_config_cache", str(NPM_CACHE / "npm-cache"))
+
+
+def test_comment_script_appends_the_precheck_section(tmp_path: Path) -> None:
+    report = f"{REPORT_MARKER}\n## labtax\n"
+    not_configured = "## Precheck\n\n**Precheck not configured:** ... @someone\n"
+    answers = "## Precheck\n\n| answers |\n"
+    calls = run_comment_script(tmp_path, "7", report, "abc", [], untrusted_precheck=not_configured)
+    [create] = [c for c in calls if c[0] == "create"]
+    assert create[2].startswith(report) and "Precheck not configured" in create[2] and "@\u200bsomeone" in create[2]
+
+    # A model is configured: the trusted job's answers replace pr.yml's section...
+    calls = run_comment_script(
+        tmp_path, "7", report, "abc", [], untrusted_precheck=not_configured, trusted_precheck=answers, configured=True
+    )
+    [create] = [c for c in calls if c[0] == "create"]
+    assert "| answers |" in create[2] and "not configured" not in create[2]
+    # ...and when that job wrote nothing, the comment says the precheck did not run (not "not configured").
+    (tmp_path / "precheck" / "precheck.md").unlink()
+    calls = run_comment_script(tmp_path, "7", report, "abc", [], untrusted_precheck=not_configured, configured=True)
+    [create] = [c for c in calls if c[0] == "create"]
+    assert "Precheck did not run" in create[2] and "not configured" not in create[2]

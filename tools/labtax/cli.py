@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import typer
 
 from labtax import __version__
-from labtax.commands import check, curate, diff, evaluate, generate, model, release, report, train, validate
+from labtax.commands import check, curate, diff, evaluate, generate, model, precheck, release, report, train, validate
 
 app = typer.Typer(
     name="labtax",
@@ -42,6 +42,7 @@ app.command("validate")(validate.command)
 app.command("check")(check.command)
 app.command("diff")(diff.command)
 app.command("report")(report.command)
+app.command("precheck")(precheck.command)
 app.command("generate")(generate.command)
 app.command("curate")(curate.command)
 app.command("train")(train.command)

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 class Severity(enum.StrEnum):
     ERROR = "error"
     WARNING = "warning"
+    # A problem reported for information only: with `labtax validate --base`, one that was already there in
+    # files the change does not touch (docs/adopting.md). Never fails a command.
+    NOTICE = "notice"
 
 
 @dataclass(frozen=True, order=True)

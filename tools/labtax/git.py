@@ -30,23 +30,52 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def run_git(args: Sequence[str], cwd: Path, *, check: bool = True, input_bytes: bytes | None = None) -> bytes:
-    """Run `git args...` in `cwd` and return its stdout. Raises GitError with git's message on failure."""
+class GitTimeout(GitError):
+    """git did not finish within its time limit (a server that accepts the connection and never answers)."""
+
+
+def run_git(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    check: bool = True,
+    input_bytes: bytes | None = None,
+    timeout_s: float | None = None,
+) -> bytes:
+    """Run `git args...` in `cwd` and return its stdout. Raises GitError with git's message on failure.
+
+    With `timeout_s`, git and every helper it started (git-remote-https, ssh) are killed when the time is up,
+    and GitTimeout is raised: network commands (fetch, ls-remote) always pass one."""
     try:
-        result = subprocess.run(
+        process = subprocess.Popen(
             ["git", "-c", "core.quotepath=off", *args],
             cwd=cwd,
-            input=input_bytes,
-            capture_output=True,
+            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=_environment(),
-            check=False,
+            # Its own process group, so that a timeout kills the remote helpers too: they hold the pipes open.
+            start_new_session=timeout_s is not None,
         )
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH; install git and try again") from None
-    if check and result.returncode != 0:
-        stderr = result.stderr.decode("utf-8", "replace").strip()
-        raise GitError(f"git {' '.join(args[:3])} failed: {stderr}", result.returncode, stderr)
-    return result.stdout
+    try:
+        stdout, stderr = process.communicate(input_bytes, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        import signal
+
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.communicate()
+        raise GitTimeout(
+            f"git {' '.join(args[:2])} did not finish within {timeout_s:g} s", returncode=-9, stderr=""
+        ) from None
+    if check and process.returncode != 0:
+        message = stderr.decode("utf-8", "replace").strip()
+        raise GitError(f"git {' '.join(args[:3])} failed: {message}", process.returncode, message)
+    return stdout
 
 
 def run_git_concurrently(commands: Sequence[Sequence[str]], cwd: Path) -> list[bytes]:

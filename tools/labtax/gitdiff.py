@@ -406,10 +406,17 @@ def _leaves_using_documents(toplevel: Path, prefix: str, project_prefix: str, ch
 
 
 def _read_text_file(path: Path) -> str | None:
+    """A regular file's text; a link, FIFO or device is never opened (labtax.taxonomy.files)."""
+    from labtax.taxonomy.files import NotRegular, read_regular_file
+
     try:
-        return path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+        return read_regular_file(path, MAX_LEAF_FILE_BYTES).decode("utf-8")
+    except (NotRegular, UnicodeDecodeError):
         return None
+
+
+# Far above any real qna.yaml or attribution.txt; validation reports files over its own, smaller limit.
+MAX_LEAF_FILE_BYTES = 64 * 1024 * 1024
 
 
 def _new_leaf(config: Config, toplevel: Path | None, top_path: str, leaf_path: str) -> Leaf | None:

@@ -1,11 +1,13 @@
 """The reviewer's report: one markdown page about the leaves a change touches, for a pull request comment.
 
-For every changed leaf (from `labtax.gitdiff`): branch and kind, seed and word counts, validation
-diagnostics (from `validate_paths`, the same function CI runs), attribution and licence, the document
-reference as a link to the repository at that commit, near-duplicate seeds against the rest of the
-taxonomy (MinHash candidates from datasketch's LSH index, scored by the exact Jaccard similarity of
-word 3-gram shingles) and the generation it will drive (expected teacher requests, from the SDG
-planner's `expected_requests`; none for pure renames and deletions).
+For every changed leaf (from `labtax.gitdiff`): branch and kind, seed and word counts, what changed
+inside it (seeds added, removed, edited with a word diff, and moved, matched by content in
+`labtax.seeddiff`; the document pin; other fields), validation diagnostics (from `validate_paths`,
+the same function CI runs), attribution and licence, the document reference as a link to the
+repository at that commit, near-duplicate seeds against the rest of the taxonomy (MinHash candidates
+from datasketch's LSH index, scored by the exact Jaccard similarity of word 3-gram shingles) and the
+generation it will drive (expected teacher requests, from the SDG planner's `expected_requests`; none
+for pure renames and deletions).
 
 Everything that comes from a contribution (paths, seeds, attribution) is untrusted: it is escaped
 before it enters the markdown, so a leaf cannot inject HTML, break a table, spoof the hidden marker
@@ -25,6 +27,7 @@ from urllib.parse import quote, urlsplit
 from labtax.config import Config
 from labtax.errors import Diagnostic, Severity
 from labtax.gitdiff import ChangeStatus, DiffResult, LeafChange, changed_leaves
+from labtax.seeddiff import ADDED, EDITED, REMOVED, LeafDiff, SeedChange, leaf_change_diff, tokens, word_diff
 from labtax.taxonomy.discover import display_path
 from labtax.taxonomy.leaf import Leaf, SeedExample
 from labtax.text import normalise
@@ -35,6 +38,10 @@ MAX_NEAR_DUPLICATES_PER_LEAF = 5
 MINHASH_PERMUTATIONS = 128
 SHINGLE_WORDS = 3
 EXCERPT_CHARS = 80
+FIELD_CHARS = 1000  # a seed field (context, question, answer) is shown up to this many characters
+DIFF_CONTEXT_WORDS = 8  # unchanged words kept on each side of an edit in a word diff
+OPEN_SEED_CHANGES = 3  # seed lists up to this long are shown expanded; longer ones collapsed
+_WORD = re.compile(r"\w+")
 
 
 # --- near-duplicate seeds --------------------------------------------------------------------------
@@ -114,6 +121,10 @@ class LeafSection:
     pipeline: str | None  # None when the change drives no generation
     target_samples: int
     expected_requests: int
+    leaf_diff: LeafDiff | None = None  # what changed inside the leaf; None for deletions and pure renames
+    # Checks the report did not run for this leaf ("remote documents"), shown as "not checked", never as ✅.
+    not_checked: tuple[str, ...] = ()
+    context_misfits: tuple[str, ...] = ()  # seeds or chunks that cannot fit the teacher's context
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,8 @@ def build_report(config: Config, diff: DiffResult, *, repository_url: str | None
                 pipeline,
                 target,
                 requests,
+                leaf_change_diff(change),
+                *_unchecked_and_misfits(config, change, validation),
             )
         )
     project_prefix = ""
@@ -177,6 +190,25 @@ def build_report(config: Config, diff: DiffResult, *, repository_url: str | None
         except ValueError:
             project_prefix = ""
     return Report(diff, sections, repository_url, "" if project_prefix == "." else project_prefix)
+
+
+def _unchecked_and_misfits(
+    config: Config, change: LeafChange, validation: object
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the report did not check for a changed leaf, and what of it cannot fit the default teacher context."""
+    from labtax.validate.context_fit import FitSettings, leaf_misfits
+
+    leaf = change.leaf
+    if leaf is None or change.status is ChangeStatus.DELETED:
+        return (), ()
+    unchecked = ("remote documents",) if leaf.document is not None and not leaf.document.is_local else ()
+    fit = FitSettings(TEACHER_CONTEXT_ASSUMED)
+    misfits = tuple(m.message for m in leaf_misfits(leaf, fit, config.project_root, config, remote=False))
+    return unchecked, misfits
+
+
+# The report does not know the teacher; it checks context fit against generate's default context.
+TEACHER_CONTEXT_ASSUMED = 4096
 
 
 def _by_directory(diagnostics: Iterable[Diagnostic]) -> dict[str, list[Diagnostic]]:
@@ -244,7 +276,9 @@ def document_link(report: Report, leaf: Leaf) -> str | None:
             # Relative to the repository root, where the report file is written in CI.
             where = f"[{text(document.repo)}]({quote(directory)})"
         return f"{where} (in this repository; tree {code(document.commit[:12])}), patterns {patterns}"
-    repository = document.repo.removesuffix(".git").rstrip("/")
+    from labtax.output import redact_credentials
+
+    repository = redact_credentials(document.repo).removesuffix(".git").rstrip("/")
     url = f"{repository}/tree/{document.commit}"
     if urlsplit(repository).netloc == "gitlab.com":
         url = f"{repository}/-/tree/{document.commit}"
@@ -258,25 +292,30 @@ def word_count(leaf: Leaf) -> int:
 _STATUS_ICON = {"added": "🆕", "modified": "✏️", "renamed": "🔀", "deleted": "🗑️"}
 
 
-def _status_cell(change: LeafChange) -> str:
+def _status_cell(change: LeafChange, leaf_diff: LeafDiff | None = None) -> str:
     label = str(change.status)
     if change.is_pure_rename:
         label = "renamed (content unchanged)"
     elif change.status is ChangeStatus.RENAMED:
         label = "renamed and edited"
+    if leaf_diff is not None and change.old_leaf is not None:
+        label += f": seeds {leaf_diff.tally()}" if leaf_diff.tally() else ": seeds unchanged"
     return f"{_STATUS_ICON[str(change.status)]} {label}"
 
 
-def _problems_cell(diagnostics: list[Diagnostic]) -> str:
-    errors = sum(1 for d in diagnostics if d.severity is Severity.ERROR)
-    warnings = len(diagnostics) - errors
-    if not diagnostics:
-        return "✅ none"
+def _problems_cell(
+    diagnostics: list[Diagnostic], not_checked: tuple[str, ...] = (), misfits: tuple[str, ...] = ()
+) -> str:
+    errors = sum(1 for d in diagnostics if d.severity is Severity.ERROR) + len(misfits)
+    warnings = len(diagnostics) + len(misfits) - errors
+    unchecked = f"; ⚪ {', '.join(not_checked)} not checked" if not_checked else ""
+    if not diagnostics and not misfits:
+        return f"✅ none{unchecked}"
     parts = [
         f"❌ {errors} error{'s' * (errors != 1)}" if errors else "",
         f"⚠️ {warnings} warning{'s' * (warnings != 1)}" if warnings else "",
     ]
-    return ", ".join(p for p in parts if p)
+    return ", ".join(p for p in parts if p) + unchecked
 
 
 def _summary_table(report: Report) -> list[str]:
@@ -288,13 +327,15 @@ def _summary_table(report: Report) -> list[str]:
         change, leaf = section.change, section.change.leaf or section.change.old_leaf
         cells = [
             code(change.path),
-            _status_cell(change),
+            _status_cell(change, section.leaf_diff),
             text(change.branch or "(none)"),
             text(change.kind or "?"),
             str(len(leaf.seed_examples)) if leaf else "?",
             str(len(leaf.qna_pairs)) if leaf else "?",
             str(word_count(leaf)) if leaf else "?",
-            _problems_cell(section.diagnostics) if change.status is not ChangeStatus.DELETED else "",
+            _problems_cell(section.diagnostics, section.not_checked, section.context_misfits)
+            if change.status is not ChangeStatus.DELETED
+            else "",
             str(section.expected_requests) if section.pipeline else "none",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -339,6 +380,8 @@ def _leaf_section(report: Report, section: LeafSection) -> list[str]:
         document = document_link(report, leaf)
         if document:
             lines.append(f"- **Document:** {document}")
+        if section.leaf_diff is not None and change.old_leaf is not None:
+            lines.extend(_change_lines(section.leaf_diff))
     if section.pipeline:
         lines.append(
             f"- **Generation:** {section.expected_requests} teacher requests expected ({text(section.pipeline)} "
@@ -349,7 +392,152 @@ def _leaf_section(report: Report, section: LeafSection) -> list[str]:
     else:
         lines.append("- **Generation:** none (pure rename: same leaf hash, cached data is reused)")
     lines.extend(_diagnostic_lines(section.diagnostics))
+    if section.not_checked:
+        lines.append(
+            f"- **Not checked:** ⚪ {text(', '.join(section.not_checked))} (the report does not fetch them; "
+            "`labtax validate --check-documents` does, in the pull-request workflow)"
+        )
+    if section.context_misfits:
+        lines.append(f"- **Context fit** (teacher context of {TEACHER_CONTEXT_ASSUMED} tokens assumed):")
+        lines += [f"  - ❌ {text(message)}" for message in section.context_misfits]
     lines.extend(_duplicate_lines(section.near_duplicates))
+    if section.leaf_diff is not None:
+        lines.extend(seed_details(section.leaf_diff, all_new=change.old_leaf is None))
+    return lines
+
+
+# --- what changed inside a leaf ---------------------------------------------------------------------
+
+
+def clipped(value: str | list[str], limit: int = FIELD_CHARS) -> str:
+    """Untrusted text as escaped inline markdown (see `text`) that keeps its line breaks as <br>, cut to
+    about `limit` characters with an ellipsis. Takes text or `seeddiff.tokens`."""
+    words = tokens(value) if isinstance(value, str) else value
+    parts: list[str] = []
+    used = 0
+    for word in words:
+        if used + len(word) > limit:
+            parts.append((text(word[: limit - used]) if not parts else "") + "…")
+            break
+        used += len(word) + 1
+        parts.append("<br>" if word == "\n" else text(word))
+    return " ".join(parts)
+
+
+def render_word_diff(old: str, new: str) -> str:
+    """A word diff as inline markdown: removed words in <del>, added words in <ins>, both escaped text.
+
+    Long unchanged runs keep `DIFF_CONTEXT_WORDS` words on each side of an edit and elide the rest."""
+    runs = word_diff(old, new)
+    keep, margin = DIFF_CONTEXT_WORDS, 4  # eliding fewer than `margin` words saves nothing
+    parts = []
+    for position, (kind, words) in enumerate(runs):
+        if kind == "delete":
+            parts.append(f"<del>{clipped(words)}</del>")
+        elif kind == "insert":
+            parts.append(f"<ins>{clipped(words)}</ins>")
+        else:
+            first, last = position == 0, position == len(runs) - 1
+            if first and not last and len(words) > keep + margin:
+                words = ["…", *words[-keep:]]
+            elif last and not first and len(words) > keep + margin:
+                words = [*words[:keep], "…"]
+            elif not first and not last and len(words) > 2 * keep + margin:
+                words = [*words[:keep], "…", *words[-keep:]]
+            parts.append(clipped(words))
+    return " ".join(part for part in parts if part) or "(whitespace only)"
+
+
+_FIELD_LABELS = {
+    "task_description": "task description",
+    "document_outline": "document outline",
+    "created_by": "created by",
+    "version": "schema version",
+}
+
+
+def _change_lines(leaf_diff: LeafDiff) -> list[str]:
+    """The leaf's own changes, outside its seeds: seed tally, document pin, other fields."""
+    unchanged = sum(1 for c in leaf_diff.seeds if c.status == "unchanged" and not c.moved)
+    tally = leaf_diff.tally()
+    lines = [f"- **Seed changes:** {tally + '; ' if tally else 'none; '}{unchanged} unchanged"]
+    if leaf_diff.document:
+        pins = "; ".join(f"{text(c.name)} {code(c.old)} → {code(c.new)}" for c in leaf_diff.document)
+        lines.append(f"- **Document pin changed:** {pins}")
+    if leaf_diff.documents_changed:
+        lines.append("- **Documents changed:** the pinned documents' content differs from the base (same pin)")
+    if leaf_diff.fields or leaf_diff.other_keys:
+        lines.append("- **Other changes:**")
+        for field_change in leaf_diff.fields:
+            label = _FIELD_LABELS.get(field_change.name, field_change.name)
+            lines.append(f"  - {text(label)}: {render_word_diff(field_change.old, field_change.new)}")
+        if leaf_diff.other_keys:
+            lines.append(f"  - other keys: {', '.join(code(k) for k in leaf_diff.other_keys)}")
+    return lines
+
+
+def _seed_fields(seed: SeedExample) -> list[tuple[str, str]]:
+    fields = [("context", seed.context)] if seed.context else []
+    if len(seed.qna) == 1:
+        return [*fields, ("question", seed.qna[0].question), ("answer", seed.qna[0].answer)]
+    for number, pair in enumerate(seed.qna, start=1):
+        fields += [(f"question {number}", pair.question), (f"answer {number}", pair.answer)]
+    return fields
+
+
+def _seed_item(change: SeedChange) -> list[str]:
+    """One seed as a list item: its number (and old number), then its fields, or the changed ones as a word diff."""
+    # "seed 3", not "#3": GitHub would link "#3" to issue 3.
+    if change.status == ADDED:
+        head = f"- **seed {change.new_index}**"
+    elif change.status == REMOVED:
+        head = f"- **was seed {change.old_index}**"
+    else:
+        was = f"was seed {change.old_index}" + (", moved" if change.moved else "")
+        head = f"- **seed {change.new_index}** ({was})"
+    if change.status in (ADDED, REMOVED):
+        return [head, *(f"  - **{name}:** {clipped(value)}" for name, value in _seed_fields(change.seed))]
+    if change.status != EDITED:  # moved only
+        return [f"{head}: {clipped(_excerpt(change.seed), EXCERPT_CHARS)}"]
+    assert change.old is not None and change.new is not None
+    old_fields, new_fields = dict(_seed_fields(change.old)), dict(_seed_fields(change.new))
+    lines = [f"{head}: {clipped(_excerpt(change.new), EXCERPT_CHARS)}"]
+    for name in [*new_fields, *(n for n in old_fields if n not in new_fields)]:
+        before, after = old_fields.get(name, ""), new_fields.get(name, "")
+        if tokens(before) != tokens(after):
+            label = f"{name} (changed)" if name == "context" else name
+            lines.append(f"  - **{label}:** {render_word_diff(before, after)}")
+    return lines
+
+
+def seed_details(leaf_diff: LeafDiff, *, all_new: bool = False) -> list[str]:
+    """The seeds a reviewer must read, grouped, in a <details> block (expanded when short).
+
+    The <summary> holds only our own words and numbers: HTML blocks are not escaped by markdown."""
+    groups: list[tuple[str, list[SeedChange]]]
+    if all_new:
+        groups = [("Seeds", list(leaf_diff.seeds))]
+        title = f"The {len(leaf_diff.seeds)} seed examples of the new leaf"
+    else:
+        groups = [
+            ("Added", leaf_diff.with_status(ADDED)),
+            ("Edited", leaf_diff.with_status(EDITED)),
+            ("Moved", [c for c in leaf_diff.moved if c.status != EDITED]),
+            ("Removed", leaf_diff.with_status(REMOVED)),
+        ]
+        title = f"Seed changes: {leaf_diff.tally()}"
+    shown = sum(len(changes) for _, changes in groups)
+    if not shown:
+        return []
+    opening = "<details open>" if shown <= OPEN_SEED_CHANGES else "<details>"
+    lines = ["", opening, f"<summary>{title}</summary>", ""]
+    for label, changes in groups:
+        if changes:
+            lines.extend([f"**{label}**", ""])
+            for change in changes:
+                lines.extend(_seed_item(change))
+            lines.append("")
+    lines.extend(["</details>", ""])
     return lines
 
 
@@ -392,11 +580,25 @@ def _duplicate_lines(duplicates: list[NearDuplicate]) -> list[str]:
     ]
     for d in duplicates:
         lines.append(
-            f"  | #{d.seed.index}: {text(d.seed.excerpt)} | #{d.other.index}: {text(d.other.excerpt)} "
+            f"  | seed {d.seed.index}: {text(d.seed.excerpt)} | seed {d.other.index}: {text(d.other.excerpt)} "
             f"| {code(d.other.leaf)} | {d.similarity:.2f} |"
         )
     lines.append("")
     return lines
+
+
+def _near_duplicate_summary(report: Report) -> str:
+    flagged = [s for s in report.sections if s.near_duplicates]
+    if not flagged:
+        return "Near-duplicate seeds: none found elsewhere in the taxonomy."
+    seeds = sum(len({d.seed.index for d in s.near_duplicates}) for s in flagged)
+    leaves = "1 leaf" if len(flagged) == 1 else f"{len(flagged)} leaves"
+    return (
+        f"⚠️ **Near-duplicate seeds: {seeds} seed{'s' * (seeds != 1)} in {leaves}** nearly repeat seeds elsewhere "
+        f"in the taxonomy (Jaccard similarity ≥ {NEAR_DUPLICATE_THRESHOLD}): "
+        + ", ".join(code(s.change.path) for s in flagged)
+        + "."
+    )
 
 
 def render_markdown(report: Report) -> str:
@@ -413,6 +615,7 @@ def render_markdown(report: Report) -> str:
     tally = ", ".join(f"{counts[s]} {s}" for s in ("added", "modified", "renamed", "deleted") if counts[s])
     noun = "leaf" if len(diff.changes) == 1 else "leaves"
     lines.append(f"**{len(diff.changes)} {noun} changed** ({tally}); {against}.")
+    lines.append(_near_duplicate_summary(report))
     generating = sum(1 for s in report.sections if s.pipeline)
     lines.append(
         f"Generation: **{report.expected_requests} teacher requests** expected for {generating} "

@@ -13,7 +13,11 @@ from labtax.cli_utils import RootOption, echo, entry
 def command(
     root: RootOption = None,
     check_documents: Annotated[
-        bool, typer.Option("--check-documents/--no-check-documents", help="Resolve knowledge documents too.")
+        bool,
+        typer.Option(
+            "--check-documents/--no-check-documents",
+            help="Fetch remote knowledge documents too (documents kept in this repository are always checked).",
+        ),
     ] = True,
 ) -> int:
     """Validate the whole taxonomy and summarise it: leaves per branch and kind, seeds, warnings, errors."""

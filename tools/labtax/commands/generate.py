@@ -73,7 +73,7 @@ def command(
     samples (listed), 2 for usage errors.
     """
     from labtax.config import load_config
-    from labtax.errors import LabtaxError, UsageError
+    from labtax.errors import UsageError
     from labtax.sdg.params import GenerationParams
     from labtax.sdg.plan import generation_config, plan_generation
     from labtax.sdg.run import generate
@@ -87,15 +87,15 @@ def command(
         raise UsageError(f"--output {output} is not a directory; name a directory for the generation results")
     config = load_config(taxonomy=root)
     loaded = load_leaves(config)
-    if loaded.errors:
-        raise LabtaxError(
-            f"the taxonomy has {loaded.errors} errors; run `labtax validate` and fix them before generating"
-        )
     selected = None
     if base is not None:
         from labtax.gitdiff import changed_leaves
 
         selected = frozenset(change.path for change in changed_leaves(config, base).changes if change.drives_generation)
+    # Only valid leaves are planned: an error in one leaf never refuses the others (issue 12).
+    usable, skipped = plannable_leaves(config, loaded, selected)
+    if skipped:
+        echo(skipped, err=True)
     params = GenerationParams(target=target, max_tokens=max_tokens, budget_factor=budget_factor)
     spec = TeacherSpec(
         teacher_model, teacher_url, concurrency=concurrency, timeout_s=timeout, context_length=teacher_context
@@ -103,14 +103,20 @@ def command(
     params.validate()
     spec.validate()
     if dry_run:
+        from labtax.validate.context_fit import FitSettings, plan_misfits
+
         plan_config = generation_config(spec, output, params, config.project_root, selected)
-        plan = plan_generation(loaded.leaves, plan_config, scan_cache(output))
+        plan = plan_generation(usable, plan_config, scan_cache(output))
         echo(render_plan(plan))
-        return 0
+        fit = FitSettings(teacher_context or 4096, params.max_tokens, params.judge_max_tokens)
+        misfit_lines = plan_misfits([item.leaf for item in plan.to_run], fit, config.project_root, config)
+        if misfit_lines:
+            echo(misfit_lines)
+        return 1 if skipped or misfit_lines else 0
     progress = None if quiet else BarProgress()
     try:
         result = generate(
-            loaded.leaves,
+            usable,
             spec,
             output,
             params=params,
@@ -129,7 +135,33 @@ def command(
             f"(see {output}/leaves/{row.cache_key}/summary.json)",
             err=True,
         )
-    return 1 if result.incomplete else 0
+    return 1 if result.incomplete or skipped else 0
+
+
+def plannable_leaves(config: Any, loaded: Any, selected: frozenset[str] | None) -> tuple[list[Any], str]:
+    """The valid leaves, and a note listing the invalid leaves generation skips (selected ones with their
+    errors; unselected ones counted): what `generate` and `release` plan, never refusing the valid ones."""
+    from labtax.output import Format, render
+    from labtax.validate import usable_leaves
+
+    split = usable_leaves(config, loaded)
+    usable_paths = {leaf.path for leaf in split.leaves}
+    unreadable = [d for d in loaded.diagnostics if d.severity == "error" and d.rule in _UNREADABLE_RULES]
+    wanted = [path for path in sorted(split.invalid) if selected is None or path in selected]
+    missing = sorted(path for path in (selected or ()) if path not in usable_paths and path not in split.invalid)
+    lines = []
+    for path in wanted:
+        lines.append(f"skipped {path}: it has validation errors; generation waits until they are fixed")
+        lines += ["  " + line for line in render(split.invalid[path], Format.TEXT).splitlines()]
+    for path in missing:
+        lines.append(f"skipped {path}: its qna.yaml cannot be read; run `labtax validate` to see why")
+    others = len(split.invalid) - len(wanted)
+    if others or (selected is None and unreadable):
+        lines.append(f"{others + (len(unreadable) if selected is None else 0)} other invalid leaves are not planned")
+    return split.leaves, "\n".join(lines)
+
+
+_UNREADABLE_RULES = frozenset({"yaml-syntax", "yaml-too-complex", "unreadable", "encoding", "file-too-large"})
 
 
 class BarProgress:

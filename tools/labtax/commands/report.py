@@ -39,8 +39,10 @@ def command(
 ) -> int:
     """Write the reviewer report (markdown) for the leaves changed since the merge-base with the base.
 
-    Per leaf: change, seeds and words, validation problems, attribution and licence, document link,
-    near-duplicate seeds elsewhere in the taxonomy, and the teacher requests generation will make.
+    Per leaf: change, seeds and words, the seeds added, removed, edited (word diff) and moved, a changed
+    document pin, validation problems, attribution and licence, document link, near-duplicate seeds
+    elsewhere in the taxonomy, and the teacher requests generation will make. `labtax precheck` adds
+    what the current model answers.
     Exit code 0 (validation problems are reported, not fatal: `labtax validate` gates), 2 for usage errors.
     """
     from labtax.config import load_config

@@ -23,27 +23,91 @@ def command(
         bool,
         typer.Option(
             "--check-documents",
-            help="Also resolve knowledge documents: fetch the pinned commit (cached) or read the local path.",
+            help="Also fetch remote knowledge documents at their pinned commit (cached; documents kept in this "
+            "repository are always checked).",
         ),
     ] = False,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Fail only on problems in what the change since the merge-base with this git ref touches; "
+            "problems elsewhere are listed as pre-existing notices (docs/adopting.md).",
+            show_default=False,
+        ),
+    ] = None,
+    touched: Annotated[
+        bool,
+        typer.Option(
+            "--touched",
+            help="PATHS are the files a commit touches (the pre-commit hook passes them): validate their leaves; "
+            "problems in the leaves' other files block only a new leaf.",
+        ),
+    ] = False,
+    teacher_context: Annotated[
+        int | None,
+        typer.Option(
+            "--teacher-context",
+            help="Also check that every seed and document chunk fits a teacher context of this many tokens.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> int:
     """Validate taxonomy leaves: schema, lint, limits, document pins and attribution.
 
-    Exit code 0 when clean (warnings allowed), 1 when any error is found, 2 for usage errors.
+    Exit code 0 when clean (warnings and notices allowed), 1 when any blocking error is found, 2 for usage
+    errors.
     """
     from labtax.config import load_config
+    from labtax.errors import Diagnostic, UsageError
     from labtax.output import render
     from labtax.validate import validate_paths
+    from labtax.validate.scope import ChangeScope, recheck_touched_documents
 
+    if base is not None and touched:
+        raise UsageError("--base and --touched exclude each other: --touched takes the change from the paths")
+    if teacher_context is not None and teacher_context < 256:
+        raise UsageError(f"--teacher-context {teacher_context}: a teacher's context is at least 256 tokens")
     config = load_config(taxonomy=root)
-    result = validate_paths(config, paths or None, check_documents=check_documents)
-    rendered = render(result.diagnostics, output_format)
-    if rendered:
-        echo(rendered)
+    scope = None
+    targets = paths or None
+    if touched:
+        if not paths:
+            return 0  # pre-commit passes no file when the commit touches none
+        scope, targets = ChangeScope.of_files(config, paths)
+    elif base is not None:
+        scope = ChangeScope.since(config, base)
+    result = validate_paths(
+        config,
+        targets,
+        # With --base, remote documents are fetched for the leaves the change touches only.
+        check_documents=check_documents and (scope is None or touched),
+        teacher_context=teacher_context,
+    )
+    diagnostics, notices = result.diagnostics, list[Diagnostic]()
+    if scope is not None:
+        if check_documents and not touched:
+            result = recheck_touched_documents(config, result, scope, teacher_context)
+        diagnostics, notices = scope.split(result.diagnostics)
+    if output_format is Format.JSON:
+        echo(render([*diagnostics, *notices], output_format))  # one array; notices have severity "notice"
+    else:
+        rendered = render(diagnostics, output_format)
+        if rendered:
+            echo(rendered)
+        if notices:
+            if output_format is Format.TEXT and not quiet and scope is not None:
+                echo(
+                    f"{len(notices)} pre-existing problems in files this change does not touch ({scope.description}):",
+                    err=True,
+                )
+            echo(render(notices, output_format))
+    errors = sum(1 for d in diagnostics if d.severity == "error")
+    warnings = sum(1 for d in diagnostics if d.severity == "warning")
     if output_format is Format.TEXT and not quiet:
-        echo(
-            f"{result.files_checked} leaves checked: {result.errors} errors, {result.warnings} warnings",
-            err=True,
-        )
-    return 1 if result.errors else 0
+        summary = f"{result.files_checked} leaves checked: {errors} errors, {warnings} warnings"
+        if scope is not None:
+            summary += f", {len(notices)} pre-existing (not blocking)"
+        echo(summary, err=True)
+    return 1 if errors else 0

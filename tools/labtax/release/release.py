@@ -216,7 +216,8 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
     top, head = check_preconditions(config, options)
     stage_settings = stages.check_settings(config, options)  # bad configuration stops here, before any work
 
-    leaves = stages.load_release_leaves(config)
+    skipped_leaves: list[str] = []
+    leaves = stages.load_release_leaves(config, skipped_leaves)
     leaf_hashes = {leaf.path: leaf.leaf_hash for leaf in leaves}
     earlier_tags = previous_release_tags(top, version)
     previous = find_previous_manifest(options, earlier_tags)
@@ -224,6 +225,7 @@ def run_release(config: Config, options: ReleaseOptions) -> ReleaseResult:
     changes = compare_leaves(previous.leaf_hashes if previous else {}, leaf_hashes)
     status = "dry-run" if options.dry_run else "released"
     result = ReleaseResult(version, previous.version if previous else None, status, options.output, changes=changes)
+    result.messages.extend(skipped_leaves)
     options.output.mkdir(parents=True, exist_ok=True)
     (options.output / SKIPPED_MARKER).unlink(missing_ok=True)
 

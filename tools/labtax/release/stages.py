@@ -54,18 +54,21 @@ class EvaluationOutcome:
     summary: ReleaseEvaluation
 
 
-def load_release_leaves(config: Config) -> list[Leaf]:
-    """Every leaf of the taxonomy; a taxonomy with errors is not released."""
-    from labtax.validate import load_leaves
+def load_release_leaves(config: Config, notes: list[str] | None = None) -> list[Leaf]:
+    """Every valid leaf of the taxonomy. An invalid leaf is left out, never the whole release (issue 12):
+    each one skipped is named in `notes` with its first error."""
+    from labtax.validate import load_leaves, usable_leaves
 
     result = load_leaves(config)
-    if result.errors:
-        raise LabtaxError(
-            f"the taxonomy has {result.errors} validation errors; run `labtax validate` and fix them first"
-        )
-    if not result.leaves:
-        raise LabtaxError(f"no leaves under {config.taxonomy_root}; there is nothing to release")
-    return sorted(result.leaves, key=lambda leaf: leaf.path)
+    split = usable_leaves(config, result)
+    for path, errors in sorted(split.invalid.items()):
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        if notes is not None:
+            notes.append(f"skipped {path}: {first.file}:{first.line}: [{first.rule}] {first.message}{more}")
+    if not split.leaves:
+        raise LabtaxError(f"no valid leaves under {config.taxonomy_root}; there is nothing to release")
+    return sorted(split.leaves, key=lambda leaf: leaf.path)
 
 
 def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:

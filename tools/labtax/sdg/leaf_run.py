@@ -180,8 +180,9 @@ class LeafRun:
     ) -> TeacherExchange:
         """The record of a request whose answer became part of a sample; `item` is the sample's part of
         the answer, written back as a one-item answer in the stage's schema."""
-        field_name = next(iter(request.schema["properties"]))
-        one = item if request.schema["properties"][field_name].get("type") != "array" else [item]
+        schema = request.schema or {"properties": {"text": {"type": "string"}}}  # free text: {"text": answer}
+        field_name = next(iter(schema["properties"]))
+        one = item if schema["properties"][field_name].get("type") != "array" else [item]
         return TeacherExchange(
             stage=request.stage,
             request_id=request.key,

@@ -189,7 +189,11 @@ class LocalTeacher:
             result.prompt_tokens, result.completion_tokens = len(prompts[row]), len(new_tokens)
             result.text = self._tokenizer.decode(new_tokens, skip_special_tokens=True)
             result.finish_reason = "stop" if finished else "length"
-            data, rescued, problem = parse_answer(result.text, validator_for(requests[index].schema))
+            schema = requests[index].schema
+            if schema is None:  # free text
+                result.data = {"text": result.text}
+                continue
+            data, rescued, problem = parse_answer(result.text, validator_for(schema))
             if data is not None:
                 result.data, result.rescued = data, rescued
             elif not finished:

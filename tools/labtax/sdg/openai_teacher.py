@@ -239,7 +239,7 @@ class OpenAITeacher:
                 ),
             )
             return result
-        validator = validator_for(request.schema)
+        validator = validator_for(request.schema) if request.schema is not None else None
         payload: dict[str, Any] = {
             "model": self.settings.model,
             "messages": request.chat(),
@@ -260,7 +260,7 @@ class OpenAITeacher:
                 try:
                     # Built once the slot is ours, so that a server's refusal of structured output,
                     # learnt meanwhile from another request, already applies.
-                    sent_structured = self.structured_output
+                    sent_structured = self.structured_output and request.schema is not None
                     body = json.dumps({**payload, "response_format": structured} if sent_structured else payload)
                     self.requests_sent += 1
                     response = await self._send("POST", "/chat/completions", body.encode("utf-8"))
@@ -319,6 +319,9 @@ class OpenAITeacher:
         result.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         result.completion_tokens += int(usage.get("completion_tokens") or 0)
         result.text, result.finish_reason = text, finish
+        if validator is None:  # free text: the answer as it came, cut off at max_tokens or not
+            result.data, result.error_kind, result.error = {"text": text}, None, None
+            return None
         if finish == "length":
             result.error_kind, result.error = TRUNCATED, "the answer was cut off at max_tokens (finish_reason=length)"
             return TRUNCATED

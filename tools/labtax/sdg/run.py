@@ -86,23 +86,16 @@ def chunker_spans(spec: TeacherSpec) -> Spans:
 
 def prepare_chunks(leaf: Leaf, project_root: Path, params: GenerationParams, spans: Spans) -> list[Chunk]:
     """The leaf's document chunks; a clear error when the documents cannot be had or hold no text."""
-    from labtax.documents import DocumentError, read_documents
+    from labtax.documents import DocumentError, document_text, read_documents
 
     if leaf.document is None:
         raise LabtaxError(f"{leaf.path}: a knowledge leaf needs a document reference; run labtax validate")
     try:
+        # From git objects only, as `labtax validate --check-documents` reads them (labtax.documents).
         documents = read_documents(project_root, leaf.document)
+        texts = [(document.path, document_text(document)) for document in documents]
     except DocumentError as exc:
         raise LabtaxError(f"{leaf.path}: {exc}") from None
-    texts = []
-    for document in documents:
-        try:
-            texts.append((document.path, document.data.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise LabtaxError(
-                f"{leaf.path}: document {document.path} is not UTF-8 text; knowledge documents must be Markdown "
-                "or plain text (convert it, or narrow document.patterns)"
-            ) from None
     chunks = chunk_documents(texts, params.chunk_size, params.chunk_overlap, spans)
     if not chunks:
         raise LabtaxError(f"{leaf.path}: the documents selected by document.patterns hold no text")

@@ -25,12 +25,16 @@ REFUSED = "refused"
 
 @dataclass(frozen=True)
 class TeacherRequest:
-    """One chat completion whose answer must be a JSON object following `schema`."""
+    """One chat completion whose answer must be a JSON object following `schema`.
+
+    `schema` None asks for free text (the precheck's answers): no `response_format` is sent, any
+    answer is accepted, cut off at `max_tokens` or not, and `TeacherResult.data` is `{"text": answer}`.
+    """
 
     key: str  # unique per request within a leaf; the journal's key
     stage: str
     messages: tuple[tuple[str, str], ...]  # (role, content)
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None
     max_tokens: int
     temperature: float
     seed: int = 0  # sent as the OpenAI `seed`: vLLM samples reproducibly with it

@@ -11,7 +11,9 @@ import enum
 import fnmatch
 import hashlib
 import json
+import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ BRANCHES = ("knowledge", "foundational_skills", "compositional_skills")
 LEAF_FILE = "qna.yaml"
 ATTRIBUTION_FILE = "attribution.txt"
 HASH_FORMAT = "labtax-leaf-hash/1"
+# The largest document file read (a PDF book is tens of MB; this bounds a hostile one).
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 
 
 class LeafKind(enum.StrEnum):
@@ -279,27 +283,46 @@ def compute_leaf_hash(
 
 
 def local_document_files(project_root: Path, document: DocumentRef) -> list[Path]:
-    """The files a local document reference selects, sorted; empty when the directory is missing."""
-    base = (project_root / document.repo).resolve()
-    if not base.is_dir():
+    """The regular files a local document reference selects, sorted; empty when the directory is missing.
+
+    As git lists them: symbolic links, special files, nested repositories (submodules) and `.git` are left
+    out, and no link is followed, so the selection (and the leaf hash) never reaches outside the directory.
+    """
+    base = project_root / document.repo
+    if base.is_symlink() or not base.is_dir():
         return []
-    found: set[Path] = set()
-    for pattern in document.patterns:
-        try:
-            found.update(p for p in base.glob(pattern) if p.is_file())
-        except (ValueError, OSError):
-            continue
+    found: list[Path] = []
+    for current, dirnames, filenames in os.walk(base, followlinks=False):
+        directory = Path(current)
+        dirnames[:] = sorted(
+            name
+            for name in dirnames
+            if name != ".git" and not (directory / name).is_symlink() and not (directory / name / ".git").exists()
+        )
+        for name in filenames:
+            path = directory / name
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if not stat.S_ISREG(mode):
+                continue
+            relative = path.relative_to(base).as_posix()
+            if any(matches_document_pattern(relative, pattern) for pattern in document.patterns):
+                found.append(path)
     return sorted(found)
 
 
 def local_document_digest(project_root: Path, document: DocumentRef) -> str:
     """Digest of the selected files' relative paths and bytes (unreadable files are left out)."""
-    base = (project_root / document.repo).resolve()
+    from labtax.taxonomy.files import NotRegular, read_regular_file
+
+    base = project_root / document.repo
     contents = []
     for file in local_document_files(project_root, document):
         try:
-            contents.append((file.relative_to(base).as_posix(), file.read_bytes()))
-        except OSError:
+            contents.append((file.relative_to(base).as_posix(), read_regular_file(file, MAX_DOCUMENT_BYTES)))
+        except NotRegular:
             continue
     return document_digest(contents)
 
@@ -333,24 +356,27 @@ def _match_parts(names: list[str], patterns: list[str]) -> bool:
 def git_tree_id(directory: Path) -> str:
     """The id git gives `directory` as a tree object (what `git rev-parse HEAD:<dir>` prints).
 
-    Computed from the files alone, so a document directory can be pinned and checked without a
-    commit or even a git repository. Symlinks are stored as links; empty directories vanish, as in git.
+    Computed from the files alone, so a document directory's pin can be checked against the working tree.
+    Symlinks are stored as links (never followed); special files and empty directories vanish, as in git.
     """
     entries: list[tuple[bytes, bytes, bytes]] = []
     for child in directory.iterdir():
         name = child.name.encode("utf-8", "surrogateescape")
         if child.name == ".git":
             continue
-        if child.is_symlink():
+        info = child.lstat()
+        if stat.S_ISLNK(info.st_mode):
             target = str(Path(child.readlink())).encode("utf-8", "surrogateescape")
             entries.append((b"120000", name, _git_object_id(b"blob", target)))
-        elif child.is_dir():
+        elif stat.S_ISDIR(info.st_mode):
             if not any(child.iterdir()):
                 continue
             entries.append((b"40000", name, bytes.fromhex(git_tree_id(child))))
-        elif child.is_file():
-            mode = b"100755" if child.stat().st_mode & 0o111 else b"100644"
-            entries.append((mode, name, _git_object_id(b"blob", child.read_bytes())))
+        elif stat.S_ISREG(info.st_mode):
+            from labtax.taxonomy.files import read_regular_file
+
+            mode = b"100755" if info.st_mode & 0o111 else b"100644"
+            entries.append((mode, name, _git_object_id(b"blob", read_regular_file(child, MAX_DOCUMENT_BYTES))))
     # git sorts tree entries by name, with directories compared as if they ended in '/'.
     entries.sort(key=lambda e: e[1] + (b"/" if e[0] == b"40000" else b""))
     body = b"".join(mode + b" " + name + b"\0" + oid for mode, name, oid in entries)

@@ -23,6 +23,12 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  
 YamlPath = tuple[str | int, ...]
 
 _STR_TAG = "tag:yaml.org,2002:str"
+# The tags plain YAML resolves by itself. Any other tag was written on purpose (`!!python/object:...`,
+# `!!binary`, `!!set`, a custom `!include`): a qna.yaml has no use for one, and a tool that honours it
+# differently from labtax would read different content, so it is an error (`yaml-tag`).
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map")
+)
 # A qna.yaml holds a few hundred nodes. The budget stops "billion laughs" alias expansion early.
 MAX_NODES = 200_000
 # A qna.yaml nests 5 levels deep. Deeper input is rejected before libyaml's recursive composer sees it:
@@ -98,6 +104,10 @@ class _Builder:
             raise _TooDeep
         # An alias shares the node object of its anchor, so the first visit wins the position.
         self.doc.positions.setdefault(path, _pos(node.start_mark))
+        if node.tag not in _PLAIN_TAGS and node.tag != "tag:yaml.org,2002:merge":
+            self._report_tag(node, path)
+            if isinstance(node, yaml.ScalarNode):
+                return node.value  # read as the text it is; the diagnostic makes the leaf invalid
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR_TAG:  # most of a leaf; what SafeConstructor would return, without its overhead
                 return node.value
@@ -123,6 +133,21 @@ class _Builder:
         finally:
             self._active.discard(id(node))
         return None  # pragma: no cover - the three node kinds above are all there is
+
+    def _report_tag(self, node: yaml.Node, path: YamlPath) -> None:
+        from labtax.output import untrusted
+
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        self.diagnostics.append(
+            Diagnostic(
+                self.file,
+                *_pos_tuple(node.start_mark),
+                rule="yaml-tag",
+                message=f"YAML tag '{untrusted(tag, 60)}' is not allowed in a qna.yaml; remove it and write the "
+                "value as plain text, a list or a mapping",
+                yaml_path=format_yaml_path(path),
+            )
+        )
 
     def _build_mapping(self, node: yaml.MappingNode, path: YamlPath) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
@@ -307,9 +332,13 @@ _TRAILING_SPACE = re.compile(r"[ \t]+(?=\r?\n|\Z)")
 
 def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
     """Tabs, trailing spaces, line endings and the final newline: the checks InstructLab runs yamllint
-    for (its errors under the `relaxed` configuration), done in-process. Only offending lines are visited."""
+    for (its errors under the `relaxed` configuration), done in-process. Only offending lines are visited,
+    and positions come from one index of line starts, so a file full of findings stays linear."""
+    lines = _LineIndex(text)
     if "\t" in text:
-        for number, text_line in enumerate(text.splitlines(), start=1):
+        # Lines as the other checks count them (split at LF only: str.splitlines would also split at a
+        # form feed or U+2028 and put the finding on a line that does not exist; found by fuzzing).
+        for number, text_line in enumerate(text.split("\n"), start=1):
             tab = text_line.find("\t")
             if tab >= 0:
                 yield Diagnostic(
@@ -322,13 +351,13 @@ def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
     # The regex tries every run of spaces in the text; a substring test first keeps clean files cheap.
     has_trailing = any(marker in text for marker in (" \n", "\t\n", " \r", "\t\r")) or text.endswith((" ", "\t"))
     for match in _TRAILING_SPACE.finditer(text) if has_trailing else ():
-        line, column = _line_column(text, match.start())
+        line, column = lines.position(match.start())
         yield Diagnostic(
             file, line, column, rule="trailing-space", message="trailing whitespace at the end of the line; remove it"
         )
     carriage_return = text.find("\r")
     if carriage_return >= 0:
-        line, column = _line_column(text, carriage_return)
+        line, column = lines.position(carriage_return)
         yield Diagnostic(
             file,
             line,
@@ -339,13 +368,23 @@ def whitespace_diagnostics(text: str, file: str) -> Iterator[Diagnostic]:
             severity=Severity.WARNING,
         )
     if text and not text.endswith("\n"):
-        line, column = _line_column(text, len(text))
+        line, column = lines.position(len(text))
         yield Diagnostic(
             file, line, column, rule="final-newline", message="the file does not end with a newline; add one"
         )
 
 
-def _line_column(text: str, offset: int) -> tuple[int, int]:
-    """1-based line and column of a character offset."""
-    line_start = text.rfind("\n", 0, offset) + 1
-    return text.count("\n", 0, offset) + 1, offset - line_start + 1
+class _LineIndex:
+    """1-based line and column of character offsets; the line starts are found once, when first needed."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts: list[int] | None = None
+
+    def position(self, offset: int) -> tuple[int, int]:
+        import bisect
+
+        if self.starts is None:
+            self.starts = [0, *(match.end() for match in re.finditer("\n", self.text))]
+        line = bisect.bisect_right(self.starts, offset)
+        return line, offset - self.starts[line - 1] + 1

@@ -8,6 +8,7 @@ could be built.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,22 +23,19 @@ from labtax.taxonomy.discover import (
     leaf_path,
     taxonomy_relative,
 )
+from labtax.taxonomy.files import NotRegular, read_regular_file
 from labtax.taxonomy.leaf import (
-    ATTRIBUTION_FILE,
-    Attribution,
     Leaf,
     document_ref,
     leaf_from_content,
     leaf_kind,
     local_document_digest,
-    parse_attribution,
 )
 from labtax.taxonomy.load import YamlPath, format_yaml_path, load_yaml_text, whitespace_diagnostics
 from labtax.validate.rules import (
     LeafChecker,
-    check_attribution,
     document_is_usable,
-    read_attribution_text,
+    load_attribution,
     unknown_rule_diagnostics,
 )
 from labtax.validate.schema import LATEST_VERSION, SUPPORTED_VERSIONS, validate_schema
@@ -48,6 +46,9 @@ class ValidationResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     leaves: list[Leaf] = field(default_factory=list)
     files_checked: int = 0
+    # Leaves (Leaf.path) whose knowledge documents were not resolved by this run: remote documents without
+    # --check-documents. A report says "not checked" for them, never a silent pass.
+    documents_not_checked: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
@@ -59,16 +60,35 @@ class ValidationResult:
 
 
 def validate_paths(
-    config: Config, paths: Iterable[Path] | None = None, *, check_documents: bool = False
+    config: Config,
+    paths: Iterable[Path] | None = None,
+    *,
+    check_documents: bool = False,
+    local_documents: bool = True,
+    teacher_context: int | None = None,
 ) -> ValidationResult:
+    """Validate the leaves under `paths` (default: the whole taxonomy).
+
+    Documents kept in this repository are checked against their pin by default (offline and cheap, from
+    git objects); `check_documents` also fetches remote ones. `teacher_context` (tokens) adds the check
+    that every seed and document chunk fits the teacher's context with its prompt (rule `context-fit`).
+    """
     found = discover(config, paths)
     result = ValidationResult(diagnostics=[*unknown_rule_diagnostics(config), *found.diagnostics])
     for leaf_file in found.leaf_files:
-        leaf, diagnostics = validate_leaf_file(config, leaf_file, check_documents=check_documents)
+        leaf, diagnostics, checked = _validate_leaf(
+            config,
+            leaf_file,
+            remote_documents=check_documents,
+            local_documents=local_documents,
+            teacher_context=teacher_context,
+        )
         result.files_checked += 1
         result.diagnostics.extend(diagnostics)
         if leaf is not None:
             result.leaves.append(leaf)
+            if leaf.document is not None and not checked:
+                result.documents_not_checked.append(leaf.path)
     result.diagnostics = apply_severities(config, result.diagnostics)
     result.diagnostics.sort(key=lambda d: (d.file, d.line, d.column, d.rule))
     return result
@@ -95,40 +115,30 @@ def apply_severities(config: Config, diagnostics: Iterable[Diagnostic]) -> list[
 
 
 def read_leaf_text(config: Config, path: Path, file: str) -> tuple[str | None, list[Diagnostic]]:
-    """The file's text, or a diagnostic saying why it cannot be read (never an exception)."""
+    """The file's text, or a diagnostic saying why it cannot be read (never an exception).
+
+    The file is read as a regular file only: a symbolic link is reported, never followed, and a FIFO or a
+    device is refused without being opened (labtax.taxonomy.files)."""
 
     def problem(rule: str, message: str, line: int = 1, column: int = 1) -> tuple[None, list[Diagnostic]]:
         return None, [Diagnostic(file, line, column, rule, message)]
 
-    if path.is_symlink():
-        try:
-            target = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            return problem("unreadable", "this symlink points to nothing (or to itself); fix or remove it")
-        try:
-            target.relative_to(config.project_root)
-        except ValueError:
-            return problem("symlink-outside", "this symlink points outside the repository; copy the file in instead")
-    if path.is_dir():
-        return problem("file-name", "'qna.yaml' is a directory; a leaf's qna.yaml must be a file")
     try:
-        size = path.stat().st_size
-        if size > config.max_file_bytes:
+        data = read_regular_file(path, config.max_file_bytes)
+    except NotRegular as exc:
+        if exc.kind == "symlink":
+            return problem(*_symlink_problem(config, path))
+        if exc.kind == "directory":
+            return problem("file-name", "'qna.yaml' is a directory; a leaf's qna.yaml must be a file")
+        if exc.kind == "too-large":
             return problem(
                 "file-too-large",
-                f"the file is {size / 1_000_000:.1f} MB; the limit is {config.max_file_bytes / 1_000_000:.1f} MB "
+                f"the file is {exc.size / 1_000_000:.1f} MB; the limit is {config.max_file_bytes / 1_000_000:.1f} MB "
                 "(a leaf holds a handful of examples)",
             )
-        if not path.is_file():
-            return problem("unreadable", "not a regular file")
-        with path.open("rb") as handle:
-            data = handle.read(config.max_file_bytes + 1)
-    except PermissionError:
-        return problem("unreadable", "permission denied reading this file; check its permissions")
-    except OSError as exc:
-        return problem("unreadable", f"cannot read this file: {exc.strerror or exc}")
-    if len(data) > config.max_file_bytes:
-        return problem("file-too-large", f"the file is larger than the limit of {config.max_file_bytes:,} bytes")
+        return problem(
+            "unreadable", f"{exc.reason}; replace it by a regular file" if exc.kind == "special" else exc.reason
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -146,14 +156,40 @@ def read_leaf_text(config: Config, path: Path, file: str) -> tuple[str | None, l
     return text.removeprefix("\ufeff"), []
 
 
+def _symlink_problem(config: Config, path: Path) -> tuple[str, str]:
+    """The rule and message for a qna.yaml that is a symbolic link (which is never followed)."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "unreadable", "this symlink points to nothing (or to itself); fix or remove it"
+    try:
+        target.relative_to(config.project_root)
+    except ValueError:
+        return "symlink-outside", "this symlink points outside the repository; copy the file in instead"
+    return "symlink", "this qna.yaml is a symbolic link; labtax never follows links in the taxonomy: put the file here"
+
+
 def validate_leaf_file(
     config: Config, path: Path, *, check_documents: bool = False
 ) -> tuple[Leaf | None, list[Diagnostic]]:
     """Validate one qna.yaml (and its attribution.txt). Returns the Leaf when its content is usable."""
+    leaf, diagnostics, _ = _validate_leaf(config, path, remote_documents=check_documents)
+    return leaf, diagnostics
+
+
+def _validate_leaf(
+    config: Config,
+    path: Path,
+    *,
+    remote_documents: bool = False,
+    local_documents: bool = True,
+    teacher_context: int | None = None,
+) -> tuple[Leaf | None, list[Diagnostic], bool]:
+    """The leaf, its diagnostics, and whether its documents were resolved."""
     file = display_path(path, config)
     text, diagnostics = read_leaf_text(config, path, file)
     if text is None:
-        return None, diagnostics
+        return None, diagnostics, False
     branch = find_branch(path, config)
     if taxonomy_relative(path, config) is None and not is_outside_project(path, config):
         diagnostics.append(
@@ -183,14 +219,14 @@ def validate_leaf_file(
     doc, load_diagnostics = load_yaml_text(text, file)
     diagnostics.extend(load_diagnostics)
     if doc is None:
-        return None, diagnostics
+        return None, diagnostics, False
     if doc.value is None:
         diagnostics.append(
             Diagnostic(
                 file, 1, 1, "empty-file", "the file is empty; a leaf needs a version, a description and seed examples"
             )
         )
-        return None, diagnostics
+        return None, diagnostics, False
     if not isinstance(doc.value, dict):
         diagnostics.append(
             Diagnostic(
@@ -202,7 +238,7 @@ def validate_leaf_file(
                 f"{'a list' if isinstance(doc.value, list) else 'a single value'}",
             )
         )
-        return None, diagnostics
+        return None, diagnostics, False
     content = doc.value
     version = content.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
@@ -212,20 +248,26 @@ def validate_leaf_file(
                 file, position.line, position.column, "bad-version", _bad_version_message(version), yaml_path=".version"
             )
         )
-        return None, diagnostics
+        return None, diagnostics, False
     diagnostics.extend(validate_schema(doc, file, branch, version))
     kind = leaf_kind(branch, content)
-    diagnostics.extend(LeafChecker(doc, file, kind, version, config).run())
+    diagnostics.extend(LeafChecker(doc, file, kind, version, config, branch).run())
     leaf_dir = path.parent
     display_dir = file.rsplit("/", 1)[0] if "/" in file else ""
-    diagnostics.extend(check_attribution(leaf_dir, display_dir))
+    attribution, attribution_diagnostics = load_attribution(leaf_dir, display_dir, config)
+    diagnostics.extend(attribution_diagnostics)
     document = document_ref(content.get("document")) if kind == "knowledge" else None
-    # An unsafe reference (absolute path, '..', absolute pattern) is reported by the rules and never resolved.
-    resolvable = document is not None and document_is_usable(document.repo, document.patterns)
-    if check_documents and document is not None and resolvable:
-        from labtax.documents import check_document
+    # An unsafe reference (absolute path, '..', absolute pattern, a source the configuration does not
+    # allow) is reported by the rules and never resolved.
+    resolvable = document is not None and document_is_usable(document.repo, document.patterns, config)
+    texts: list[tuple[str, str]] | None = None
+    checked = False
+    if document is not None and resolvable and (local_documents if document.is_local else remote_documents):
+        from labtax.documents import inspect_documents
 
-        for message in check_document(config.project_root, document):
+        texts, problems = inspect_documents(config.project_root, document, timeout_s=config.fetch_timeout_s)
+        checked = True
+        for message in problems:
             where = _document_problem_path(content, message)
             position = doc.position(where)
             diagnostics.append(
@@ -233,14 +275,23 @@ def validate_leaf_file(
                     file, position.line, position.column, "document-check", message, yaml_path=format_yaml_path(where)
                 )
             )
-    attribution = _read_attribution(leaf_dir)
     digest = (
         local_document_digest(config.project_root, document)
         if document is not None and document.is_local and resolvable
         else None
     )
     leaf = leaf_from_content(leaf_path(path, config), branch, content, attribution, digest)
-    return leaf, diagnostics
+    if teacher_context is not None:
+        from labtax.validate.context_fit import context_fit_problems
+
+        for where, message in context_fit_problems(leaf, teacher_context, texts):
+            position = doc.position(where)
+            diagnostics.append(
+                Diagnostic(
+                    file, position.line, position.column, "context-fit", message, yaml_path=format_yaml_path(where)
+                )
+            )
+    return leaf, diagnostics, checked
 
 
 def _document_problem_path(content: dict[str, object], message: str) -> YamlPath:
@@ -262,14 +313,42 @@ def _bad_version_message(version: object) -> str:
     return f"version {shown} is not a known qna.yaml version; use {LATEST_VERSION} (supported: {supported})"
 
 
-def _read_attribution(leaf_dir: Path) -> Attribution | None:
-    text = read_attribution_text(leaf_dir / ATTRIBUTION_FILE)
-    return None if text is None else parse_attribution(text)[0]
-
-
 def load_leaves(config: Config, paths: Iterable[Path] | None = None) -> ValidationResult:
     """All leaves under `paths` with their diagnostics; later stages call this, then decide what to do."""
     return validate_paths(config, paths)
 
 
-__all__ = ["ValidationResult", "apply_severities", "load_leaves", "validate_leaf_file", "validate_paths"]
+@dataclass(frozen=True)
+class UsableLeaves:
+    """The leaves a stage may use (no error in any of their files) and the others, with their errors."""
+
+    leaves: list[Leaf]
+    invalid: dict[str, list[Diagnostic]]  # Leaf.path -> its error diagnostics
+
+
+def usable_leaves(config: Config, result: ValidationResult) -> UsableLeaves:
+    """Split validated leaves into usable and invalid ones. Generation and release plan only the usable
+    ones: an error in one leaf never stops the others (issue 12), and an invalid leaf is listed, not lost."""
+    errors_by_dir: dict[str, list[Diagnostic]] = {}
+    for diagnostic in result.diagnostics:
+        if diagnostic.severity is Severity.ERROR:
+            errors_by_dir.setdefault(posixpath.dirname(diagnostic.file), []).append(diagnostic)
+    usable, invalid = [], {}
+    for leaf in result.leaves:
+        directory = posixpath.dirname(display_path(config.taxonomy_root / leaf.path, config))
+        if directory in errors_by_dir:
+            invalid[leaf.path] = errors_by_dir[directory]
+        else:
+            usable.append(leaf)
+    return UsableLeaves(usable, invalid)
+
+
+__all__ = [
+    "UsableLeaves",
+    "ValidationResult",
+    "apply_severities",
+    "load_leaves",
+    "usable_leaves",
+    "validate_leaf_file",
+    "validate_paths",
+]

@@ -10,11 +10,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import functools
-import hashlib
 import json
-import marshal
-import os
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -42,12 +38,41 @@ def load_schema(version: int, name: str) -> dict[str, Any]:
     return result
 
 
+def canonical(value: Any) -> Any:
+    """A hashable stand-in for a JSON value with JSON Schema's equality: key order does not count,
+    1 equals 1.0, and true is not 1. Duplicates are then found with a set, in linear time."""
+    if isinstance(value, dict):
+        return frozenset((key, canonical(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return tuple(canonical(item) for item in value)
+    if isinstance(value, bool):
+        return (bool, value)
+    return value
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """jsonschema's `uniqueItems`, in linear time. Its own falls back to comparing every pair of items
+    when they are mappings (seed examples are), which made a 1 MiB leaf with one error take minutes."""
+    from jsonschema import ValidationError
+
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[Any] = set()
+    for item in instance:
+        key = canonical(item)
+        if key in seen:
+            yield ValidationError(f"{len(instance)} items, not all unique")  # _translate names the copy
+            return
+        seen.add(key)
+
+
 @functools.cache
 def _validator(version: int, name: str) -> Any:
     # Imported here: jsonschema costs ~40 ms to import, and only an invalid leaf needs it.
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator, validators
 
-    return Draft202012Validator(load_schema(version, name))
+    linear = validators.extend(Draft202012Validator, {"uniqueItems": _unique_items})
+    return linear(load_schema(version, name))
 
 
 @functools.cache
@@ -55,45 +80,18 @@ def _fast_check(version: int, name: str) -> Callable[[Any], Any]:
     """A yes/no validator compiled to Python code (fastjsonschema): ~6x faster than jsonschema on a
     valid leaf, and most leaves are valid. jsonschema then explains the rejected ones error by error.
 
-    Generating the code costs ~50 ms, too much for a one-leaf pre-commit run, so the compiled code
-    object is cached on disk (like a .pyc), keyed by the schema, fastjsonschema and Python versions."""
+    The code is generated from our own packaged schema in this process, every time (3-9 ms per schema,
+    measured), and never cached on disk: a cache of code under ~/.cache is writable by whatever else runs
+    as the same user (a pull request's job on a persistent runner), and a hash or HMAC kept beside it
+    would be just as writable, so loading it would execute code nobody verified (issue 15)."""
     import fastjsonschema
 
     # Without $id the generated entry point is named `validate`; $schema would pick a draft by URI.
     schema = {key: value for key, value in load_schema(version, name).items() if key not in ("$schema", "$id")}
-    key_source = json.dumps([schema, fastjsonschema.VERSION, sys.version, _FAST_CACHE_FORMAT], sort_keys=True)
-    cache_file = _fast_cache_dir() / f"{hashlib.sha256(key_source.encode()).hexdigest()[:32]}.marshal"
-    try:
-        code = marshal.loads(cache_file.read_bytes())
-    except (OSError, ValueError, EOFError, TypeError):
-        code = compile(fastjsonschema.compile_to_code(schema), f"<labtax schema v{version}/{name}>", "exec")
-        _write_cache(cache_file, marshal.dumps(code))
+    code = compile(fastjsonschema.compile_to_code(schema), f"<labtax schema v{version}/{name}>", "exec")
     namespace: dict[str, Any] = {}
-    exec(code, namespace)  # our own schema's generated code
+    exec(code, namespace)  # generated just now from the packaged schema
     return namespace["validate"]  # type: ignore[no-any-return]
-
-
-_FAST_CACHE_FORMAT = 1
-
-
-def _fast_cache_dir() -> Path:
-    root = os.environ.get("LABTAX_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "labtax"
-    )
-    return Path(root) / "schema-validators"
-
-
-def _write_cache(path: Path, data: bytes) -> None:
-    """Atomic write; a cache that cannot be written only costs speed."""
-    import tempfile
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
-            handle.write(data)
-        os.replace(handle.name, path)
-    except OSError:
-        return
 
 
 def is_valid_fast(content: Any, version: int, name: str) -> bool:
@@ -187,10 +185,12 @@ def _first_duplicate(items: object) -> tuple[int, int | None]:
     """Indexes of the first entry that repeats an earlier one (jsonschema only says that one does)."""
     if not isinstance(items, list):
         return 0, None
+    first: dict[Any, int] = {}
     for later, item in enumerate(items):
-        for earlier in range(later):
-            if items[earlier] == item:
-                return earlier, later
+        key = canonical(item)
+        if key in first:
+            return first[key], later
+        first[key] = later
     return 0, None
 
 
