@@ -48,9 +48,7 @@ def leaves(project: Path) -> dict[str, Leaf]:
     return {leaf.path: leaf for leaf in load_leaves(load_config(start=project, taxonomy=project / "taxonomy")).leaves}
 
 
-def curate(
-    project: Path, base: Path, leaves: list[Leaf], rows: dict[str, list[Any]], **options: Any
-) -> dict[str, Any]:
+def curate(project: Path, base: Path, leaves: list[Leaf], rows: dict[str, list[Any]], **options: Any) -> dict[str, Any]:
     write_generation(base / "gen", leaves, rows)
     config = CurationConfig(samples_dir=base / "gen", output_dir=base / "data", taxonomy_root=project, **options)
     run_curation(config, leaves)

@@ -14,11 +14,11 @@ way, with the proportions in `[knowledge]` (`KnowledgeSettings`):
   distractors only), the question; the answer (assistant tokens trained);
 - `plain`: the bare question and answer, as generated.
 
-The chunks are the leaf's pinned documents (`labtax.documents.read_documents`) cut as generation cuts
-them (`labtax.sdg.chunking.chunk_documents`). A sample's own chunk is the one its generation prompt
-showed the teacher: a chunk contained in the prompt of the exchange that wrote the question, else the
-chunk sharing most word trigrams with that prompt, else with the answer. Every choice is seeded per
-sample, so adding a leaf does not reshuffle another's rows.
+The chunks are the leaf's pinned documents (`labtax.documents.read_documents` and `document_text`: git
+objects, PDFs as text) cut as generation cuts them (`labtax.sdg.chunking.chunk_documents`). A sample's
+own chunk is the one its generation prompt showed the teacher: a chunk contained in the prompt of the
+exchange that wrote the question, else the chunk sharing most word trigrams with that prompt, else with
+the answer. Every choice is seeded per sample, so adding a leaf does not reshuffle another's rows.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def leaf_chunks(
 ) -> tuple[dict[str, list[str]], list[str]]:
     """Each knowledge leaf's document chunks, and notes for leaves whose documents cannot be read (their
     samples are then written plain, and the note says so)."""
-    from labtax.documents import DocumentError, read_documents
+    from labtax.documents import DocumentError, document_text, read_documents
     from labtax.sdg.chunking import chunk_documents
 
     size, overlap = chunking(settings)
@@ -60,12 +60,11 @@ def leaf_chunks(
     for leaf in leaves:
         if leaf.kind is not LeafKind.KNOWLEDGE or leaf.document is None:
             continue
-        try:
-            documents = read_documents(project_root, leaf.document)
+        try:  # from git objects, and PDFs as text, exactly as generation reads them
+            texts = [(d.path, document_text(d)) for d in read_documents(project_root, leaf.document)]
         except DocumentError as exc:
             notes.append(f"{leaf.path}: its documents cannot be read ({exc}); its samples are written without them")
             continue
-        texts = [(d.path, d.data.decode("utf-8", "replace")) for d in documents]
         chunks[leaf.path] = [chunk.text for chunk in chunk_documents(texts, size, overlap)]
     return chunks, notes
 

@@ -82,19 +82,18 @@ class McqSettings:
 
 def document_chunks(leaf: Leaf, project_root: Path) -> list[tuple[str, str]]:
     """(source, text) of the leaf's document chunks, cut as generation cuts them (its default chunk size)."""
-    from labtax.documents import DocumentError, read_documents
+    from labtax.documents import DocumentError, document_text, read_documents
     from labtax.errors import LabtaxError
     from labtax.sdg.chunking import chunk_documents
     from labtax.sdg.params import GenerationParams
 
     if leaf.document is None:
         return []
-    try:
-        documents = read_documents(project_root, leaf.document)
+    try:  # from git objects, and PDFs as text, exactly as generation reads them
+        texts = [(d.path, document_text(d)) for d in read_documents(project_root, leaf.document)]
     except DocumentError as exc:
         raise LabtaxError(f"{leaf.path}: {exc}") from None
     params = GenerationParams()
-    texts = [(d.path, d.data.decode("utf-8", "replace")) for d in documents]
     return [
         (f"{chunk.source}#{chunk.index}", chunk.text)
         for chunk in chunk_documents(texts, params.chunk_size, params.chunk_overlap)
