@@ -196,6 +196,9 @@ def test_knowledge_rows_follow_the_configured_proportions(project: Path, leaves:
         assert sample.metadata.train_all_tokens is (True if sample.metadata.form == "grounded" else None)
     again = render_knowledge(pool, chunks, settings, seed=5)
     assert again.rows == rendered.rows, "deterministic for a seed"
+    # A sample drawn for no form is still trained on, in the most-shared form: nothing kept is lost.
+    sparse = render_knowledge(pool, chunks, KnowledgeSettings(grounded_share=0.3, raft_share=0.1, plain_share=0), 5)
+    assert {r.metadata.sample_id for r in sparse.rows} == {c.sample_id for c in pool}
 
 
 def test_training_learns_every_token_of_a_document_grounded_row(tiny_model_dir: Path) -> None:

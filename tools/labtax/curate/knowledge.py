@@ -101,6 +101,8 @@ def render_knowledge(
         own = source_chunk(candidate, leaf_chunks_)
         rng = random.Random(f"{seed}/knowledge/{candidate.sample_id}")
         chosen = {form for form in FORMS if rng.random() < shares[form]}
+        if not chosen:  # every kept sample is trained on at least once: in the most-shared form
+            chosen = {max(FORMS, key=lambda form: shares[form])}
         if own is None:
             without_chunk += 1
             if chosen - {PLAIN}:

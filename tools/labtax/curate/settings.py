@@ -68,10 +68,11 @@ class KnowledgeSettings:
     """How phase 1 shows the student its knowledge: InstructLab's knowledge data mixing (docs/curation.md).
 
     Each share is the fraction of knowledge samples written in that form (independently, so a sample
-    may appear in several). `grounded`: the document chunk the question came from, then the question
-    and answer, every token trained (InstructLab's phase 0.7 "pretraining" samples). `raft`: the
-    question after `raft_documents` chunks, the right one among them with `raft_oracle_probability`,
-    distractors otherwise (its phase 1.0, after RAFT). `plain`: the bare question and answer."""
+    may appear in several; one drawn for none is written in the form with the largest share).
+    `grounded`: the document chunk the question came from, then the question and answer, every token
+    trained (InstructLab's phase 0.7 "pretraining" samples). `raft`: the question after `raft_documents`
+    chunks, the right one among them with `raft_oracle_probability`, distractors otherwise (its phase
+    1.0, after RAFT). `plain`: the bare question and answer."""
 
     grounded_share: float = 1.0
     raft_share: float = 1.0
