@@ -69,7 +69,15 @@ def main() -> int:
     parser.add_argument("--target", type=int, default=None, help="generated samples per leaf (tiny 40, smollm2 12)")
     parser.add_argument("--epochs", type=int, default=None, help="phase-1 epochs (tiny 4, smollm2 2)")
     parser.add_argument("--chunk-words", type=int, default=None, help="chunk size in words (tiny 200, smollm2 120)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (tiny 2e-3, smollm2 5e-5)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (tiny 2e-3, smollm2 1e-4)")
+    parser.add_argument(
+        "--batch-tokens", type=int, default=None, help="tokens per optimizer step (tiny 4096, smollm2 1024)"
+    )
+    parser.add_argument("--raft-words", type=int, default=None, help="RAFT context budget (tiny 800, smollm2 250)")
+    parser.add_argument("--answer-tokens", type=int, default=None, help="greedy answer length (tiny 48, smollm2 32)")
+    parser.add_argument(
+        "--arms", default=None, help="comma-separated arms (default: all; smollm2: plain, grounded, mixed)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
@@ -79,7 +87,14 @@ def main() -> int:
     target = args.target or (40 if tiny else 12)
     epochs = args.epochs or (4 if tiny else 2)
     chunk_words = args.chunk_words or (200 if tiny else 120)
-    learning_rate = args.lr or (2e-3 if tiny else 5e-5)
+    learning_rate = args.lr or (2e-3 if tiny else 1e-4)
+    batch_tokens = args.batch_tokens or (4096 if tiny else 1024)
+    raft_words = args.raft_words or (800 if tiny else 250)
+    answer_tokens = args.answer_tokens or (48 if tiny else 32)
+    warmup = 2 if tiny else 1  # warm-up steps (the small SmolLM2 arms have few steps)
+    default_arms = [arm.name for arm in ARMS] if tiny else ["plain", "grounded", "mixed (default)"]
+    chosen = [name.strip() for name in args.arms.split(",")] if args.arms else default_arms
+    arms = [arm for arm in ARMS if arm.name in chosen]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -91,23 +106,32 @@ def main() -> int:
         project = make_project(work / "project", leaves)
         student = prepare_student(args.student, work, project)
         generation, questions = generate(project, work / "gen", target, chunk_words)
-        results: dict[str, dict[str, Any]] = {"base": evaluate(student, project, questions)}
+        results: dict[str, dict[str, Any]] = {"base": evaluate(student, project, questions, answer_tokens)}
         tokens: dict[str, int] = {}
-        for arm in ARMS:
-            data = curate(project, generation, work / "data" / slug(arm.name), arm, chunk_words, args.seed)
+        for arm in arms:
+            data = curate(project, generation, work / "data" / slug(arm.name), arm, chunk_words, raft_words, args.seed)
             arm_epochs = epochs
             if arm.match_tokens_of:
                 per_epoch = trained_tokens_per_epoch(student, data)
                 arm_epochs = max(epochs, round(tokens[arm.match_tokens_of] / per_epoch))
             started = time.monotonic()
-            model, trained = train(student, data, work / "runs" / slug(arm.name), arm_epochs, learning_rate, args.seed)
+            run = work / "runs" / slug(arm.name)
+            model, trained = train(
+                student, data, run, hyper(arm_epochs, learning_rate, batch_tokens, warmup, args.seed)
+            )
             tokens[arm.name] = trained
-            scores = evaluate(model, project, questions)
+            scores = evaluate(model, project, questions, answer_tokens)
             scores |= {"epochs": arm_epochs, "trained_tokens": trained, "seconds": round(time.monotonic() - started)}
             scores["rows"] = sum(1 for _ in (data / "phase1_knowledge.jsonl").open(encoding="utf-8"))
             results[arm.name] = scores
             print(f"{arm.name}: {scores}", file=sys.stderr, flush=True)
-        report(args, results, leaves, target, epochs, chunk_words, learning_rate)
+        settings = {
+            "leaves": len(leaves), "target": target, "epochs": epochs, "chunk_words": chunk_words,
+            "learning_rate": learning_rate, "batch_tokens": batch_tokens, "warmup_steps": warmup,
+            "raft_words": raft_words,
+        }  # fmt: skip
+        report(args, results, settings)
+        results["settings"] = settings
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     finally:
@@ -182,10 +206,12 @@ def generate(project: Path, out: Path, target: int, chunk_words: int) -> tuple[P
     return out, questions
 
 
-def curate(project: Path, gen: Path, out: Path, arm: Arm, chunk_words: int, seed: int) -> Path:
+def curate(project: Path, gen: Path, out: Path, arm: Arm, chunk_words: int, raft_words: int, seed: int) -> Path:
     from labtax.curate import CurationConfig, KnowledgeSettings, run_curation
 
-    knowledge = KnowledgeSettings(chunk_size=chunk_words, chunk_overlap=chunk_words // 8, **arm.knowledge)
+    knowledge = KnowledgeSettings(
+        chunk_size=chunk_words, chunk_overlap=chunk_words // 8, raft_max_words=raft_words, **arm.knowledge
+    )
     config = CurationConfig(
         samples_dir=gen, output_dir=out, taxonomy_root=project / "taxonomy", project_root=project,
         seed=seed, knowledge=knowledge,
@@ -195,14 +221,14 @@ def curate(project: Path, gen: Path, out: Path, arm: Arm, chunk_words: int, seed
     return out
 
 
-def hyper(epochs: int, learning_rate: float, seed: int) -> Any:
+def hyper(epochs: int, learning_rate: float, batch_tokens: int, warmup: int, seed: int) -> Any:
     from labtax.train.config import load_hyperparameters
 
     return load_hyperparameters(
         None,
         {
-            "seed": seed, "max_length": 2048, "learning_rate": learning_rate, "warmup_steps": 2,
-            "micro_batch_tokens": 4096, "gradient_accumulation_steps": 1, "phase1.epochs": epochs,
+            "seed": seed, "max_length": 2048, "learning_rate": learning_rate, "warmup_steps": warmup,
+            "micro_batch_tokens": batch_tokens, "gradient_accumulation_steps": 1, "phase1.epochs": epochs,
             "checkpoint_every": 0, "keep_checkpoints": 1,
         },
     )  # fmt: skip
@@ -218,16 +244,16 @@ def trained_tokens_per_epoch(student: Path, data: Path) -> int:
     return encode_rows(tokenizer, rows, max_length=2048, assistant_only_loss=True, overlength="skip").trained_tokens
 
 
-def train(student: Path, data: Path, out: Path, epochs: int, learning_rate: float, seed: int) -> tuple[Path, int]:
+def train(student: Path, data: Path, out: Path, hyperparameters: Any) -> tuple[Path, int]:
     from labtax.train.config import TrainConfig
     from labtax.train.recipe import run_training
 
-    result = run_training(TrainConfig(str(student), data, out, hyper(epochs, learning_rate, seed)))
+    result = run_training(TrainConfig(str(student), data, out, hyperparameters))
     assert result.final_model is not None, "training did not finish"
     return result.final_model, sum(phase.trained_tokens for phase in result.phases)
 
 
-def evaluate(model: Path, project: Path, questions: list[Any]) -> dict[str, Any]:
+def evaluate(model: Path, project: Path, questions: list[Any], answer_tokens: int) -> dict[str, Any]:
     """Held-out knowledge scores and multiple-choice accuracy, as `labtax evaluate` computes them."""
     from labtax.records.evaluation import Scores
     from labtax.taxonomy.leaf import LeafKind
@@ -237,7 +263,7 @@ def evaluate(model: Path, project: Path, questions: list[Any]) -> dict[str, Any]
     total = Scores()
     for leaf in load_project_leaves(project):
         if leaf.kind is LeafKind.KNOWLEDGE:
-            scores, _ = score_leaf(scorer, leaf, 48)
+            scores, _ = score_leaf(scorer, leaf, answer_tokens)
             total.add(scores)
     correct = sum(pick_choice(scorer, q, "cloze") == q.answer for q in questions)
     scorer.close()
@@ -247,15 +273,9 @@ def evaluate(model: Path, project: Path, questions: list[Any]) -> dict[str, Any]
     }  # fmt: skip
 
 
-def report(
-    args: argparse.Namespace, results: dict[str, dict[str, Any]], leaves: list[str], target: int, epochs: int,
-    chunk_words: int, learning_rate: float,
-) -> None:  # fmt: skip
+def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], settings: dict[str, Any]) -> None:
     base = results["base"]
-    print(
-        f"student: {args.student}; leaves: {len(leaves)}; {target} generated samples per leaf; {epochs} epochs; "
-        f"chunks of {chunk_words} words; learning rate {learning_rate}; seed {args.seed}"
-    )
+    print(f"student: {args.student}; seed {args.seed}; " + "; ".join(f"{k} {v}" for k, v in settings.items()))
     print(
         f"held-out knowledge pairs: {base['pairs']} (closed book); multiple-choice questions: {base['mcq_questions']}\n"
     )
