@@ -321,3 +321,25 @@ def test_a_grounded_seeds_instruction_over_another_passage_is_not_contamination(
     assert contamination([leaf], data) == {}
     write(f"{context}\n\n{pair.question}")  # the held-out seed itself
     assert contamination([leaf], data) == {invoices: [pair.question]}
+
+
+def test_a_teacher_answering_garbage_costs_scores_not_the_evaluation(
+    project: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Every teacher answer malformed (a 200 whose content is not JSON): no questions, no ratings, notes
+    saying so, the held-out scores and the gate as without a teacher."""
+    output = tmp_path / "eval.json"
+    with running_server(fault_rates={"malformed": 1.0}) as server:
+        teacher = ["--teacher-url", server.url, "--teacher-model", "fake-teacher", "--mcq-per-leaf", "3"]
+        assert evaluate(project, tiny_model_dir, tiny_model_dir, output, *teacher) == 0
+    report = read_eval_report(output)
+    tides = next(leaf for leaf in report.leaves if leaf.leaf == TIDES)
+    haiku = next(leaf for leaf in report.leaves if leaf.leaf == HAIKU)
+    assert tides.mcq == [] and tides.model.answers == 5 and report.gate.status == "pass"
+    assert haiku.model.judged == 0 and all(q.model and q.model.rating is None for q in haiku.judged)
+    assert any("fewer than 3" in note for note in report.notes)
+    assert any("the judge gave no rating for 12 of 12 answers" in note for note in report.notes)
+    assert (
+        not (output.parent / "mcq.json").exists()
+        or read_mcq_set(output.parent / "mcq.json").leaves[TIDES].questions == ()
+    )

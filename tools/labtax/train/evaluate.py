@@ -335,6 +335,7 @@ def prepare_teacher_questions(
 ) -> None:
     """Multiple-choice questions for knowledge leaves (from mcq.json when current, else from the teacher)
     and the judged seed questions of skill leaves."""
+    from labtax.sdg.teacher import TRANSPORT
     from labtax.train.eval_teacher import (
         McqSettings,
         ask_all,
@@ -373,15 +374,20 @@ def prepare_teacher_questions(
                 json.dumps([judge_key(identity), seeds], ensure_ascii=False).encode("utf-8")
             ).hexdigest()
     answers = iter(ask_all(teacher, [r for _, _, requests, _ in wanted for r in requests]))
+    keep: dict[str, McqLeaf] = {}
     for leaf, key, requests, sources in wanted:
-        questions, rejected = mcq_questions([next(answers) for _ in requests], sources, settings)
+        results = [next(answers) for _ in requests]
+        questions, rejected = mcq_questions(results, sources, settings)
         if rejected:
             notes.append(f"{leaf.path}: {rejected} multiple-choice questions or teacher answers were unusable")
         if len(questions) < settings.per_leaf:
             notes.append(f"{leaf.path}: {len(questions)} multiple-choice questions, fewer than {settings.per_leaf}")
         sets[leaf.path] = McqLeaf(key, tuple(questions))
-    if wanted:
-        write_mcq_set(path, McqSet({**stored.leaves, **sets}))
+        # Kept for the next run unless empty or cut short by an unreachable teacher: then it is asked again.
+        if questions and not any(result.error_kind == TRANSPORT for result in results):
+            keep[leaf.path] = sets[leaf.path]
+    if keep:
+        write_mcq_set(path, McqSet({**stored.leaves, **keep}))
     for evaluation in evaluations:
         if evaluation.leaf in sets:
             made = sets[evaluation.leaf]
