@@ -227,7 +227,7 @@ def hyper(epochs: int, learning_rate: float, batch_tokens: int, warmup: int, see
     return load_hyperparameters(
         None,
         {
-            "seed": seed, "max_length": 2048, "learning_rate": learning_rate, "warmup_steps": warmup,
+            "seed": seed, "max_length": min(2048, batch_tokens), "learning_rate": learning_rate, "warmup_steps": warmup,
             "micro_batch_tokens": batch_tokens, "gradient_accumulation_steps": 1, "phase1.epochs": epochs,
             "checkpoint_every": 0, "keep_checkpoints": 1,
         },
