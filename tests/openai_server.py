@@ -113,6 +113,8 @@ _MARKERS = {
     "Score how well the answer addresses": "knowledge_relevance",
     "A good question is clear": "knowledge_question",
     "Write only the response": "response",
+    "multiple-choice questions about facts": "eval_mcq",
+    "Answer to rate:": "eval_judge",
     "agrees with the reference answer": "precheck_judge",  # labtax precheck --judge-url
 }
 
@@ -188,6 +190,30 @@ def default_answer(stage: str, body: dict[str, Any], serial: int) -> str:
     if stage == "knowledge_question":
         question = _section(prompt, "Question")
         return _verdict("clear", 0 if _digest(question + "q") % 11 == 0 else 1)
+    if stage == "eval_mcq":
+        # Questions whose right choice is a sentence of the passage, the others sentences from elsewhere in it
+        # reworded: a model that read the document prefers the true sentence.
+        passage = _section(prompt, "Passage")
+        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", passage) if len(s.split()) >= 6] or [passage]
+        questions = []
+        for i in range(min(count, len(sentences))):
+            fact = sentences[i]
+            wrong = [f"It is not true that {sentences[(i + k) % len(sentences)].lower()}" for k in (1, 2, 3)]
+            wrong = [w if w != fact else f"{w} (no)" for w in wrong]
+            questions.append(
+                {
+                    "question": f"Which statement does the passage make ({i + 1})?",
+                    "choices": [fact, *wrong],
+                    "answer": "A",
+                }
+            )
+        return json.dumps({"questions": questions})
+    if stage == "eval_judge":
+        # A rating that follows the answer's word overlap with the reference: better answers rate higher.
+        reference = set(re.findall(r"\w+", _section(prompt, "Reference answer").lower()))
+        answer = set(re.findall(r"\w+", _section(prompt, "Answer to rate").lower()))
+        overlap = len(reference & answer) / max(1, len(reference | answer))
+        return json.dumps({"explanation": f"word overlap {overlap:.2f}", "rating": 1 + round(9 * overlap)})
     return f"unknown stage {stage}"
 
 

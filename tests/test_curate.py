@@ -16,7 +16,15 @@ import pytest
 
 from labtax.cli import main
 from labtax.config import load_config
-from labtax.curate import CurationConfig, DedupSettings, FilterSettings, MixSettings, SelectSettings, run_curation
+from labtax.curate import (
+    CurationConfig,
+    DedupSettings,
+    FilterSettings,
+    KnowledgeSettings,
+    MixSettings,
+    SelectSettings,
+    run_curation,
+)
 from labtax.curate.filters import build_filters, first_failure
 from labtax.curate.samples import Candidate
 from labtax.curate.samples import candidate as make_candidate
@@ -27,6 +35,7 @@ from labtax.taxonomy.leaf import Leaf, heldout_pairs
 from labtax.text import jaccard, normalise, shingles
 from labtax.validate import load_leaves
 from test_curate_support import (
+    DOCUMENTS,
     GIT,
     HAIKU,
     REPO_ROOT,
@@ -84,8 +93,6 @@ def candidate(question: str, answer: str, *, finish_reason: str = "stop") -> Can
     [
         ("What is a tide?", "", {}, "empty:empty-answer"),
         ("", "Tides are the rise and fall of the sea.", {}, "empty:empty-question"),
-        ("What is a tide?", "The tide is the rise of", {}, "truncated:truncated"),
-        ("What is a tide?", "Tides rise and fall, and the", {}, "truncated:truncated"),
         ("What is a tide?", "Tides rise and fall twice a day.", {"finish_reason": "length"}, "truncated:truncated"),
         ("Tide?", "Tides rise and fall twice a day.", {}, "length:question-too-short"),
         ("What is a tide?", "word " * 2500 + "end.", {}, "length:answer-too-long"),
@@ -190,8 +197,11 @@ def test_phase1_is_knowledge_short_answers_first_and_phase2_is_skills_plus_repla
     phase1 = read_jsonl(curated["data"] / "phase1_knowledge.jsonl")
     phase2 = read_jsonl(curated["data"] / "phase2_skills.jsonl")
     assert {r["metadata"]["leaf"] for r in phase1} == {TIDES, GIT}
-    lengths = [len(r["messages"][-1]["content"].split()) for r in phase1]
-    assert lengths == sorted(lengths)
+    forms = [r["metadata"]["form"] for r in phase1]
+    assert forms == sorted(forms, key=["grounded", "raft", "plain"].index), "documents first, then RAFT rows"
+    for form in set(forms):  # within a form, short answers first
+        lengths = [len(r["messages"][-1]["content"].split()) for r in phase1 if r["metadata"]["form"] == form]
+        assert lengths == sorted(lengths)
     replay = [r for r in phase2 if r["metadata"].get("replay") == "phase1"]
     skills = [r for r in phase2 if "replay" not in r["metadata"]]
     assert {r["metadata"]["leaf"] for r in skills} == {HAIKU, UNITS}
@@ -201,7 +211,7 @@ def test_phase1_is_knowledge_short_answers_first_and_phase2_is_skills_plus_repla
     assert mix["phase2_replay_phase1_rows"] == len(replay) == round(0.3 * len(phase1))
     assert mix["phase2_knowledge_share"] >= MixSettings().min_knowledge_share
     assert mix["phase2_replay_phase1_repeated_rows"] == 0
-    assert len({r["metadata"]["sample_id"] for r in replay}) == len(replay), "no silent duplicates"
+    assert len({(r["metadata"]["sample_id"], r["metadata"]["form"]) for r in replay}) == len(replay), "no duplicates"
 
 
 def test_outputs_load_with_datasets(curated: dict[str, Any]) -> None:
@@ -335,7 +345,10 @@ def small_project_generation(project: Path, directory: Path, knowledge: int, ski
 def test_knowledge_is_upsampled_to_its_minimum_share_and_repeats_are_marked(project: Path, tmp_path: Path) -> None:
     leaves = small_project_generation(project, tmp_path / "gen", knowledge=4, skills=27)
     mix = MixSettings(replay_share=0.5, min_knowledge_share=0.25)
-    config = CurationConfig(samples_dir=tmp_path / "gen", output_dir=tmp_path / "data", mix=mix, taxonomy_root=project)
+    plain = KnowledgeSettings(grounded_share=0.0, raft_share=0.0, plain_share=1.0)  # one phase-1 row per sample
+    config = CurationConfig(
+        samples_dir=tmp_path / "gen", output_dir=tmp_path / "data", mix=mix, knowledge=plain, taxonomy_root=project
+    )
     result = run_curation(config, leaves)
     phase2 = read_jsonl(tmp_path / "data" / "phase2_skills.jsonl")
     replay = [r for r in phase2 if r["metadata"].get("replay") == "phase1"]
@@ -413,7 +426,7 @@ def test_cli_curates_and_refuses_bad_settings_before_work(
     code = main(["curate", "--samples", gen, "--output", str(tmp_path / "data"), "--root", str(project / "taxonomy")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "84 kept" in captured.err and "phase 1: 48 rows" in captured.err
+    assert "84 kept" in captured.err and "phase 1: 96 rows (48 document-grounded, 48 among distractor" in captured.err
     assert (tmp_path / "data" / "curation.json").read_bytes() == (curated["data"] / "curation.json").read_bytes()
 
     settings = tmp_path / "curate.toml"
@@ -471,7 +484,24 @@ def test_curates_what_labtax_generate_writes(project: Path, tmp_path: Path, monk
     assert set(report["leaves"]) == {entry["leaf"] for entry in generated}
     phase1 = read_jsonl(data / "phase1_knowledge.jsonl")
     assert {row["metadata"]["leaf"] for row in phase1} <= {TIDES, GIT}
-    assert report["totals"]["kept"] == report["mix"]["phase1_rows"] + report["mix"]["phase2_skill_rows"]
+    knowledge = report["knowledge"]
+    assert report["totals"]["kept"] == knowledge["samples"] + report["mix"]["phase2_skill_rows"]
+    # Phase 1 shows the student its documents: every knowledge sample after the chunk it was generated
+    # from (every token trained), and again among distractor chunks.
+    assert knowledge["without_chunk"] == 0 and knowledge["grounded_rows"] == knowledge["raft_rows"] == 8
+    assert report["mix"]["phase1_rows"] == len(phase1) == 16
+    documents = {leaf: (project / DOCUMENTS[leaf]).read_text(encoding="utf-8") for leaf in (TIDES, GIT)}
+    for line in phase1:
+        user, answer = line["messages"][0]["content"], line["messages"][1]["content"]
+        chunk, _, question = user.rpartition("\n\n")
+        if line["metadata"]["form"] == "grounded":
+            assert line["metadata"]["train_all_tokens"] is True
+            assert chunk.strip() in documents[line["metadata"]["leaf"]]
+            asked = next(e for e in line["metadata"]["exchanges"] if "question" in e["wrote"])
+            assert chunk.strip() in asked["messages"][-1]["content"], "the chunk the teacher was shown"
+        else:
+            assert line["metadata"]["form"] == "raft" and "train_all_tokens" not in line["metadata"]
+            assert chunk.startswith("Document:\n") and question and answer
 
 
 def test_a_phase_without_rows_is_not_written(project: Path, tmp_path: Path) -> None:

@@ -21,7 +21,16 @@ from pathlib import Path
 
 from labtax.config import load_config
 from labtax.records.generation import COMPLETE, GeneratedLeaf, GenerationIndex, write_generation_index
-from labtax.records.sample import ANSWER, QUESTION, Message, Sample, SampleMetadata, TeacherExchange, samples_bytes
+from labtax.records.sample import (
+    ANSWER,
+    CONTEXT,
+    QUESTION,
+    Message,
+    Sample,
+    SampleMetadata,
+    TeacherExchange,
+    samples_bytes,
+)
 from labtax.sdg.leaf_run import item_output
 from labtax.sdg.params import SCORE_KEYS, GenerationParams, pipeline_for
 from labtax.sdg.plan import cache_key
@@ -128,6 +137,80 @@ def one_request(leaf: Leaf, pairs: list[tuple[str, str]], *, finish_reason: str 
         )
         for (question, answer), exchanges in zip(pairs, made, strict=True)
     ]
+
+
+def grounded_request(leaf: Leaf, context: str, pairs: list[tuple[str, str]]) -> list[Sample]:
+    """Samples of a grounded-skill leaf over one context, as its pipeline writes them: a context request
+    (wrote the context), one question request for all the instructions, then a response each."""
+    pipeline = pipeline_for(leaf)
+    (made,) = exchange(
+        leaf,
+        "grounded_contexts",
+        {"task_description": leaf.task_description, "count": 1},
+        [context],
+        (CONTEXT,),
+        "stop",
+    )
+    asked = exchange(
+        leaf,
+        "grounded_questions",
+        {"task_description": leaf.task_description, "count": len(pairs), "context": context},
+        [q for q, _ in pairs],
+        (QUESTION,),
+        "stop",
+    )
+    samples = []
+    for (question, answer), proposed in zip(pairs, asked, strict=True):
+        respond = {
+            "task_description": leaf.task_description,
+            "context_block": f"Context:\n{context}\n\n",
+            "instruction": question,
+        }
+        (answered,) = exchange(leaf, "response", respond, [answer], (ANSWER,), "stop")
+        samples.append(
+            Sample(
+                messages=(Message("user", f"{context}\n\n{question}"), Message("assistant", answer)),
+                metadata=SampleMetadata(
+                    leaf=leaf.path,
+                    leaf_hash=leaf.leaf_hash,
+                    pipeline=pipeline.name,
+                    prompt_version=pipeline.prompt_version,
+                    teacher=TEACHER,
+                    scores={key: {"instruction": 1, "pair": 3}.get(key, -1) for key in SCORE_KEYS},
+                    exchanges=(made, proposed, answered),
+                ),
+            )
+        )
+    return samples
+
+
+def candidate_answers(leaf: Leaf, question: str, answers: list[str]) -> list[Sample]:
+    """Samples of a freeform skill whose one response prompt the teacher answered several times (candidates):
+    each sample's answering exchange has the same request id and messages and its own raw output."""
+    pipeline = pipeline_for(leaf)
+    (asked,) = exchange(
+        leaf, "freeform_instructions", {"task_description": leaf.task_description, "count": 1}, [question], (QUESTION,),
+        "stop",
+    )  # fmt: skip
+    respond = {"task_description": leaf.task_description, "context_block": "", "instruction": question}
+    samples = []
+    for answer in answers:
+        (answered,) = exchange(leaf, "response", respond, [answer], (ANSWER,), "stop")
+        samples.append(
+            Sample(
+                messages=(Message("user", question), Message("assistant", answer)),
+                metadata=SampleMetadata(
+                    leaf=leaf.path,
+                    leaf_hash=leaf.leaf_hash,
+                    pipeline=pipeline.name,
+                    prompt_version=pipeline.prompt_version,
+                    teacher=TEACHER,
+                    scores={key: {"instruction": 1, "pair": 3}.get(key, -1) for key in SCORE_KEYS},
+                    exchanges=(asked, answered),
+                ),
+            )
+        )
+    return samples
 
 
 def row(leaf: Leaf, question: str, answer: str, *, finish_reason: str = "stop") -> Sample:
@@ -293,7 +376,12 @@ def junk_rows(leaves: dict[str, Leaf], root: Path) -> tuple[dict[str, list[Sampl
     add(
         TIDES,
         "filter/truncated:truncated",
-        row(tides, "What causes spring tides?", "Spring tides happen when the Sun and the Moon are aligned, and"),
+        row(
+            tides,
+            "What causes spring tides?",
+            "Spring tides happen when the Sun and the Moon are aligned, and",
+            finish_reason="length",
+        ),
     )
     add(
         TIDES,
@@ -303,7 +391,12 @@ def junk_rows(leaves: dict[str, Leaf], root: Path) -> tuple[dict[str, list[Sampl
     add(  # truncated, and with PII the truncation filter meets first: the report must not quote it
         TIDES,
         "filter/truncated:truncated",
-        row(tides, "Where can I order printed tide tables?", "Order them from mary.jones@tidewatch-press.org and"),
+        row(
+            tides,
+            "Where can I order printed tide tables?",
+            "Order them from mary.jones@tidewatch-press.org and",
+            finish_reason="length",
+        ),
     )
     add(
         UNITS,
@@ -312,6 +405,7 @@ def junk_rows(leaves: dict[str, Leaf], root: Path) -> tuple[dict[str, list[Sampl
             units,
             "Show code converting feet to metres.",
             "```python\ndef feet_to_metres(feet):\n    return feet * 0.3048",
+            finish_reason="length",
         ),
     )
     add(

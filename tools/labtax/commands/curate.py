@@ -39,7 +39,8 @@ def command(
         Path | None,
         typer.Option(
             "--config",
-            help="TOML file with [filters], [dedup], [select], [mix] and [influence] settings (see docs/curation.md).",
+            help="TOML file with [filters], [dedup], [select], [mix], [knowledge] and [influence] settings "
+            "(see docs/curation.md).",
             show_default=False,
         ),
     ] = None,
@@ -47,8 +48,9 @@ def command(
         bool,
         typer.Option(
             "--influence",
-            help="Score candidates by their effect on the student's held-out loss; drop unhelpful ones and write "
-            "preference_pairs.jsonl (needs --student; see docs/influence.md).",
+            help="Score candidates by their effect on the student's loss on the training seeds; drop unhelpful "
+            "ones and write preference_pairs.jsonl where the teacher gave a prompt several answers (needs "
+            "--student; see docs/influence.md).",
         ),
     ] = False,
     student: Annotated[
@@ -87,13 +89,21 @@ def command(
             f"{t.dropped_influence} by influence",
             err=True,
         )
-        m = result.mix
+        m, k = result.mix, result.knowledge
+        forms = (
+            f" ({k.grounded_rows} document-grounded, {k.raft_rows} among distractor chunks"
+            f" ({k.raft_with_oracle_rows} with the right one), {k.plain_rows} plain)"
+            if k is not None
+            else ""
+        )
         echo(
-            f"phase 1: {m.phase1_rows} rows; phase 2: {m.phase2_rows} rows ({m.phase2_skill_rows} skills, "
+            f"phase 1: {m.phase1_rows} rows{forms}; phase 2: {m.phase2_rows} rows ({m.phase2_skill_rows} skills, "
             f"{m.phase2_replay_phase1_rows} phase-1 replay ({m.phase2_replay_phase1_repeated_rows} repeated), "
             f"{m.phase2_replay_external_rows} external replay; knowledge share {m.phase2_knowledge_share:.2f})",
             err=True,
         )
+        for flag, count in sorted(result.flags.items()):
+            echo(f"flagged, kept: {count} samples {flag.replace('-', ' ')} (examples in curation.json flags)", err=True)
         if result.influence_seconds_per_candidate is not None:
             echo(f"influence: {result.influence_seconds_per_candidate:.3f} s per candidate", err=True)
         for note in result.notes:

@@ -6,6 +6,10 @@ near-contamination: `labtax.neardup` (MinHash LSH candidates, verified by the ex
 of word n-gram shingles). Samples are visited in a fixed order (leaf path, then file line); each one
 is compared with the samples before it, so the first of a cluster survives and the result is
 deterministic.
+
+Grounded-skill samples are compared by what they ask and answer, not by the passage they share: a
+leaf asks several questions over one context (and one instruction over many contexts), so two of them
+are near duplicates only when their contexts are near duplicates *and* their instruction + answer are.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labtax.neardup import DuplicateOf, NearDuplicateIndex, minhash_signatures
-from labtax.text import normalise
+from labtax.neardup import DuplicateOf, NearDuplicateIndex, find_near_duplicates, minhash_signatures
+from labtax.text import jaccard, normalise, shingles
 
 
 def exact_key(question: str, answer: str) -> str:
@@ -34,10 +38,41 @@ def find_exact_duplicates(keys: Sequence[str]) -> list[DuplicateOf]:
     return duplicates
 
 
+def find_grounded_near_duplicates(
+    contexts: Sequence[str], texts: Sequence[str], *, ngram: int, num_perm: int, threshold: float, workers: int = 1
+) -> list[DuplicateOf]:
+    """Near duplicates among grounded samples (`texts`: instruction + answer, `contexts`: their passages).
+
+    Contexts are first grouped into clusters of near duplicates (the first of a chain represents it);
+    within a cluster, instruction + answer are compared as `find_near_duplicates` compares texts. Three
+    different questions over one context stay; the same question and answer over two different
+    passages stay too (a yes/no answer is short, the passages are what differ)."""
+    distinct = list(dict.fromkeys(normalise(context) for context in contexts))
+    root = list(range(len(distinct)))
+    for found in find_near_duplicates(distinct, ngram=ngram, num_perm=num_perm, threshold=threshold, workers=workers):
+        root[found.index] = root[found.kept]  # `kept` is earlier, so its root is final
+    cluster_of = {text: root[i] for i, text in enumerate(distinct)}
+    members: dict[int, list[int]] = {}
+    for index, context in enumerate(contexts):
+        members.setdefault(cluster_of[normalise(context)], []).append(index)
+    duplicates = []
+    for indices in members.values():
+        if len(indices) < 2:
+            continue
+        group = [texts[i] for i in indices]
+        for found in find_near_duplicates(group, ngram=ngram, num_perm=num_perm, threshold=threshold):
+            duplicates.append(DuplicateOf(indices[found.index], indices[found.kept], found.similarity))
+    return sorted(duplicates, key=lambda d: d.index)
+
+
 @dataclass(frozen=True)
 class HeldOutQuestion:
+    """A held-out seed question; `context` is set for a grounded skill's (its question only means
+    something over that passage, and the leaf's other samples may repeat the instruction)."""
+
     leaf: str
     question: str
+    context: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,7 +90,9 @@ class Decontaminator:
     def __init__(
         self, held_out: Sequence[HeldOutQuestion], *, ngram: int, num_perm: int, threshold: float, min_words: int
     ):
-        self.held_out = list(held_out)
+        self.grounded = [h for h in held_out if h.context]
+        self.grounded_contexts = [shingles(h.context, ngram) for h in self.grounded]
+        self.held_out = [h for h in held_out if not h.context]
         self.ngram, self.num_perm, self.threshold, self.min_words = ngram, num_perm, threshold, min_words
         self.exact = {normalise(h.question): i for i, h in reversed(list(enumerate(self.held_out)))}
         # Containment is checked only for held-out questions long enough to be specific.
@@ -69,10 +106,19 @@ class Decontaminator:
         for i, signature in enumerate(minhash_signatures(questions, ngram, num_perm)):
             self.index.add(i, questions[i], signature)
 
-    def check(self, questions: Sequence[str], user_texts: Sequence[str]) -> list[Contamination]:
+    def check(
+        self, questions: Sequence[str], user_texts: Sequence[str], contexts: Sequence[str] | None = None
+    ) -> list[Contamination]:
+        """Contaminated samples. `questions` are what each sample asks (a grounded sample's instruction),
+        `user_texts` every user turn, `contexts` a grounded sample's passage ("" for others)."""
         found = []
+        contexts = contexts if contexts is not None else [""] * len(questions)
         signatures = minhash_signatures(questions, self.ngram, self.num_perm)
-        for index, (question, user_text) in enumerate(zip(questions, user_texts, strict=True)):
+        for index, (question, user_text, context) in enumerate(zip(questions, user_texts, contexts, strict=True)):
+            grounded = self._grounded_hit(index, question, context)
+            if grounded is not None:
+                found.append(grounded)
+                continue
             normal = normalise(question)
             if normal in self.exact:
                 hit = self.held_out[self.exact[normal]]
@@ -89,3 +135,23 @@ class Decontaminator:
                 hit = self.held_out[best[0]]
                 found.append(Contamination(index, hit.leaf, hit.question, "near", best[1]))
         return found
+
+    def _grounded_hit(self, index: int, question: str, context: str) -> Contamination | None:
+        """A grounded held-out seed is contaminated by a sample over (nearly) its passage that asks (nearly)
+        its question; the same instruction over another passage is the leaf's task, not a leak."""
+        if not context or not self.grounded:
+            return None
+        passage = shingles(context, self.ngram)
+        asked = normalise(question)
+        for held, held_passage in zip(self.grounded, self.grounded_contexts, strict=True):
+            if jaccard(passage, held_passage) < self.threshold:
+                continue
+            target = normalise(held.question)
+            if asked == target:
+                return Contamination(index, held.leaf, held.question, "exact", 1.0)
+            if len(target.split()) >= self.min_words and f" {target} " in f" {asked} ":
+                return Contamination(index, held.leaf, held.question, "contains", 1.0)
+            similarity = jaccard(shingles(question, self.ngram), shingles(held.question, self.ngram))
+            if similarity >= self.threshold:
+                return Contamination(index, held.leaf, held.question, "near", similarity)
+        return None

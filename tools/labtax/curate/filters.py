@@ -52,31 +52,46 @@ class EmptyFilter:
         return KEEP
 
 
-# Words a finished English answer does not end on (a teacher that hit its token limit stops mid-phrase);
-# only the clearest ones, so that a poem line or a list item ending on "is" or "with" is not dropped.
-_DANGLING_WORDS = frozenset("a an the and or but of to because than".split())
-_DANGLING_CHARS = (",", ";", ":", "(", "[", "{", "-", "–", "—", "/", "\\", "=", "+", "*", "&")
-
-
 @dataclass(frozen=True)
 class TruncationFilter:
-    """Answers cut off by the teacher's token limit: a finish reason of "length", an unclosed code
-    fence, or an answer ending on a connective word or an opening character."""
+    """Answers the teacher was cut off in: the server's own `finish_reason` of "length" (it stopped at
+    `max_tokens`), as generation recorded it for the request that wrote the answer. Nothing else: the
+    text alone cannot tell a truncation from a complete answer that ends on "**$12**", "C++" or a URL;
+    `looks_truncated` only flags such answers in the report."""
 
     name = "truncated"
 
     def __call__(self, sample: Candidate) -> Verdict:
-        if sample.sample.metadata.finish_reason == "length":  # the teacher stopped at max_tokens
+        if sample.sample.metadata.finish_reason == "length":
             return drop("truncated", "finish_reason=length")
-        answer = sample.answer.rstrip()
-        if answer.count("```") % 2:
-            return drop("truncated", "unclosed code fence")
-        if answer.endswith(_DANGLING_CHARS):
-            return drop("truncated", answer[-40:])
-        last = answer.split()[-1].casefold() if answer.split() else ""
-        if last in _DANGLING_WORDS and len(answer.split()) > 3:
-            return drop("truncated", answer[-40:])
         return KEEP
+
+
+# Words a finished English answer rarely ends on (a teacher that hit its token limit stops mid-phrase);
+# only the clearest ones, so that a poem line or a list item ending on "is" or "with" is not flagged.
+_DANGLING_WORDS = frozenset("a an the and or but of to because than".split())
+_OPENING = (",", ";", "(", "[", "{", "–", "—", "\\")
+_URL = re.compile(r"^<?https?://\S+$")
+_OPERATOR_ONLY = re.compile(r"^[-+*/=&|<>~^:]+$")
+
+
+def looks_truncated(answer: str) -> str | None:
+    """Why a kept answer looks cut off (for the report's flags), or None. Markdown emphasis and code
+    marks are set aside first, a final URL counts as finished, and so does a word such as "C++"."""
+    text = answer.rstrip()
+    if text.count("```") % 2:
+        return "unclosed code fence"
+    tokens = text.split()
+    if not tokens:
+        return None
+    last = tokens[-1].strip("*_`\"'»”’")
+    if not last or _URL.match(last):
+        return None
+    if last.endswith(_OPENING) or _OPERATOR_ONLY.match(last) or (last.endswith(":") and len(tokens) > 3):
+        return f"ends on {last[-1]!r}: …{excerpt(text[-40:], 40)}"
+    if last.casefold() in _DANGLING_WORDS and len(tokens) > 3:
+        return f"ends on {last!r}: …{excerpt(text[-40:], 40)}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@ candidate sample lower the student's loss on a reference set (the held-out seeds
 
 For each candidate: one plain SGD step on the candidate's assistant tokens, the mean reference loss
 measured again, the weights restored from a copy. influence = loss_before - loss_after, so positive
-means "the student learns from this". Candidates at or below `min_influence` are dropped, and per
-teacher prompt (the request that proposed the samples' questions, as generation recorded it in each
-sample's `exchanges`) the best and worst candidates become a chosen/rejected pair for tuning the
-teacher (DPO): the exact prompt the teacher was sent, and each sample's own part of its answer.
+means "the student learns from this". The reference set is the leaves' training seeds, disjoint from
+the held-out seeds evaluation scores. Candidates at or below `min_influence` are dropped, and where the
+teacher gave one prompt several different answers (candidates, as generation records them in the
+samples' `exchanges`) the best and worst answers become a chosen/rejected pair for tuning the teacher
+(DPO): the exact prompt the teacher was sent, and its two raw answers.
 Scores are journalled per candidate, so an interrupted run resumes where it stopped.
 Cost model and when to use it: docs/influence.md.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +29,9 @@ from labtax.curate.samples import Candidate
 from labtax.curate.settings import InfluenceSettings
 from labtax.errors import UsageError
 from labtax.records.curation import PairMetadata, PreferencePair
-from labtax.records.sample import QUESTION, Message
+from labtax.records.sample import Message
+from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs, training_seeds
+from labtax.text import normalise
 
 JOURNAL_FORMAT = "labtax-influence/1"
 
@@ -51,6 +56,31 @@ class InfluenceRun:
     @property
     def seconds_per_candidate(self) -> float:
         return self.seconds / self.scored if self.scored else 0.0
+
+
+def reference_set(leaves: Sequence[Leaf], size: int, seed: int) -> list[ReferenceExample]:
+    """The influence reference set: the leaves' *training* seeds, never their held-out ones, so that the
+    data chosen for lowering the reference loss is not chosen for the evaluation's questions
+    (docs/influence.md). Asked as evaluation asks: knowledge closed-book, a grounded skill with its context."""
+    examples = []
+    for leaf in sorted(leaves, key=lambda leaf: leaf.path):
+        held_out = {normalise(pair.question) for _, pair in heldout_pairs(leaf)}
+        for example in training_seeds(leaf):
+            for pair in example.qna:
+                if normalise(pair.question) in held_out:
+                    continue
+                grounded = example.context and leaf.kind is not LeafKind.KNOWLEDGE
+                question = f"{example.context}\n\n{pair.question}" if grounded else pair.question
+                examples.append(
+                    ReferenceExample(
+                        leaf.path,
+                        ({"role": "user", "content": question}, {"role": "assistant", "content": pair.answer}),
+                    )
+                )
+    if len(examples) > size:
+        chosen = sorted(random.Random(seed).sample(range(len(examples)), size))
+        examples = [examples[i] for i in chosen]
+    return examples
 
 
 def student_fingerprint(student: Path) -> str:
@@ -229,37 +259,58 @@ def _read_journal(path: Path, run_key: str) -> dict[str, float]:
 
 
 def preference_pairs(candidates: Sequence[Candidate], settings: InfluenceSettings) -> list[PreferencePair]:
-    """Chosen/rejected pairs per teacher prompt: most helpful (influence above the bar) against least
-    helpful (at or below it), up to `pairs_per_prompt` per prompt, in a fixed order. The prompt is the
-    one the teacher was sent; chosen and rejected are the two samples' parts of its answer, each as a
-    one-item answer in the prompt's schema (`TeacherExchange.item_output`)."""
-    groups: dict[str, list[Candidate]] = {}
+    """Chosen/rejected pairs of the teacher's own answers to one prompt (Montessori-Instruct's DPO data).
+
+    Samples are grouped by the teacher request whose answer made them (their exchange that wrote the
+    answer). A group makes pairs only when the teacher gave that very prompt two or more *different*
+    answers: generation asks for several candidates per prompt where pairs are wanted and records each
+    candidate as its sample's answering exchange, with the request's id and messages and its own raw
+    output (docs/influence.md). Samples cut from one answer (a knowledge request's three pairs) are one
+    answer, scored by their mean influence. The best answer is paired with the worst, the second best
+    with the second worst, up to `pairs_per_prompt`, while the chosen one helped strictly more. A pair is
+    the prompt exactly as sent and the two raw answers as assistant turns: the conversation the teacher had.
+    """
+    groups: dict[tuple[str, str], dict[str, list[Candidate]]] = {}
     for candidate in candidates:
-        if candidate.influence is not None and candidate.sample.metadata.exchange_that_wrote(QUESTION):
-            groups.setdefault(candidate.group, []).append(candidate)
+        answered = candidate.answered_by
+        if candidate.influence is None or answered is None:
+            continue
+        groups.setdefault((candidate.leaf, answered.request_id), {}).setdefault(answered.output, []).append(candidate)
     pairs = []
-    for group in sorted(groups):
-        ranked = sorted(groups[group], key=lambda c: (-float(c.influence or 0.0), c.sample_id))
-        good = [c for c in ranked if float(c.influence or 0.0) > settings.min_influence]
-        bad = [c for c in reversed(ranked) if float(c.influence or 0.0) <= settings.min_influence]
-        for chosen, rejected in list(zip(good, bad, strict=False))[: settings.pairs_per_prompt]:
-            asked = chosen.sample.metadata.exchange_that_wrote(QUESTION)
-            other = rejected.sample.metadata.exchange_that_wrote(QUESTION)
+    for (leaf, request_id), answers in sorted(groups.items()):
+        if len(answers) < 2:
+            continue  # one answer to this prompt: nothing to prefer it to
+        ranked = sorted(
+            (
+                (statistics.fmean(float(c.influence or 0.0) for c in members), sorted(members, key=_by_id))
+                for members in answers.values()
+            ),
+            key=lambda item: (-item[0], item[1][0].sample_id),
+        )
+        for rank in range(min(settings.pairs_per_prompt, len(ranked) // 2)):
+            (good, chosen), (bad, rejected) = ranked[rank], ranked[-1 - rank]
+            if good <= bad:
+                break
+            asked, other = chosen[0].answered_by, rejected[0].answered_by
             assert asked is not None and other is not None  # grouped by it
             pairs.append(
                 PreferencePair(
                     prompt=asked.messages,
-                    chosen=(Message("assistant", asked.item_output),),
-                    rejected=(Message("assistant", other.item_output),),
+                    chosen=(Message("assistant", asked.output),),
+                    rejected=(Message("assistant", other.output),),
                     metadata=PairMetadata(
-                        leaf=chosen.leaf,
-                        group=group,
+                        leaf=leaf,
+                        group=f"{leaf}#{request_id}",
                         prompt_stage=asked.stage,
-                        chosen_sample_id=chosen.sample_id,
-                        rejected_sample_id=rejected.sample_id,
-                        chosen_influence=float(chosen.influence or 0.0),
-                        rejected_influence=float(rejected.influence or 0.0),
+                        chosen_sample_id=chosen[0].sample_id,
+                        rejected_sample_id=rejected[0].sample_id,
+                        chosen_influence=round(good, 9),
+                        rejected_influence=round(bad, 9),
                     ),
                 )
             )
     return pairs
+
+
+def _by_id(candidate: Candidate) -> str:
+    return candidate.sample_id

@@ -1,11 +1,12 @@
 """The two training datasets (the LAB recipe's phases) and the replay buffer.
 
-Phase 1 is knowledge, ordered short answers first (a curriculum: facts before explanations).
+Phase 1 is knowledge, ordered short answers first (a curriculum: facts before explanations), rendered
+with its documents by `labtax.curate.knowledge` (document-grounded rows, then RAFT rows, then plain).
 Phase 2 is skills plus a replay buffer so the student does not forget phase 1: a share of the
-phase-1 rows, optionally rows from a pinned external JSONL file, shuffled with the seed. Phase-1
-replay is raised until knowledge makes up at least `min_knowledge_share` of phase 2. When that needs
-more rows than phase 1 has, rows are repeated only if `allow_repeats` is set; every repeated row is
-marked (`metadata.repeat`) and counted, never hidden.
+phase-1 rows (of every form, as InstructLab's phase 1.0 mixes both), optionally rows from a pinned
+external JSONL file, shuffled with the seed. Phase-1 replay is raised until knowledge makes up at least
+`min_knowledge_share` of phase 2. When that needs more rows than phase 1 has, rows are repeated only if
+`allow_repeats` is set; every repeated row is marked (`metadata.repeat`) and counted, never hidden.
 """
 
 from __future__ import annotations
@@ -91,16 +92,16 @@ def read_replay_file(path: Path, expected_sha256: str, actual_sha256: str) -> li
 
 
 def build_phases(
-    knowledge: Sequence[Candidate],
+    phase1: Sequence[Sample],
     skills: Sequence[Candidate],
     external: Sequence[dict[str, Any]],
     settings: MixSettings,
     seed: int,
     external_name: str = "",
 ) -> MixResult:
+    """Phase 1 is `phase1` as given (the knowledge rows, rendered and ordered); phase 2 the skills and replay."""
     rng = random.Random(seed)
-    phase1_candidates = phase1_order(knowledge)
-    phase1 = [output_row(c) for c in phase1_candidates]
+    phase1 = list(phase1)
 
     external_rows: list[PhaseRow] = list(_external_sample(external, settings.replay_file_rows, rng, external_name))
     skill_rows: list[PhaseRow] = [output_row(c) for c in sorted(skills, key=lambda c: (c.leaf, c.line, c.sample_id))]
@@ -109,7 +110,7 @@ def build_phases(
     # knowledge / (knowledge + others) >= share  <=>  knowledge >= share * others / (1 - share)
     needed_for_share = math.ceil(settings.min_knowledge_share * others / (1.0 - settings.min_knowledge_share) - 1e-9)
     wanted = max(base_share, needed_for_share) if phase1 else 0
-    replay, repeated = _replay_rows(phase1_candidates, wanted, settings.allow_repeats, rng)
+    replay, repeated = _replay_rows(phase1, wanted, settings.allow_repeats, rng)
 
     notes = []
     if wanted > len(phase1) and not settings.allow_repeats:
@@ -141,7 +142,7 @@ def build_phases(
 
 
 def _replay_rows(
-    phase1: Sequence[Candidate], wanted: int, allow_repeats: bool, rng: random.Random
+    phase1: Sequence[Sample], wanted: int, allow_repeats: bool, rng: random.Random
 ) -> tuple[list[Sample], int]:
     """`wanted` phase-1 rows without replacement; further passes (marked `repeat`: 1, 2, ...) only if allowed."""
     if not phase1 or wanted <= 0:
@@ -152,7 +153,7 @@ def _replay_rows(
         order = list(phase1)
         rng.shuffle(order)
         take = order[: wanted - len(rows)]
-        rows.extend(output_row(c, replay="phase1", repeat=repeat or None) for c in take)
+        rows.extend(row.with_curation(replay="phase1", repeat=repeat or None) for row in take)
         repeat += 1
         if not allow_repeats:
             break

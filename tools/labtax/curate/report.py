@@ -21,6 +21,7 @@ class LeafCounts:
     kept: int = 0
     phase1: int = 0
     phase2: int = 0
+    flagged: Counter[str] = field(default_factory=Counter)
 
     def record(self, kind: str, status: str, target: int) -> LeafCuration:
         return LeafCuration(
@@ -33,6 +34,7 @@ class LeafCounts:
             kind=kind,
             status=status,
             target=target,
+            flagged=dict(sorted(self.flagged.items())),
         )
 
 
@@ -43,6 +45,8 @@ class Ledger:
         self.reasons: Counter[tuple[str, str]] = Counter()
         self.examples: dict[tuple[str, str], list[DropExample]] = {}
         self.decisions: list[DropDecision] = []  # one record per dropped sample, in processing order
+        self.flag_counts: Counter[str] = Counter()
+        self.flag_examples: dict[str, list[DropExample]] = {}
 
     def leaf(self, leaf: str) -> LeafCounts:
         return self.leaves.setdefault(leaf, LeafCounts())
@@ -79,6 +83,29 @@ class Ledger:
                     detail=detail or None,
                 )
             )
+
+    def flag(self, flag: str, candidate: Candidate, detail: str, *, show_text: bool = True) -> None:
+        """Count a kept sample worth a look (it stays in the data)."""
+        self.flag_counts[flag] += 1
+        self.leaf(candidate.leaf).flagged[flag] += 1
+        examples = self.flag_examples.setdefault(flag, [])
+        if len(examples) < self.examples_per_reason:
+            examples.append(
+                DropExample(
+                    leaf=candidate.leaf,
+                    line=candidate.line,
+                    sample_id=candidate.sample_id,
+                    question=excerpt(candidate.question) if show_text else None,
+                    answer=excerpt(candidate.answer) if show_text else None,
+                    detail=detail or None,
+                )
+            )
+
+    def flags(self) -> dict[str, ReasonDrops]:
+        return {
+            flag: ReasonDrops(count, tuple(self.flag_examples.get(flag, [])))
+            for flag, count in sorted(self.flag_counts.items())
+        }
 
     def stage_total(self, stage: str) -> int:
         return sum(count for (name, _), count in self.reasons.items() if name == stage)

@@ -17,18 +17,25 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from labtax.curate.dedup import Decontaminator, HeldOutQuestion, exact_key, find_exact_duplicates
-from labtax.curate.filters import build_filters, find_pii, first_failure
-from labtax.curate.mix import ExternalRow, build_phases, phase_row_json, read_replay_file
+from labtax.curate.dedup import (
+    Decontaminator,
+    HeldOutQuestion,
+    exact_key,
+    find_exact_duplicates,
+    find_grounded_near_duplicates,
+)
+from labtax.curate.filters import build_filters, find_pii, first_failure, looks_truncated
+from labtax.curate.knowledge import leaf_chunks, render_knowledge
+from labtax.curate.mix import ExternalRow, build_phases, phase1_order, phase_row_json, read_replay_file
 from labtax.curate.report import Ledger
 from labtax.curate.samples import COMPLETE, Candidate, read_candidates
 from labtax.curate.select import select_diverse
 from labtax.curate.settings import CurationConfig, check_config
 from labtax.errors import UsageError
 from labtax.fileio import file_sha256
-from labtax.neardup import default_workers, find_near_duplicates
+from labtax.neardup import DuplicateOf, default_workers, find_near_duplicates
 from labtax.records.curation import (
     DROPPED_FILE,
     PAIRS_FILE,
@@ -38,6 +45,7 @@ from labtax.records.curation import (
     CurationReport,
     CurationTotals,
     InfluenceSummary,
+    KnowledgeMixCounts,
     LeafCuration,
     MixCounts,
     OutputFile,
@@ -50,9 +58,6 @@ from labtax.records.curation import (
 from labtax.records.generation import INDEX_FILE, GenerationIndex, generation_index_sha256, read_generation_index
 from labtax.taxonomy.leaf import Leaf, LeafKind, heldout_pairs
 
-if TYPE_CHECKING:
-    from labtax.curate.influence import ReferenceExample
-
 JOURNAL_FILE = "influence_journal.jsonl"
 
 
@@ -64,6 +69,8 @@ class CurationResult:
     mix: MixCounts
     notes: list[str] = field(default_factory=list)
     influence_seconds_per_candidate: float | None = None
+    knowledge: KnowledgeMixCounts | None = None  # phase 1's knowledge rows by form
+    flags: dict[str, int] = field(default_factory=dict)  # kept samples flagged for a look, by flag
 
 
 def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -> CurationResult:
@@ -99,13 +106,20 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
 
     knowledge = [c for c in pool if c.kind == LeafKind.KNOWLEDGE]
     skills = [c for c in pool if c.kind != LeafKind.KNOWLEDGE]
+    chunks, chunk_notes = leaf_chunks(
+        [leaf for leaf in leaves if leaf.path in {c.leaf for c in knowledge}], _project_root(config), config.knowledge
+    )
+    notes.extend(chunk_notes)
+    rendered = render_knowledge(phase1_order(knowledge), chunks, config.knowledge, config.seed)
+    notes.extend(rendered.notes)
     replay_name = Path(config.mix.replay_file).name if config.mix.replay_file else ""
-    mixed = build_phases(knowledge, skills, external, config.mix, config.seed, replay_name)
+    mixed = build_phases(rendered.rows, skills, external, config.mix, config.seed, replay_name)
     notes.extend(mixed.notes)
 
     leaf_of = {candidate.sample_id: candidate.leaf for candidate in pool}
     for candidate in pool:
         ledger.leaf(candidate.leaf).kept += 1
+    _flag(config, pool, ledger)
     for sample in mixed.phase1:
         ledger.leaf(leaf_of[str(sample.metadata.sample_id)]).phase1 += 1
     for row in mixed.phase2:
@@ -126,6 +140,11 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
         outputs[file_name] = _write_output(config.output_dir / file_name, data, rows)
         if rows:
             files[name] = config.output_dir / file_name
+        elif name == "preference_pairs":
+            notes.append(
+                f"{file_name} not written: no teacher prompt has two different scored answers (a pair needs "
+                "candidates: several answers of the teacher to the same prompt, docs/influence.md)"
+            )
         elif name != "dropped":
             notes.append(f"{file_name} not written: it would have no rows (an empty file does not load as a dataset)")
 
@@ -151,9 +170,40 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
         influence=influence_info,
         leaves={leaf: _leaf_record(ledger, index, leaf, current, targets) for leaf in sorted(ledger.leaves)},
         notes=tuple(notes),
+        flags=ledger.flags(),
+        knowledge=rendered.counts,
     )
     files["report"] = write_curation_report(config.output_dir, report)
-    return CurationResult(config.output_dir, files, totals, mixed.counts, notes, seconds_per_candidate)
+    return CurationResult(
+        config.output_dir,
+        files,
+        totals,
+        mixed.counts,
+        notes,
+        seconds_per_candidate,
+        rendered.counts,
+        dict(ledger.flag_counts),
+    )
+
+
+def _flag(config: CurationConfig, pool: list[Candidate], ledger: Ledger) -> None:
+    """Kept samples worth a look: answers whose text looks cut off though the teacher reported a normal
+    stop (`finish_reason` decides truncation; this heuristic only points a reader at them)."""
+    domains = config.filters.allowed_email_domains
+    for candidate in pool:
+        why = looks_truncated(candidate.answer)
+        if why is not None:
+            clean = find_pii(f"{candidate.question}\n{candidate.answer}", domains) is None
+            ledger.flag("looks-truncated", candidate, why if clean else "", show_text=clean)
+
+
+def _project_root(config: CurationConfig) -> Path:
+    """Where the knowledge documents' `repo: documents/...` paths start: the project of the taxonomy."""
+    from labtax.config import find_project_root
+
+    if config.project_root is not None:
+        return config.project_root
+    return find_project_root(config.taxonomy_root if config.taxonomy_root is not None else Path.cwd())
 
 
 def _load_taxonomy(root: Path | None) -> list[Leaf]:
@@ -249,9 +299,9 @@ def _decontaminate(
     config: CurationConfig, pool: list[Candidate], leaves: Sequence[Leaf], ledger: Ledger
 ) -> list[Candidate]:
     held_out = [
-        HeldOutQuestion(leaf.path, pair.question)
+        HeldOutQuestion(leaf.path, pair.question, context or "" if leaf.kind is LeafKind.GROUNDED_SKILL else "")
         for leaf in sorted(leaves, key=lambda leaf: leaf.path)
-        for _, pair in heldout_pairs(leaf)
+        for context, pair in heldout_pairs(leaf)
     ]
     if not held_out or not pool:
         return pool
@@ -263,7 +313,8 @@ def _decontaminate(
         threshold=d.decontamination_threshold,
         min_words=d.decontamination_min_words,
     )
-    hits = {hit.index: hit for hit in checker.check([c.question for c in pool], [c.user_text for c in pool])}
+    found = checker.check([c.instruction for c in pool], [c.user_text for c in pool], [c.context for c in pool])
+    hits = {hit.index: hit for hit in found}
     kept = []
     for index, candidate in enumerate(pool):
         hit = hits.get(index)
@@ -291,26 +342,46 @@ def _deduplicate(config: CurationConfig, pool: list[Candidate], ledger: Ledger) 
             )
         else:
             unique.append(candidate)
-    d = config.dedup
-    near = {
-        dup.index: dup
-        for dup in find_near_duplicates(
-            [f"{c.question}\n{c.answer}" for c in unique],
-            ngram=d.ngram,
-            num_perm=d.num_perm,
-            threshold=d.near_duplicate_threshold,
-            workers=default_workers(),
-        )
-    }
     kept = []
+    near = _near_duplicates(config, unique)
     for index, candidate in enumerate(unique):
         if index in near:
             first = unique[near[index].kept]
-            detail = f"Jaccard≈{near[index].similarity:.2f} with {first.leaf}:{first.line}"
+            same = " over the same context" if candidate.grounded else ""
+            detail = f"Jaccard≈{near[index].similarity:.2f} with {first.leaf}:{first.line}{same}"
             ledger.drop("near-duplicate", "near", candidate.leaf, candidate.line, candidate=candidate, detail=detail)
         else:
             kept.append(candidate)
     return kept
+
+
+def _near_duplicates(config: CurationConfig, pool: list[Candidate]) -> dict[int, DuplicateOf]:
+    """Near duplicates by position in `pool`: question + answer for most samples; for grounded samples,
+    instruction + answer among samples whose contexts are near duplicates (`find_grounded_near_duplicates`)."""
+    d = config.dedup
+    plain = [i for i, c in enumerate(pool) if not c.grounded]
+    grounded = [i for i, c in enumerate(pool) if c.grounded]
+    near: dict[int, DuplicateOf] = {}
+    found = find_near_duplicates(
+        [f"{pool[i].question}\n{pool[i].answer}" for i in plain],
+        ngram=d.ngram,
+        num_perm=d.num_perm,
+        threshold=d.near_duplicate_threshold,
+        workers=default_workers(),
+    )
+    for dup in found:
+        near[plain[dup.index]] = DuplicateOf(plain[dup.index], plain[dup.kept], dup.similarity)
+    found = find_grounded_near_duplicates(
+        [pool[i].context for i in grounded],
+        [f"{pool[i].instruction}\n{pool[i].answer}" for i in grounded],
+        ngram=d.ngram,
+        num_perm=d.num_perm,
+        threshold=d.near_duplicate_threshold,
+        workers=default_workers(),
+    )
+    for dup in found:
+        near[grounded[dup.index]] = DuplicateOf(grounded[dup.index], grounded[dup.kept], dup.similarity)
+    return near
 
 
 def _select(config: CurationConfig, pool: list[Candidate], targets: dict[str, int], ledger: Ledger) -> list[Candidate]:
@@ -349,33 +420,15 @@ def _select(config: CurationConfig, pool: list[Candidate], targets: dict[str, in
     return kept
 
 
-def _reference_set(leaves: Sequence[Leaf], size: int, seed: int) -> list[ReferenceExample]:
-    from labtax.curate.influence import ReferenceExample
-
-    examples = []
-    for leaf in sorted(leaves, key=lambda leaf: leaf.path):
-        for context, pair in heldout_pairs(leaf):
-            question = f"{context}\n\n{pair.question}" if context else pair.question
-            examples.append(
-                ReferenceExample(
-                    leaf.path, ({"role": "user", "content": question}, {"role": "assistant", "content": pair.answer})
-                )
-            )
-    if len(examples) > size:
-        chosen = sorted(random.Random(seed).sample(range(len(examples)), size))
-        examples = [examples[i] for i in chosen]
-    return examples
-
-
 def _influence(
     config: CurationConfig, pool: list[Candidate], leaves: Sequence[Leaf], ledger: Ledger
 ) -> tuple[list[Candidate], list[PreferencePair], InfluenceSummary, float | None]:
-    from labtax.curate.influence import preference_pairs, score_candidates
+    from labtax.curate.influence import preference_pairs, reference_set, score_candidates
 
     settings = config.influence
-    reference = _reference_set(leaves, settings.reference_size, config.seed)
+    reference = reference_set(leaves, settings.reference_size, config.seed)
     if not reference:
-        raise UsageError("--influence needs held-out seeds as its reference set, and the taxonomy has none")
+        raise UsageError("--influence needs training seeds as its reference set, and the taxonomy has none")
     order = list(range(len(pool)))
     if settings.max_candidates is not None and settings.max_candidates < len(pool):
         order = sorted(random.Random(config.seed).sample(order, settings.max_candidates))
@@ -426,7 +479,7 @@ def _settings_json(config: CurationConfig) -> dict[str, Any]:
         return value
 
     out: dict[str, Any] = {}
-    for section in ("filters", "dedup", "select", "mix", "influence"):
+    for section in ("filters", "dedup", "select", "mix", "knowledge", "influence"):
         out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(config, section)).items()}
     return out
 

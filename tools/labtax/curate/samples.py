@@ -9,11 +9,22 @@ curation: it becomes a `malformed` drop with its reason; a line of a newer sampl
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from labtax.records.generation import COMPLETE, INCOMPLETE, GeneratedLeaf
-from labtax.records.sample import QUESTION, Sample, UnusableLine, read_samples, sample_id
+from labtax.records.sample import (
+    ANSWER,
+    CONTEXT,
+    Sample,
+    TeacherExchange,
+    UnusableLine,
+    read_samples,
+    sample_id,
+)
+from labtax.taxonomy.leaf import LeafKind
 
 USABLE_STATUSES = (COMPLETE, INCOMPLETE)
 
@@ -43,11 +54,60 @@ class Candidate:
         return self.sample.user_text
 
     @property
-    def group(self) -> str:
-        """The teacher prompt that proposed this sample's question: the unit of a preference pair (samples
-        sharing it are the teacher's alternative answers to the same prompt; docs/influence.md)."""
-        exchange = self.sample.metadata.exchange_that_wrote(QUESTION)
-        return f"{self.leaf}#{exchange.request_id}" if exchange else self.leaf
+    def grounded(self) -> bool:
+        return self.kind == LeafKind.GROUNDED_SKILL
+
+    @cached_property
+    def _split(self) -> tuple[str, str]:
+        return split_grounded(self.sample) if self.grounded else ("", self.question)
+
+    @property
+    def context(self) -> str:
+        """A grounded-skill sample's context (the passage its user turn starts with); "" for other kinds."""
+        return self._split[0]
+
+    @property
+    def instruction(self) -> str:
+        """What the user asks: the question without a grounded sample's context."""
+        return self._split[1]
+
+    @property
+    def answered_by(self) -> TeacherExchange | None:
+        """The teacher request whose answer is this sample's answer (its exchange that wrote ANSWER)."""
+        return self.sample.metadata.exchange_that_wrote(ANSWER)
+
+
+def _one_item(item_output: str) -> str | None:
+    """The single text of a one-item answer (`{"contexts": ["..."]}` or `{"context": "..."}`), if it is one."""
+    try:
+        value = json.loads(item_output)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(value, dict) or len(value) != 1:
+        return None
+    (item,) = value.values()
+    if isinstance(item, list) and len(item) == 1:
+        item = item[0]
+    return item if isinstance(item, str) else None
+
+
+def split_grounded(sample: Sample) -> tuple[str, str]:
+    """(context, instruction) of a grounded-skill sample: its user turn is the context, a blank line, the instruction.
+
+    The context is the one the teacher wrote (the exchange that wrote CONTEXT, as generation records it)
+    when the user turn starts with it; otherwise the text before the last blank line (the pipeline's
+    layout); with no blank line there is no separate context.
+    """
+    question = sample.question
+    made = sample.metadata.exchange_that_wrote(CONTEXT)
+    context = _one_item(made.item_output) if made else None
+    if context and question.startswith(context.strip()):
+        stripped = context.strip()
+        return stripped, question[len(stripped) :].strip()
+    before, blank, after = question.rpartition("\n\n")
+    if blank and before.strip() and after.strip():
+        return before.strip(), after.strip()
+    return "", question
 
 
 @dataclass(frozen=True)

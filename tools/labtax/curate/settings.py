@@ -64,6 +64,27 @@ class MixSettings:
 
 
 @dataclass(frozen=True)
+class KnowledgeSettings:
+    """How phase 1 shows the student its knowledge: InstructLab's knowledge data mixing (docs/curation.md).
+
+    Each share is the fraction of knowledge samples written in that form (independently, so a sample
+    may appear in several; one drawn for none is written in the form with the largest share).
+    `grounded`: the document chunk the question came from, then the question and answer, every token
+    trained (InstructLab's phase 0.7 "pretraining" samples). `raft`: the question after `raft_documents`
+    chunks, the right one among them with `raft_oracle_probability`, distractors otherwise (its phase
+    1.0, after RAFT). `plain`: the bare question and answer."""
+
+    grounded_share: float = 1.0
+    raft_share: float = 1.0
+    plain_share: float = 0.0
+    raft_documents: int = 4  # InstructLab's num_doc_in_context
+    raft_oracle_probability: float = 0.4  # InstructLab's p
+    raft_max_words: int = 800  # distractor chunks are cut so a RAFT context stays within this many words
+    chunk_size: int | None = None  # words per chunk; None: generation's default (labtax.sdg.params)
+    chunk_overlap: int | None = None
+
+
+@dataclass(frozen=True)
 class InfluenceSettings:
     enabled: bool = False
     student: Path | None = None
@@ -80,13 +101,25 @@ class CurationConfig:
     samples_dir: Path
     output_dir: Path
     taxonomy_root: Path | None = None
+    project_root: Path | None = None  # where knowledge documents are read from; default: found from the taxonomy
     seed: int = 0
     examples_per_reason: int = 3
     filters: FilterSettings = field(default_factory=FilterSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
     select: SelectSettings = field(default_factory=SelectSettings)
     mix: MixSettings = field(default_factory=MixSettings)
+    knowledge: KnowledgeSettings = field(default_factory=KnowledgeSettings)
     influence: InfluenceSettings = field(default_factory=InfluenceSettings)
+
+
+def chunking(settings: KnowledgeSettings) -> tuple[int, int]:
+    """Chunk size and overlap in words: the settings', else generation's defaults (so chunks match its)."""
+    from labtax.sdg.params import GenerationParams
+
+    default = GenerationParams()
+    size = settings.chunk_size if settings.chunk_size is not None else default.chunk_size
+    overlap = settings.chunk_overlap if settings.chunk_overlap is not None else default.chunk_overlap
+    return size, overlap
 
 
 SECTIONS: dict[str, type] = {
@@ -94,6 +127,7 @@ SECTIONS: dict[str, type] = {
     "dedup": DedupSettings,
     "select": SelectSettings,
     "mix": MixSettings,
+    "knowledge": KnowledgeSettings,
     "influence": InfluenceSettings,
 }
 
@@ -156,6 +190,7 @@ def check_config(config: CurationConfig) -> None:
         return number(value) and 0.0 <= float(value) <= 1.0  # type: ignore[arg-type]
 
     f, d, s, m, i = config.filters, config.dedup, config.select, config.mix, config.influence
+    k = config.knowledge
     need(integer(config.seed), "seed must be an integer")
     need(integer(config.examples_per_reason) and config.examples_per_reason >= 0, "examples_per_reason must be >= 0")
     unknown = [name for name in f.enabled if name not in FILTER_NAMES]
@@ -224,6 +259,18 @@ def check_config(config: CurationConfig) -> None:
             problems.append(
                 "[mix] replay_file needs replay_file_sha256 (run `sha256sum FILE`): the replay data is pinned"
             )
+    for key in ("grounded_share", "raft_share", "plain_share", "raft_oracle_probability"):
+        need(share(getattr(k, key)), f"[knowledge] {key} must be between 0 and 1")
+    need(
+        bool(k.grounded_share or k.raft_share or k.plain_share),
+        "[knowledge] grounded_share, raft_share and plain_share are all 0: phase 1 would hold no knowledge",
+    )
+    need(integer(k.raft_documents) and k.raft_documents >= 1, "[knowledge] raft_documents must be >= 1")
+    need(integer(k.raft_max_words) and k.raft_max_words >= 1, "[knowledge] raft_max_words must be >= 1")
+    need(k.chunk_size is None or (integer(k.chunk_size) and k.chunk_size >= 1), "[knowledge] chunk_size must be >= 1")
+    if integer(k.chunk_size) or k.chunk_size is None:
+        size, overlap = chunking(k)
+        need(integer(overlap) and 0 <= overlap < size, "[knowledge] chunk_overlap must be >= 0 and < chunk_size")
     if i.enabled:
         if i.student is None:
             problems.append("--influence needs --student PATH (a local Hugging Face model directory)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ class LeafCuration:
     kind: str
     status: str  # the leaf's generation status (generation.json), or "not-generated"
     target: int
+    flagged: dict[str, int] = field(default_factory=dict)  # kept samples flagged for a look, "flag" -> count
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,19 @@ class MixCounts:
 
 
 @dataclass(frozen=True)
+class KnowledgeMixCounts:
+    """The knowledge rows curation wrote, by form (InstructLab's knowledge data mixing, docs/curation.md)."""
+
+    samples: int  # knowledge samples kept
+    grounded_rows: int  # document-grounded: chunk + question + answer, every token trained
+    raft_rows: int  # question among distractor chunks (the right chunk in `raft_with_oracle_rows` of them)
+    raft_with_oracle_rows: int
+    plain_rows: int  # the bare question and answer
+    without_chunk: int  # samples whose document chunk could not be found (rendered plain instead)
+    chunks: int  # document chunks of the knowledge leaves
+
+
+@dataclass(frozen=True)
 class InfluenceSummary:
     enabled: bool
     reference_examples: int | None = None
@@ -134,6 +148,9 @@ class CurationReport:
     influence: InfluenceSummary
     leaves: dict[str, LeafCuration]
     notes: tuple[str, ...] = ()
+    # Kept samples worth a look, by flag (e.g. "looks-truncated"): counted and exemplified, never dropped.
+    flags: dict[str, ReasonDrops] = field(default_factory=dict)
+    knowledge: KnowledgeMixCounts | None = None  # how phase-1 knowledge was rendered (docs/curation.md)
 
 
 def write_curation_report(data_dir: Path, report: CurationReport) -> Path:

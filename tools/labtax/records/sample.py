@@ -20,6 +20,9 @@ Curation reads `finish_reason` from them
 Every pipeline writes every field with the same type (scores are integers, -1 where a pipeline has no
 such judge), so all leaves' files load together as one Arrow table. Curation adds `sample_id` (and
 `replay`, `repeat` for replayed rows) to the metadata of the rows it writes; they are absent until then.
+A knowledge row also says which `form` curation wrote it in ("grounded", "raft" or "plain", with the
+messages changed accordingly), and a document-grounded row carries `train_all_tokens: true`: training
+takes the loss on every token of it, not only the assistant's (InstructLab's "pretraining" samples).
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class SampleMetadata:
     sample_id: str | None = None
     replay: str | None = None  # "phase1": a phase-1 row replayed in phase 2
     repeat: int | None = None  # the pass of a row replayed more than once (allow_repeats)
+    form: str | None = None  # a knowledge row's form: "grounded" | "raft" | "plain" (docs/curation.md)
+    train_all_tokens: bool | None = None  # True: the loss covers every token, the prompt included
 
     def exchange_that_wrote(self, part: str) -> TeacherExchange | None:
         """The last exchange that wrote `part` (CONTEXT, QUESTION or ANSWER) of the sample."""
@@ -95,6 +100,16 @@ class SampleMetadata:
     def seed_ids(self) -> tuple[str, ...]:
         """Every seed example the teacher was shown while making this sample, in first-seen order."""
         return tuple(dict.fromkeys(seed for e in self.exchanges for seed in e.seed_ids))
+
+
+# Curation's marks, unset: a sample's id does not depend on them.
+CURATION_MARKS: dict[str, Any] = {
+    "sample_id": None,
+    "replay": None,
+    "repeat": None,
+    "form": None,
+    "train_all_tokens": None,
+}
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,7 @@ class Sample:
         return "\n".join(m.content for m in self.messages if m.role == "user")
 
     def with_curation(self, **marks: Any) -> Sample:
-        """The sample with curation's marks (`sample_id`, `replay`, `repeat`) in its metadata."""
+        """The sample with curation's marks (`sample_id`, `replay`, `repeat`, `form`, `train_all_tokens`)."""
         return replace(self, metadata=replace(self.metadata, **marks))
 
 
@@ -132,7 +147,7 @@ def sample_to_json(sample: Sample) -> dict[str, Any]:
 
 def sample_id(sample: Sample) -> str:
     """A stable id: the hash of the sample's canonical JSON without curation's marks (equal samples, equal id)."""
-    plain = sample_to_json(sample.with_curation(sample_id=None, replay=None, repeat=None))
+    plain = sample_to_json(sample.with_curation(**CURATION_MARKS))
     canonical = json.dumps(plain, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 

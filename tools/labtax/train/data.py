@@ -109,6 +109,13 @@ def read_sample_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def trains_all_tokens(row: dict[str, Any]) -> bool:
+    """A row curation marked `train_all_tokens` (a document-grounded knowledge sample): its loss covers
+    every token, the document and question included, whatever `assistant_only_loss` says."""
+    metadata = row.get("metadata")
+    return isinstance(metadata, dict) and metadata.get("train_all_tokens") is True
+
+
 def leaf_of(row: dict[str, Any]) -> str:
     metadata = row.get("metadata")
     leaf = metadata.get("leaf") if isinstance(metadata, dict) else None
@@ -175,7 +182,8 @@ def encode_rows(
     for row in rows:
         dataset.rows += 1
         leaf = leaf_of(row)
-        input_ids, targets = encode_conversation(tokenizer, row["messages"], assistant_only_loss=assistant_only_loss)
+        only_assistant = assistant_only_loss and not trains_all_tokens(row)
+        input_ids, targets = encode_conversation(tokenizer, row["messages"], assistant_only_loss=only_assistant)
         if len(input_ids) > max_length:
             report = dataset.overlength.setdefault(leaf, OverlengthLeaf())
             report.count += 1
