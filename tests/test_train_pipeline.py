@@ -13,13 +13,17 @@ from labtax.cli import main
 from openai_server import running_server
 
 
-def curated(output: Path, monkeypatch: pytest.MonkeyPatch, *generate_options: str) -> Path:
+def curated(output: Path, monkeypatch: pytest.MonkeyPatch, *generate_options: str, curate_config: str = "") -> Path:
     """`labtax generate` over the shipped taxonomy with the stand-in teacher, then `labtax curate`: DATA."""
     monkeypatch.chdir(REPO_ROOT)
     with running_server() as teacher:
         command = ["generate", "--output", str(output / "gen"), "--teacher-url", teacher.url]
         assert main([*command, "--teacher-model", "fake-teacher", "--quiet", *generate_options]) == 0
-    assert main(["curate", "--samples", str(output / "gen"), "--output", str(output / "data")]) == 0
+    settings = []
+    if curate_config:
+        (output / "curate.toml").write_text(curate_config)
+        settings = ["--config", str(output / "curate.toml")]
+    assert main(["curate", "--samples", str(output / "gen"), "--output", str(output / "data"), *settings]) == 0
     return output / "data"
 
 
@@ -56,7 +60,11 @@ def test_the_readme_offline_pipeline_lowers_the_held_out_loss(
     loss goes down (it used to train at learning rate 0, leaving the base weights unchanged)."""
     from safetensors.torch import load_file
 
-    data = curated(tmp_path, monkeypatch, "--target", "8")
+    # Knowledge as bare question-answer pairs: the tiny model's 512-token BPE vocabulary spends about four
+    # tokens a word, so rows with their documents (test_curate.py, benchmarks/knowledge_mixing.py) would pass
+    # the default max_length of 2,048 tokens (a real tokenizer's would not) and cost minutes of CPU here.
+    smaller = "[knowledge]\ngrounded_share = 0.0\nraft_share = 0.0\nplain_share = 1.0\n"
+    data = curated(tmp_path, monkeypatch, "--target", "8", curate_config=smaller)
     run = tmp_path / "run"
     capsys.readouterr()
     assert main(["train", "--base-model", str(tiny_model_dir), "--data", str(data), "--output", str(run)]) == 0
