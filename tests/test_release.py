@@ -105,6 +105,9 @@ def test_release_dry_run_push_nothing_changed_and_gate_failure(
         assert (  # a first release is gated against its base model, not waved through
             manifest["evaluation"]["gate"]["status"] == "pass" and "heldout_loss" in manifest["evaluation"]["overall"]
         )
+        compared = manifest["evaluation"]["leaves"]  # the per-leaf table the notes and the card show
+        assert len(compared) == leaf_count and {row["versus"] for row in compared} == {"base"}
+        assert "### Per leaf" in (output / "hub" / "model" / "README.md").read_text()
         assert manifest["hub"]["repo_id"] == "org/student" and manifest["hub"]["revision"] is None
         assert len(manifest["generation"]) == leaf_count
         staged = output / "hub" / "model"

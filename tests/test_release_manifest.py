@@ -130,8 +130,33 @@ def test_the_model_card_has_model_index_changed_leaves_with_links_and_provenance
     assert "**Changed** (1):\n- [`compositional_skills/writing/haiku/qna.yaml`]" in text
     assert "**Deleted** (1):\n- `gone/qna.yaml`" in text
     assert "since v1.0.0" in text and "teacher `teacher-model`" in text and "3" * 64 in text
-    assert "## Intended use" in text and "Release gate against the previous release: passed" in text
+    assert "## Intended use" in text
+    assert "Release gate against the base model and the previous release (v1.0.0): passed" in text
     assert "| token_f1 | 0.42 | 0.3 |" in text
+
+
+def test_the_card_shows_every_regressed_leaf_first_and_caps_the_rest() -> None:
+    from dataclasses import replace
+
+    from labtax.records.evaluation import LeafComparison
+    from labtax.release.card import evaluation_section
+
+    def row(n: int, change: float) -> LeafComparison:
+        return LeafComparison(
+            f"skills/leaf_{n:05d}|x/qna.yaml", "freeform_skill", "token_f1", True, 0.2, None, 0.2 + change, change,
+            "base", change < -0.05,
+        )  # fmt: skip
+
+    rows = tuple([row(n, -0.1) for n in range(3)] + [row(n, 0.01 * n) for n in range(3, 10_000)])
+    manifest = sample_manifest()
+    manifest = replace(manifest, evaluation=replace(manifest.evaluation, leaves=rows))
+    text = "\n".join(evaluation_section(manifest))
+    table = [line for line in text.splitlines() if line.startswith("| skills")]
+    assert len(table) == 200 and all("▼" in line for line in table[:3]) and "▼" not in table[3]
+    assert "leaf\\_00000\\|x" not in text and "leaf_00000\\|x" in text  # a cell's pipe is escaped
+    assert "3 of 10000 leaves regressed (all shown); 9800 more that did not are in eval.json" in text
+    again = replace(manifest, evaluation=replace(manifest.evaluation, leaves=rows[:5]))
+    assert "3 of 5 leaves regressed" in "\n".join(evaluation_section(again))
 
 
 def test_a_local_base_model_is_not_claimed_as_a_hub_model(tmp_path: Path) -> None:

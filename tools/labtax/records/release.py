@@ -15,6 +15,7 @@ from typing import Any
 
 from labtax.fileio import write_text_atomic
 from labtax.records.base import RecordFormat, decode, dumps_json, read_json_file, to_json
+from labtax.records.evaluation import LeafComparison
 
 MANIFEST_FORMAT = RecordFormat(
     "labtax-release", 1, "release manifest (release.json)", "delete it or restore it from the release"
@@ -128,6 +129,9 @@ class ReleaseEvaluation:
     overall: dict[str, float]  # heldout_loss, heldout_perplexity, exact_match, token_f1
     baseline: dict[str, float]
     gate: ReleaseGate | None = None
+    # Per leaf: the base model's, the previous release's and the new model's main score, sorted by change
+    # (eval.json's comparison table, which the notes and the model card show). Older files: empty.
+    leaves: tuple[LeafComparison, ...] = ()
 
 
 def write_manifest(path: Path, manifest: ReleaseManifest) -> None:

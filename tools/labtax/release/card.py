@@ -28,8 +28,12 @@ from labtax.release.credits import (
 )
 from labtax.release.manifest import LeafChanges
 
+LEAF_TABLE_ROWS = 200  # per-leaf rows in the card and the notes; every regression is shown whatever the count
+
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard, ModelCard
+
+    from labtax.records.evaluation import LeafComparison
 
 DEFAULT_INTENDED_USE = (
     "A student model aligned with the LAB method on this taxonomy: it is meant for research on, and "
@@ -132,8 +136,31 @@ def evaluation_section(manifest: ReleaseManifest) -> list[str]:
     if gate is not None:
         verdict = {"pass": "passed", "fail": "failed"}.get(gate.status, gate.status)
         reason = f" ({gate.reason})" if gate.reason and gate.reason != gate.status else ""
-        lines += ["", f"Release gate against the previous release: {verdict}{reason}"]
+        versus = "the base model"
+        if gate.previous:
+            versus += f" and the previous release ({manifest.previous_version or gate.previous})"
+        lines += ["", f"Release gate against {versus}: {verdict}{reason}"]
+    if manifest.evaluation.leaves:
+        lines += ["", "### Per leaf", "", *leaf_table(manifest.evaluation.leaves)]
     return [*lines, ""]
+
+
+def leaf_table(rows: tuple[LeafComparison, ...], limit: int = LEAF_TABLE_ROWS) -> list[str]:
+    """The per-leaf comparison, regressions first; past `limit` rows, every regression and the rest counted."""
+    from labtax.train.eval_compare import comparison_markdown
+
+    room = max(0, limit - sum(row.regressed for row in rows))
+    kept = {i for i, row in enumerate(rows) if row.regressed}
+    kept |= set([i for i, row in enumerate(rows) if not row.regressed][:room])
+    shown = [row for i, row in enumerate(rows) if i in kept]  # in the table's order: regressions first
+    lines = comparison_markdown(shown).rstrip("\n").split("\n")
+    if len(shown) < len(rows):
+        regressed = sum(row.regressed for row in rows)
+        lines[-1] = (
+            f"{regressed} of {len(rows)} leaves regressed (all shown); {len(rows) - len(shown)} more that did not"
+            " are in eval.json. Positive changes are improvements."
+        )
+    return lines
 
 
 def is_hub_id(name: str) -> bool:

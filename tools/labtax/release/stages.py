@@ -417,5 +417,6 @@ def read_evaluation(path: Path) -> EvaluationOutcome:
         overall=_metrics(report.overall.model),
         baseline=_metrics(report.overall.baseline),
         gate=ReleaseGate(gate.passed, gate.status, gate.reason, gate.previous),
+        leaves=report.comparison,
     )
     return EvaluationOutcome(gate.passed, gate.reason, summary)
