@@ -345,8 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
         content = (
             custom(stage, body) if custom else default_answer(stage, body, nonce if isinstance(nonce, int) else serial)
         )
-        if "response_format" in body and not custom:
-            content = json.dumps({"text": content})
+        if "response_format" in body and not custom and not content.startswith("{"):
+            content = json.dumps({"text": content})  # free text asked for as JSON (the evaluation's answers are JSON)
         finish = "stop"
         stops = [str(x) for x in body.get("stop") or []]
         if fault == "malformed":

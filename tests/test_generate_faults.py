@@ -70,7 +70,7 @@ def test_a_full_disk_stops_with_one_message_and_a_rerun_resumes_exactly(project:
         assert full.returncode == 1, full.stderr
         message = full.stderr.strip().splitlines()[-1]
         assert "cannot write" in message and str(out) in message and "needed" in message
-        assert "re-run the same command" in message and "Traceback" not in full.stderr
+        assert "run the same command again" in message and "Traceback" not in full.stderr
         first = sent_bodies(server.state.bodies)
         resumed = cli(*base)
         assert resumed.returncode == 0, resumed.stderr

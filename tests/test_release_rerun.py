@@ -32,7 +32,7 @@ TOKEN = "hf_RerunTokenNeverPrinted0042"
 ORIGIN_SECRET = "ghp_OriginRemoteSecret0042"
 DOCUMENTS_SECRET = "ghp_DocumentsRepoSecret0042"
 TINY_TRAINING = [
-    *("--set", "max_length=512", "--set", "micro_batch_tokens=2048", "--set", "gradient_accumulation_steps=1"),
+    *("--set", "max_length=2048", "--set", "micro_batch_tokens=4096", "--set", "gradient_accumulation_steps=1"),
     *("--set", "warmup_steps=0", "--set", "phase1.max_steps=1", "--set", "phase2.max_steps=1"),
 ]
 # leaf -> (attribution.txt, the licence the cards show)

@@ -52,7 +52,7 @@ def test_a_half_written_curation_output_is_never_trained_on(project: Path, tiny_
     # The sizes of a default curation's files, for the disk below (on a disk with room to spare).
     assert main(["curate", "--samples", str(gen), "--output", str(project / "scratch"), "--quiet"]) == 0
     sizes = {name: (project / "scratch" / name).stat().st_size for name in (PHASE1_FILE, PHASE2_FILE)}
-    assert sizes[PHASE2_FILE] > sizes[PHASE1_FILE]  # the skills file is written second, and is the larger
+    assert sizes[PHASE2_FILE] > (32 << 10)  # the skills file, written second, needs more than the slack left below
     (project / "one.toml").write_text("[select]\nmax_per_leaf = 1\n")
     environment = dict(os.environ)
     with small_disk(project / "disk", 4 << 20) as disk:

@@ -116,6 +116,18 @@ def test_overlength_samples_are_reported_per_leaf(full_run: Path) -> None:
     assert phase1["overlength"][LONG_LEAF]["longest"] > 96
 
 
+def test_the_plan_says_which_samples_are_too_long_before_training(
+    tiny_model_dir: Path, phase_data: Path, tmp_path: Path
+) -> None:
+    plans: list[Any] = []
+    hyper = load_hyperparameters(None, {**FAST, "phase1.max_steps": 1, "phase2.max_steps": 1})
+    run_training(TrainConfig(str(tiny_model_dir), phase_data, tmp_path / "run", hyper), on_plan=plans.append)
+    (plan,) = plans
+    assert plan.warnings[0].startswith("phase 1: 1 of 13 samples are longer than max_length=96 tokens (the longest ")
+    assert "are skipped; raise max_length" in plan.warnings[0]
+    assert not any(w.startswith("phase 2: ") and "max_length" in w for w in plan.warnings)
+
+
 def test_resumed_run_continues_exactly(tiny_model_dir: Path, phase_data: Path, full_run: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

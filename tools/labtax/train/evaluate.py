@@ -112,11 +112,14 @@ def run_evaluation(config: EvalConfig) -> EvalResult:
     if config.mcq_format not in MCQ_FORMATS:
         raise UsageError(f"--mcq-format must be one of {', '.join(MCQ_FORMATS)}")
     previous = read_previous(config.previous) if config.previous else None  # fail on a bad file before loading models
-    resolve_model(config.model, role="--model")  # a mistyped path fails before any work, saying what it was taken for
-    resolve_model(config.baseline, role="--baseline")
     general_items = read_general_set(config.general) if config.general else None
     if config.teacher is not None:
         config.teacher.validate()
+    # Then the models: a mistyped path fails before any work, saying what it was taken for.
+    resolve_model(config.model, role="--model")
+    resolve_model(config.baseline, role="--baseline")
+    if config.previous_model:
+        resolve_model(config.previous_model, role="--previous-model")
     project = load_config(taxonomy=config.taxonomy_root)
     leaves = [leaf for leaf in load_leaves(project).leaves if heldout_pairs(leaf)]
     if not leaves:

@@ -128,6 +128,20 @@ class PackingDecision:
         return self.probe is not None and not self.probe.separated
 
 
+def overlength_warning(number: int, dataset: EncodedDataset, max_length: int) -> str:
+    """A phase's samples longer than `max_length`, said before training ('' when there are none)."""
+    count = sum(o.count for o in dataset.overlength.values())
+    if not count:
+        return ""
+    longest = max(o.longest for o in dataset.overlength.values())
+    done = {"skip": "skipped", "truncate": "truncated"}.get(dataset.policy, dataset.policy)
+    empty = " and the phase has nothing left to train" if not dataset.samples else ""
+    return (
+        f"phase {number}: {count} of {dataset.rows} samples are longer than max_length={max_length} tokens"
+        f" (the longest {longest:,}) and are {done}{empty}; raise max_length to train on them"
+    )
+
+
 @dataclass(frozen=True)
 class TrainingPlan:
     """Everything decided before the first step, for the caller to show (`labtax train` prints it)."""
@@ -136,10 +150,11 @@ class TrainingPlan:
     packing: PackingDecision
     phases: list[PhasePlan]  # the phases still to train (a resumed run leaves out the finished ones)
     resuming: bool
+    data_warnings: tuple[str, ...] = ()  # what the data lost before planning (over-length samples)
 
     @property
     def warnings(self) -> list[str]:
-        found = [warning for phase in self.phases for warning in phase.warnings]
+        found = [*self.data_warnings, *(warning for phase in self.phases for warning in phase.warnings)]
         if self.packing.failed_probe:
             found.insert(0, f"packing is off: {self.packing.reason}")
         return found
@@ -223,7 +238,8 @@ def run_training(config: TrainConfig, on_plan: Callable[[TrainingPlan], None] | 
             n: plan_phase(datasets[n], h, n, processes=accelerator.num_processes, packing=packing.packed)
             for n in pending
         }
-        plan = TrainingPlan(base, packing, [schedules[n].plan for n in pending], resuming)
+        lost = tuple(overlength_warning(n, datasets[n], h.max_length) for n in (1, 2) if state.finished(n) is None)
+        plan = TrainingPlan(base, packing, [schedules[n].plan for n in pending], resuming, tuple(w for w in lost if w))
         if on_plan is not None and accelerator.is_main_process:
             on_plan(plan)
 
