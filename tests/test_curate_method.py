@@ -27,6 +27,7 @@ from test_curate_support import (
     grounded_request,
     knowledge_rows,
     make_project,
+    one_request,
     row,
     write_generation,
 )
@@ -101,6 +102,20 @@ def test_truncation_is_the_teachers_finish_reason_and_the_heuristic_a_flag(
     assert report["leaves"][TIDES]["flagged"] == {"looks-truncated": 1}
     kept_answers = {r["messages"][-1]["content"] for r in result["rows"]}
     assert {a for _, a in COMPLETE_ANSWERS} | {looks_cut} <= kept_answers
+
+
+def test_the_complete_pairs_before_a_cut_are_kept_and_only_the_cut_one_dropped(leaves: dict[str, Leaf]) -> None:
+    """A small teacher lists question-answer pairs until max_tokens: the request says `length`, but only its
+    last pair was cut (generation keeps the complete ones before it); those are whole and must stay."""
+    pairs = [
+        ("What is a spring tide?", "A tide of large range near new and full moon."),
+        ("What is a neap tide?", "A tide of small range near the quarter moons."),
+        ("Why do tides lag behind the Moon?", "Friction slows the bulge, so it"),
+    ]
+    samples = one_request(leaves[TIDES], pairs, finish_reason="length")
+    verdicts = [first_failure(build_filters(FilterSettings()), candidate(s, TIDES, "knowledge", n)) for n, s in
+                enumerate(samples, start=1)]  # fmt: skip
+    assert [failure[0] if failure else None for failure in verdicts] == [None, None, "truncated"]
 
 
 # --- grounded skills: one context, many questions ------------------------------------------------------

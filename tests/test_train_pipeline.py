@@ -56,7 +56,8 @@ def test_every_phase_of_the_shipped_taxonomy_gets_enough_steps_at_default_settin
 def test_the_readme_offline_pipeline_lowers_the_held_out_loss(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """README.md's "whole pipeline, offline" with default training settings: the tiny model's held-out
+    """README.md's "whole pipeline, offline", its stand-in variant (tests/test_generate_real.py runs the real
+    model's), with default training settings: the tiny model's held-out
     loss goes down (it used to train at learning rate 0, leaving the base weights unchanged)."""
     from safetensors.torch import load_file
 

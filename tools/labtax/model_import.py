@@ -30,6 +30,13 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # "auto" keeps small models in float32 (CPU training and evaluation want it) and halves large ones.
 AUTO_FLOAT32_MAX_PARAMETERS = 1_000_000_000
 _GGUF_MAGIC = b"GGUF"
+# SAMPLING_NOTE: a GGUF file carries no generation defaults, so transformers gives the model
+# `do_sample: false`, and a server that takes its defaults from there (`transformers serve`) then decodes
+# greedily whatever `temperature` a request asks for: every candidate of one prompt comes back the same,
+# and generation's dedup throws the copies away. With `do_sample: true` in generation_config.json (as
+# instruct models on the Hub ship it) the server samples at the request's temperature and still decodes
+# greedily when a request asks for temperature 0 (judges, precheck). labtax's own generate() calls say
+# do_sample explicitly, so evaluation and the local teacher are unaffected.
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ def import_gguf(gguf_file: Path, output: Path, *, dtype: str = "auto", force: bo
     source_bytes, source_sha256 = _check_gguf(gguf_file)
     previous = read_provenance(output)
     if previous is not None and previous.source_sha256 == source_sha256 and dtype in ("auto", previous.dtype):
+        _sample_by_default(output)  # an import made before labtax set it
         return ImportedModel(**{**asdict(previous), "directory": output, "reused": True})
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not force:
         raise UsageError(
@@ -91,6 +99,7 @@ def import_gguf(gguf_file: Path, output: Path, *, dtype: str = "auto", force: bo
     plain.load_state_dict(state, assign=True, strict=True)
     plain.tie_weights()
     plain.generation_config = loaded.generation_config
+    plain.generation_config.do_sample = True  # see SAMPLING_NOTE
     del loaded, state
 
     result = ImportedModel(output, name, source_sha256, source_bytes, chosen, parameters)
@@ -108,6 +117,20 @@ def import_gguf(gguf_file: Path, output: Path, *, dtype: str = "auto", force: bo
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def _sample_by_default(directory: Path) -> None:
+    """Set `do_sample: true` in an earlier import's generation_config.json (SAMPLING_NOTE), atomically."""
+    from labtax.fileio import write_bytes_atomic
+
+    path = directory / "generation_config.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(settings, dict) and settings.get("do_sample") is None:
+        settings["do_sample"] = True
+        write_bytes_atomic(path, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def read_provenance(directory: Path) -> ImportedModel | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from labtax.curate.samples import Candidate
 from labtax.curate.settings import FilterSettings
+from labtax.records.sample import ANSWER
 from labtax.text import excerpt, jaccard, normalise, shingles, words
 
 
@@ -55,16 +56,27 @@ class EmptyFilter:
 @dataclass(frozen=True)
 class TruncationFilter:
     """Answers the teacher was cut off in: the server's own `finish_reason` of "length" (it stopped at
-    `max_tokens`), as generation recorded it for the request that wrote the answer. Nothing else: the
-    text alone cannot tell a truncation from a complete answer that ends on "**$12**", "C++" or a URL;
-    `looks_truncated` only flags such answers in the report."""
+    `max_tokens`), as generation recorded it for the request that wrote the answer, *and* the answer is
+    where the cut fell, at the end of that request's output. A request that wrote several items (a list of
+    question-answer pairs) and was cut lost only its last, unfinished item (generation keeps the complete
+    ones before it, sdg/answer_parsing.py); the items before the cut are whole and stay. Nothing else:
+    the text alone cannot tell a truncation from a complete answer that ends on "**$12**", "C++" or a
+    URL; `looks_truncated` only flags such answers in the report."""
 
     name = "truncated"
 
     def __call__(self, sample: Candidate) -> Verdict:
-        if sample.sample.metadata.finish_reason == "length":
+        exchange = sample.sample.metadata.exchange_that_wrote(ANSWER)
+        if exchange is not None and exchange.finish_reason == "length" and _ends_with(exchange.output, sample.answer):
             return drop("truncated", "finish_reason=length")
         return KEEP
+
+
+def _ends_with(output: str, answer: str) -> bool:
+    """Whether `answer` is the last thing in `output` (whitespace aside), or not found in it at all (a
+    record whose answer cannot be placed in its output counts as at the cut: dropped, as before)."""
+    text, tail = " ".join(output.split()), " ".join(answer.split())
+    return text.endswith(tail) or tail not in text
 
 
 # Words a finished English answer rarely ends on (a teacher that hit its token limit stops mid-phrase);
