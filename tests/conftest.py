@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,19 @@ def git(cwd: Path, *args: str) -> str:
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"git {' '.join(args)} failed: {result.stderr}"
     return result.stdout
+
+
+def shipped_project(root: Path, leaves: Iterable[str], documents: Iterable[str] = ("ocean_tides",)) -> Path:
+    """A labtax project at `root` holding some of the shipped leaves and documents, committed to git."""
+    for leaf in leaves:
+        shutil.copytree(REPO_ROOT / "taxonomy" / leaf, root / "taxonomy" / leaf)
+    for name in documents:
+        shutil.copytree(REPO_ROOT / "documents" / name, root / "documents" / name)
+    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "taxonomy")
+    return root
 
 
 @pytest.fixture(scope="session")

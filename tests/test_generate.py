@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, git
+from conftest import git, shipped_project
 from labtax.cli import main
 from openai_server import running_server
 
@@ -28,14 +28,7 @@ LEAVES = (
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A small labtax project (three kinds of leaves, one local document) committed to git."""
-    root = tmp_path / "project"
-    for leaf in LEAVES:
-        shutil.copytree(REPO_ROOT / "taxonomy" / leaf, root / "taxonomy" / leaf)
-    shutil.copytree(REPO_ROOT / "documents" / "ocean_tides", root / "documents" / "ocean_tides")
-    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
-    git(root.parent, "init", "-q", str(root))
-    git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "taxonomy")
+    root = shipped_project(tmp_path / "project", LEAVES)
     monkeypatch.chdir(root)
     return root
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, git
+from conftest import git, shipped_project
 from labtax.cli import main
 from openai_server import running_server
 
@@ -26,14 +25,7 @@ TINY_TRAINING = [
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "repo"
-    for leaf in (HAIKU, TIDES):
-        shutil.copytree(REPO_ROOT / "taxonomy" / leaf, root / "taxonomy" / leaf)
-    shutil.copytree(REPO_ROOT / "documents" / "ocean_tides", root / "documents" / "ocean_tides")
-    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
-    git(tmp_path, "init", "-q", str(root))
-    git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "taxonomy")
+    root = shipped_project(tmp_path / "repo", (HAIKU, TIDES))
     git(root, "tag", "v1.0.0")
     monkeypatch.chdir(root)
     return root

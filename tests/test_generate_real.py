@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, git
+from conftest import shipped_project
 from labtax.cli import main
 from labtax.sdg.openai_teacher import OpenAITeacher, TeacherSettings
 from labtax.sdg.run import honour_line
@@ -27,14 +26,7 @@ KNOWLEDGE = "knowledge/science/oceanography/ocean_tides"
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "project"
-    for leaf in (SKILL, KNOWLEDGE):
-        shutil.copytree(REPO_ROOT / "taxonomy" / leaf, root / "taxonomy" / leaf)
-    shutil.copytree(REPO_ROOT / "documents" / "ocean_tides", root / "documents" / "ocean_tides")
-    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
-    git(root.parent, "init", "-q", str(root))
-    git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "taxonomy")
+    root = shipped_project(tmp_path / "project", (SKILL, KNOWLEDGE))
     monkeypatch.chdir(root)
     return root
 
@@ -128,13 +120,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture
 def knowledge_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A taxonomy of the one knowledge leaf, committed: the cheapest leaf to get a sample from."""
-    root = tmp_path / "project"
-    shutil.copytree(REPO_ROOT / "taxonomy" / KNOWLEDGE, root / "taxonomy" / KNOWLEDGE)
-    shutil.copytree(REPO_ROOT / "documents" / "ocean_tides", root / "documents" / "ocean_tides")
-    (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n')
-    git(root.parent, "init", "-q", str(root))
-    git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "taxonomy")
+    root = shipped_project(tmp_path / "project", (KNOWLEDGE,))
     monkeypatch.chdir(root)
     return root
 
