@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from labtax.cli import main
+from labtax.markdown import text
 from labtax.train.evaluate import exact_match, normalise_answer, token_f1
 
 REPO_TAXONOMY = Path(__file__).resolve().parents[1] / "taxonomy"
@@ -51,7 +52,7 @@ def test_eval_json_scores_every_leaf_for_model_and_baseline(first_eval: Path) ->
     # No previous release: the gate compares with the base model (the same weights here, so it passes).
     assert report["gate"]["status"] == "pass" and report["gate"]["compared_with"] == ["base model"]
     markdown = first_eval.with_suffix(".md").read_text(encoding="utf-8")
-    assert f"| {TIDES} | knowledge | 5 |" in markdown and "**overall**" in markdown
+    assert f"| {text(TIDES)} | knowledge | 5 |" in markdown and "**overall**" in markdown
 
 
 def test_gate_passes_against_an_equal_release_and_leaked_questions_are_reported(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from labtax.cli import main
+from labtax.markdown import text
 from labtax.records.evaluation import (
     ChoiceQuestion,
     ChoiceResult,
@@ -112,7 +113,7 @@ def test_skills_are_judged_on_every_seed_question_with_confidence(with_teacher: 
     assert haiku.model.judged == 6 and 1 <= (haiku.model.judge_score or 0) <= 10
     assert with_teacher["first"]["eval_judge"] == 12 and with_teacher["second"]["eval_judge"] == 12
     markdown = output.with_suffix(".md").read_text(encoding="utf-8")
-    row = next(line for line in markdown.splitlines() if line.startswith(f"| {HAIKU} | 6 (1) |"))
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {text(HAIKU)} | 6 (1) |"))
     assert row.count("[") >= 3, "each score with its 95% interval, and the change over the base model"
 
 
@@ -210,7 +211,7 @@ def test_comparison_is_sorted_by_change_regressions_first() -> None:
     assert "2 of 4 leaves regressed" in markdown
     assert (
         comparison_markdown(comparison_table([leaf("a|<b>.yaml", "knowledge", Scores(), Scores())])).count(
-            "a\\|\\<b\\>.yaml"
+            "a\\|&lt;b&gt;.yaml"
         )
         == 1
     ), "leaf paths cannot break the table or inject HTML"

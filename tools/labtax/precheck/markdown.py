@@ -7,8 +7,9 @@ to `CELL_CHARS`. The <summary> lines hold only our own words and numbers.
 
 from __future__ import annotations
 
+from labtax.markdown import code, text
 from labtax.precheck.records import PrecheckItem, PrecheckLeaf, PrecheckResult
-from labtax.report import clipped, code, text
+from labtax.report import clipped
 
 PRECHECK_MARKER = "<!-- labtax-precheck -->"
 HEADING = "## Precheck: what the current model answers"

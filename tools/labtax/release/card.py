@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labtax.markdown import code, safe_url
 from labtax.records.release import ReleaseManifest
 from labtax.release.credits import (
     ATTRIBUTION_CSV,
@@ -59,9 +60,9 @@ class CardOptions:
 def leaf_link(path: str, manifest: ReleaseManifest, options: CardOptions) -> str:
     """Markdown for a leaf: a link to its qna.yaml at the release's taxonomy commit when we know where."""
     relative = f"{options.taxonomy_dir.strip('/')}/{path}" if options.taxonomy_dir.strip("/. ") else path
-    if not options.source_url:
-        return f"`{path}`"
-    return f"[`{path}`]({options.source_url.rstrip('/')}/blob/{manifest.taxonomy_commit}/{relative})"
+    url = f"{options.source_url.rstrip('/')}/blob/{manifest.taxonomy_commit}/{relative}" if options.source_url else ""
+    target = safe_url(url) if url else None
+    return f"[{code(path)}]({target})" if target else code(path)
 
 
 def build_card_data(manifest: ReleaseManifest, options: CardOptions) -> Any:
@@ -110,14 +111,13 @@ def changes_section(
     for title, paths in (("Added", changes.added), ("Changed", changes.modified), ("Deleted", changes.deleted)):
         if paths:
             lines.append(f"**{title}** ({len(paths):,}):")
-            shown = [f"{leaf_link(path, manifest, options) if title != 'Deleted' else f'`{path}`'}" for path in paths]
+            shown = [leaf_link(path, manifest, options) if title != "Deleted" else code(path) for path in paths]
             lines.extend(f"- {item}" for item in listed(shown))
             lines.append("")
     if changes.renamed:
         lines.append(f"**Renamed** ({len(changes.renamed):,}, same content, no new data):")
-        lines.extend(
-            f"- {item}" for item in listed([f"`{o}` → {leaf_link(n, manifest, options)}" for o, n in changes.renamed])
-        )
+        renamed = [f"{code(old)} → {leaf_link(new, manifest, options)}" for old, new in changes.renamed]
+        lines.extend(f"- {item}" for item in listed(renamed))
         lines.append("")
     return lines
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from labtax.markdown import safe_url, text
 from labtax.output import redact_credentials
 from labtax.records.release import LeafAttribution, ReleaseManifest
 from labtax.taxonomy.leaf import Attribution
@@ -192,21 +193,10 @@ def license_counts(rows: Sequence[Credit]) -> list[tuple[str, int]]:
 # --- markdown -----------------------------------------------------------------------------------------
 
 
-def escape(text: str) -> str:
-    """Contributor text made inert in markdown, in a table cell and in HTML (one line)."""
-    flat = " ".join(text.split())
-    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return "".join(f"\\{ch}" if ch in "\\`*_[]|#!~" else ch for ch in flat)
-
-
-def _link(text: str, url: str | None) -> str:
-    shown = escape(text) or "(untitled)"
-    return f"[{shown}]({safe_url(url)})" if url else shown
-
-
-def safe_url(url: str) -> str:
-    """A URL that cannot end a markdown link early or break out of it: brackets, quotes, spaces encoded."""
-    return re.sub(r"[\s()<>\[\]\"'`|\\]", lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), url)
+def _link(label: str, url: str | None) -> str:
+    target = safe_url(url) if url else None
+    shown = text(label) or "(untitled)"
+    return f"[{shown}]({target})" if target else shown
 
 
 def credits_markdown(rows: Sequence[Credit], *, files_note: str) -> list[str]:
@@ -215,26 +205,26 @@ def credits_markdown(rows: Sequence[Credit], *, files_note: str) -> list[str]:
     if not rows:
         return ["No leaf was released.", ""]
     lines = ["| licence | leaves |", "|---|--:|"]
-    lines += [f"| {escape(license_label(name))} | {count:,} |" for name, count in license_counts(rows)]
+    lines += [f"| {text(license_label(name))} | {count:,} |" for name, count in license_counts(rows)]
     lines += ["", files_note, ""]
     by_license: dict[str, list[Credit]] = {}
     for row in rows:
         by_license.setdefault(row.license, []).append(row)
     for name, _ in license_counts(rows):
         group = by_license[name]
-        lines += [f"<details><summary>{escape(license_label(name))}: {leaves(len(group))}</summary>", ""]
+        lines += [f"<details><summary>{text(license_label(name))}: {leaves(len(group))}</summary>", ""]
         by_branch: dict[str, list[Credit]] = {}
         for row in group:
             by_branch.setdefault(row.branch, []).append(row)
         for branch in sorted(by_branch):
             members = by_branch[branch]
-            lines += [f"**{escape(branch)}** ({len(members):,})", ""]
+            lines += [f"**{text(branch)}** ({len(members):,})", ""]
             lines += ["| leaf | work | revision | creators |", "|---|---|---|---|"]
             for row in members:
                 leaf_name = row.leaf.removesuffix("/qna.yaml")
                 lines.append(
                     f"| {_link(leaf_name, row.leaf_url)} | {_link(row.title, row.work_url)} "
-                    f"| {escape(row.revision)} | {escape(row.creators)} |"
+                    f"| {text(row.revision)} | {text(row.creators)} |"
                 )
             lines.append("")
         lines += ["</details>", ""]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from labtax.markdown import text
 from labtax.records.evaluation import LeafComparison, LeafEvaluation, Scores
 
 METRICS: dict[str, tuple[str, bool, Callable[[Scores], float | None]]] = {
@@ -76,7 +77,7 @@ def comparison_markdown(rows: Sequence[LeafComparison]) -> str:
         if row.regressed:
             change = f"**{change}** ▼"
         lines.append(
-            f"| {_escape(row.leaf)} | {label} | {_number(row.base)} | {_number(row.previous)} "
+            f"| {text(row.leaf)} | {label} | {_number(row.base)} | {_number(row.previous)} "
             f"| {_number(row.new)} | {change} |"
         )
     regressed = sum(row.regressed for row in rows)
@@ -86,8 +87,3 @@ def comparison_markdown(rows: Sequence[LeafComparison]) -> str:
 
 def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
-
-
-def _escape(text: str) -> str:
-    """Markdown- and HTML-inert in a table cell (intra-word underscores are not emphasis on GitHub)."""
-    return "".join(f"\\{ch}" if ch in "\\`*[]<>|" else ch for ch in text)

@@ -740,17 +740,19 @@ def eval_record(
 
 
 def render_markdown(report: EvalReport) -> str:
+    from labtax.markdown import code, text
+
     def number(value: float | None, digits: int = 3) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"# Evaluation of `{report.model}`", ""]
-    lines.append(f"Base model: `{report.baseline}`.")
+    lines = [f"# Evaluation of {code(report.model)}", ""]
+    lines.append(f"Base model: {code(report.baseline)}.")
     if report.previous_model:
-        lines.append(f"Previous release: `{report.previous_model}` (scored in this run).")
+        lines.append(f"Previous release: {code(report.previous_model)} (scored in this run).")
     elif report.gate.previous:
-        lines.append(f"Previous release: its recorded results, `{report.gate.previous}`.")
+        lines.append(f"Previous release: its recorded results, {code(report.gate.previous)}.")
     if report.teacher:
-        lines.append(f"Teacher (question writer and judge): `{report.teacher}`.")
+        lines.append(f"Teacher (question writer and judge): {code(report.teacher)}.")
     lines += ["", "## Per leaf: base model, previous release, new model", ""]
     lines.append(comparison_markdown(report.comparison))
     lines += _mcq_section(report) + _judge_section(report)
@@ -764,7 +766,7 @@ def render_markdown(report: EvalReport) -> str:
         "| exact match (base → model) | F1 (base → model) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    rows = [(leaf.leaf, leaf.kind, leaf.pairs, leaf.baseline, leaf.model) for leaf in report.leaves]
+    rows = [(text(leaf.leaf), leaf.kind, leaf.pairs, leaf.baseline, leaf.model) for leaf in report.leaves]
     total_pairs = sum(leaf.pairs for leaf in report.leaves)
     rows.append(("**overall**", "", total_pairs, report.overall.baseline, report.overall.model))
     for name, kind, pairs, base, model in rows:
@@ -781,12 +783,12 @@ def render_markdown(report: EvalReport) -> str:
     if gate.compared_with:
         lines.append(f"Compared with: {', '.join(gate.compared_with)}.")
     if gate.previous:
-        lines.append(f"Previous release: `{gate.previous}`, {gate.compared_leaves} leaves comparable.")
+        lines.append(f"Previous release: {code(gate.previous)}, {gate.compared_leaves} leaves comparable.")
     if gate.note:
         lines.append(gate.note[0].upper() + gate.note[1:] + ".")
-    lines += [f"- {failure}" for failure in gate.failures]
+    lines += [f"- {text(failure)}" for failure in gate.failures]  # they quote leaf paths: escaped
     if report.notes:
-        lines += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
+        lines += ["", "## Notes", "", *[f"- {text(note)}" for note in report.notes]]
     return "\n".join(lines) + "\n"
 
 
@@ -798,6 +800,7 @@ def _roles(report: EvalReport) -> list[tuple[str, str]]:
 
 
 def _mcq_section(report: EvalReport) -> list[str]:
+    from labtax.markdown import text
     from labtax.train.eval_gate import mcq_pairs
 
     leaves = [leaf for leaf in report.leaves if leaf.mcq]
@@ -821,11 +824,12 @@ def _mcq_section(report: EvalReport) -> list[str]:
             cells.append(interval.format(3) if interval else "–")
         difference = paired_difference(*mcq_pairs(leaf, "baseline"))
         change = f"{difference.mean:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]" if difference else "–"
-        lines.append(f"| {leaf.leaf} | {len(leaf.mcq)} | " + " | ".join(cells) + f" | {change} |")
+        lines.append(f"| {text(leaf.leaf)} | {len(leaf.mcq)} | " + " | ".join(cells) + f" | {change} |")
     return [*lines, ""]
 
 
 def _judge_section(report: EvalReport) -> list[str]:
+    from labtax.markdown import text
     from labtax.train.eval_gate import judge_pairs
 
     leaves = [leaf for leaf in report.leaves if leaf.judged]
@@ -854,7 +858,7 @@ def _judge_section(report: EvalReport) -> list[str]:
         difference = paired_difference(*judge_pairs(leaf, "baseline"))
         change = f"{difference.mean:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]" if difference else "–"
         held = sum(q.held_out for q in leaf.judged)
-        lines.append(f"| {leaf.leaf} | {len(leaf.judged)} ({held}) | " + " | ".join(cells) + f" | {change} |")
+        lines.append(f"| {text(leaf.leaf)} | {len(leaf.judged)} ({held}) | " + " | ".join(cells) + f" | {change} |")
     return [*lines, ""]
 
 
