@@ -111,7 +111,9 @@ def test_skills_are_judged_on_every_seed_question_with_confidence(with_teacher: 
         assert question.model is not None and question.model.rating is not None
         assert question.baseline is not None and question.model.explanation
     assert haiku.model.judged == 6 and 1 <= (haiku.model.judge_score or 0) <= 10
-    assert with_teacher["first"]["eval_judge"] == 12 and with_teacher["second"]["eval_judge"] == 12
+    # The model and the base are one directory here, so each answer is rated once (6, not 12); the second
+    # run finds every rating in ratings.json and asks nothing.
+    assert with_teacher["first"]["eval_judge"] == 6 and with_teacher["second"].get("eval_judge", 0) == 0
     markdown = output.with_suffix(".md").read_text(encoding="utf-8")
     row = next(line for line in markdown.splitlines() if line.startswith(f"| {text(HAIKU)} | 6 (1) |"))
     assert row.count("[") >= 3, "each score with its 95% interval, and the change over the base model"

@@ -61,6 +61,7 @@ def release(
             *("release", version, *extra, "--output", str(output), "--repo", "org/student"),
             *("--base-model", str(base_model), "--teacher-url", teacher.url, "--teacher-model", "fake-teacher"),
             *("--target", "2", "--eval-max-new-tokens", "1", "--source-url", "https://github.com/org/taxonomy"),
+            "--no-eval-teacher",  # the whole taxonomy: test_release_rerun.py has the teacher-judged evaluation
             *TINY_TRAINING,
         ]
     )

@@ -103,12 +103,23 @@ def mixed_licence_taxonomy(root: Path, git_server_root: Path, documents_url: str
     return repo
 
 
+def general_set(directory: Path) -> Path:
+    """The release manager's general set: questions the model must not forget, whatever the taxonomy."""
+    path = directory / "general.jsonl"
+    rows = [
+        {"question": "What is the capital of France?", "answer": "Paris."},
+        {"question": "Which is a prime number?", "choices": ["4", "6", "7", "9"], "answer": "C"},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 def release_args(output: Path, teacher: RunningServer, base_model: Path, *extra: str) -> list[str]:
     return [
         *("release", "v1.0.0", *extra, "--output", str(output), "--repo", "org/student"),
         *("--dataset-repo", "org/student-data", "--base-model", str(base_model)),
         *("--teacher-url", teacher.url, "--teacher-model", "fake-teacher", "--target", "2"),
-        *("--eval-max-new-tokens", "1", *TINY_TRAINING),
+        *("--eval-max-new-tokens", "1", "--general", str(general_set(output.parent)), *TINY_TRAINING),
     ]
 
 
@@ -162,7 +173,10 @@ def test_a_killed_release_finishes_when_run_again_and_credits_every_source_witho
         first = capsys.readouterr()
         printed.append(first.out + first.err)
         requests = teacher.chat_requests
-        assert requests > 0
+        evaluation = {stage: teacher.state.stages[stage] for stage in ("eval_mcq", "eval_judge")}
+        assert all(evaluation.values()), "the release's evaluation asks the teacher (questions, ratings)"
+        generation_requests = requests - sum(evaluation.values())
+        assert generation_requests > 0
         assert "phase 1: " in first.err and "peak learning rate" in first.err  # the training plan, before training
 
         # 2. The real release, killed while the model's commit is in flight (the dataset is pushed and tagged).
@@ -258,12 +272,17 @@ def test_a_killed_release_finishes_when_run_again_and_credits_every_source_witho
     assert set(loaded) == {"phase1_knowledge", "phase2_skills"}
     assert loaded["phase2_skills"].num_rows == released["data_summary"]["phase2_rows"]
 
+    # The evaluation behind the gate: held-out answers, the teacher's questions and ratings, the general set.
+    evaluated = json.loads((output / "eval.json").read_text())
+    assert evaluated["general"] is not None and evaluated["general"]["questions"] == 2
+    assert any(leaf["mcq"] for leaf in evaluated["leaves"]) and any(leaf["judged"] for leaf in evaluated["leaves"])
+
     # What happened, beside what was planned.
     summary = released["data_summary"]
     assert summary["leaves_generated"] == 4 and summary["leaves_reused"] == 0
-    assert summary["requests_sent"] == requests and summary["planned_requests"] > 0
+    assert summary["requests_sent"] == generation_requests and summary["planned_requests"] > 0
     notes = (output / "notes.md").read_text()
-    assert f"- **Generation**: {requests:,} teacher requests sent" in notes
+    assert f"- **Generation**: {generation_requests:,} teacher requests sent" in notes
     assert f"(the planner estimated {summary['planned_requests']:,})" in notes
     assert "Sources by licence: " in notes
 

@@ -50,9 +50,13 @@ def command(
         ),
     ] = None,
     teacher_url: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            "--teacher-url", envvar="LABTAX_TEACHER_URL", help="OpenAI-compatible teacher endpoint.", show_default=False
+            "--teacher-url",
+            envvar="LABTAX_TEACHER_URL",
+            help="OpenAI-compatible API root of the teacher (key: $LABTAX_TEACHER_API_KEY). Repeat it for replicas "
+            "of the same model (in $LABTAX_TEACHER_URL: separated by spaces).",
+            show_default=False,
         ),
     ] = None,
     teacher_model: Annotated[
@@ -76,7 +80,26 @@ def command(
     eval_max_new_tokens: Annotated[
         int | None,
         typer.Option(
-            "--eval-max-new-tokens", help="Tokens generated per held-out answer in evaluation.", show_default=False
+            "--eval-max-new-tokens",
+            help="The longest answer the evaluation generates, in tokens (knowledge, skills, general set).",
+            show_default=False,
+            min=1,
+        ),
+    ] = None,
+    eval_teacher: Annotated[
+        bool,
+        typer.Option(
+            "--eval-teacher/--no-eval-teacher",
+            help="The teacher writes multiple-choice questions from the documents and judges skill answers "
+            "(labtax evaluate --teacher-model); off: held-out loss and token F1 only.",
+        ),
+    ] = True,
+    general_set: Annotated[
+        Path | None,
+        typer.Option(
+            "--general",
+            help="The general set (JSONL, as for labtax evaluate --general): the gate fails when the model forgets it.",
+            show_default=False,
         ),
     ] = None,
     train_config: Annotated[
@@ -155,11 +178,13 @@ def command(
         hub_repo=repo,
         dataset_repo=dataset_repo,
         private=private,
-        teacher_url=teacher_url,
+        teacher_url=tuple(teacher_url) if teacher_url else None,
         teacher_model=teacher_model,
         generation_target=generation_target,
         curate_config=curate_config,
         eval_max_new_tokens=eval_max_new_tokens,
+        eval_teacher=eval_teacher,
+        general_set=general_set.resolve() if general_set else None,
         train_config=train_config,
         train_overrides=_parse_overrides(overrides or []),
         previous_manifest=previous_manifest,

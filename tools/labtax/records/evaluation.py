@@ -25,6 +25,8 @@ from labtax.records.base import RecordFormat, decode, dumps_json, read_json_file
 EVAL_FORMAT = RecordFormat("labtax-eval", 1, "eval.json", "re-run `labtax evaluate`")
 MCQ_FORMAT = RecordFormat("labtax-eval-mcq", 1, "mcq.json", "delete it and re-run `labtax evaluate`")
 MCQ_FILE = "mcq.json"
+RATINGS_FORMAT = RecordFormat("labtax-eval-ratings", 1, "ratings.json", "delete it and re-run `labtax evaluate`")
+RATINGS_FILE = "ratings.json"
 ROLES = ("model", "baseline", "previous")  # the new model, its base model, the previous release's model
 
 
@@ -298,3 +300,25 @@ def write_mcq_set(path: Path, questions: McqSet) -> None:
 
 def read_mcq_set(path: Path) -> McqSet:
     return decode(McqSet, read_json_file(path, MCQ_FORMAT), str(path), MCQ_FORMAT.remedy)
+
+
+@dataclass(frozen=True)
+class Rating:
+    rating: int
+    explanation: str
+
+
+@dataclass(frozen=True)
+class RatingSet:
+    """ratings.json: the judge's ratings by request (the teacher, the prompt with the question, the reference
+    and the rated answer): an answer rated once, such as the base model's in every release, is not rated again."""
+
+    ratings: dict[str, Rating]
+
+
+def write_rating_set(path: Path, ratings: RatingSet) -> None:
+    write_text_atomic(path, dumps_json({"format": RATINGS_FORMAT.tag, **to_json(ratings)}))
+
+
+def read_rating_set(path: Path) -> RatingSet:
+    return decode(RatingSet, read_json_file(path, RATINGS_FORMAT), str(path), RATINGS_FORMAT.remedy)

@@ -80,11 +80,13 @@ class ReleaseOptions:
     hub_repo: str | None = None
     dataset_repo: str | None = None
     private: bool = False
-    teacher_url: str | None = None
+    teacher_url: tuple[str, ...] | None = None  # one API root or several replicas of the same model
     teacher_model: str | None = None
     generation_target: int | None = None
     curate_config: Path | None = None
-    eval_max_new_tokens: int | None = None
+    eval_max_new_tokens: int | None = None  # the longest answer the evaluation generates, any kind
+    eval_teacher: bool = True  # the teacher writes multiple-choice questions and judges skill answers
+    general_set: Path | None = None  # the release manager's general set (JSONL), guarding against forgetting
     train_config: Path | None = None
     train_overrides: dict[str, Any] = field(default_factory=dict)
     previous_manifest: Path | None = None

@@ -91,6 +91,10 @@ def check_settings(config: Config, options: ReleaseOptions) -> dict[str, Any]:
     if options.curate_config is not None:
         load_settings_file(options.curate_config)
     resolve_model(options.base_model)  # a mistyped local path fails here, not after generation and curation
+    if options.general_set is not None:
+        from labtax.train.evaluate import read_general_set
+
+        read_general_set(options.general_set)  # a bad line fails here, not after training
     curation = file_sha256(options.curate_config) if options.curate_config else None
     return {"train": hyper.as_dict(), "curation": curation}
 
@@ -378,9 +382,13 @@ def evaluate(
         output=output / "eval.json",
         taxonomy_root=config.taxonomy_root,
         previous=previous_eval,
+        training_data=output / "data",
+        teacher=teacher_spec(options) if options.eval_teacher else None,
+        general=options.general_set,
     )
     if options.eval_max_new_tokens:
-        eval_config = replace(eval_config, max_new_tokens=options.eval_max_new_tokens)
+        limit = options.eval_max_new_tokens
+        eval_config = replace(eval_config, max_new_tokens=limit, answer_tokens=min(eval_config.answer_tokens, limit))
     stamp_file = output / "eval.stamp"
     stamp = fingerprint(
         {
@@ -389,6 +397,9 @@ def evaluate(
             "baseline": options.base_model,
             "previous": file_sha256(previous_eval) if previous_eval else None,
             "max_new_tokens": eval_config.max_new_tokens,
+            "answer_tokens": eval_config.answer_tokens,
+            "teacher": options.teacher_model if eval_config.teacher else None,
+            "general": file_sha256(options.general_set) if options.general_set else None,
         }
     )
     reusable = (output / "eval.json").is_file() and stamp_file.is_file() and stamp_file.read_text().strip() == stamp

@@ -127,11 +127,19 @@ def document_chunks(leaf: Leaf, project_root: Path) -> list[tuple[str, str]]:
 
 
 def mcq_key(leaf: Leaf, teacher: str, settings: McqSettings) -> str:
-    template = load_eval_prompt("eval_mcq")
+    """What the questions depend on: what reaches the teacher (the domain, the outline, the pinned
+    documents), the teacher, the prompt and the settings. Not the leaf hash: a metadata-only edit of the
+    leaf (its author, a comment) keeps the questions, as it keeps the generated data (labtax.sdg.inputs)."""
+    from dataclasses import asdict
+
+    from labtax.sdg.inputs import inputs_for
     from labtax.sdg.params import GenerationParams
 
+    template = load_eval_prompt("eval_mcq")
     params = GenerationParams()
-    material = [leaf.leaf_hash, teacher, template.label, template.digest(), settings.per_leaf]
+    inputs = inputs_for(leaf)
+    asked = [inputs.domain, inputs.document_outline, asdict(inputs.document) if inputs.document else None]
+    material = [asked, teacher, template.label, template.digest(), settings.per_leaf]
     material += [params.chunk_size, params.chunk_overlap]
     return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()
 

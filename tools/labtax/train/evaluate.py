@@ -35,6 +35,7 @@ from labtax.fileio import file_sha256, write_text_atomic
 from labtax.records.base import RecordError
 from labtax.records.evaluation import (
     MCQ_FILE,
+    RATINGS_FILE,
     AnswerScore,
     ChoiceQuestion,
     ChoiceResult,
@@ -49,11 +50,15 @@ from labtax.records.evaluation import (
     McqLeaf,
     McqSet,
     ModelAndBaseline,
+    Rating,
+    RatingSet,
     Scores,
     read_eval_report,
     read_mcq_set,
+    read_rating_set,
     write_eval_report,
     write_mcq_set,
+    write_rating_set,
 )
 from labtax.taxonomy.leaf import Leaf, LeafKind, QnaPair, heldout_pairs
 from labtax.train.eval_compare import comparison_markdown, comparison_table
@@ -153,7 +158,8 @@ def run_evaluation(config: EvalConfig) -> EvalResult:
     for role, name in roles:
         score_model(config, role, name, evaluations, by_path, general, general_items or [])
     if config.teacher is not None:
-        judge_answers(config.teacher, evaluations, by_path, [role for role, _ in roles], notes)
+        ratings = config.output.parent / RATINGS_FILE
+        judge_answers(config.teacher, evaluations, by_path, [role for role, _ in roles], notes, ratings)
     previous_source = None
     if config.previous_model:
         previous_source = config.previous_model
@@ -401,6 +407,16 @@ def prepare_teacher_questions(
             evaluation.mcq = [ChoiceResult(question) for question in made.questions]
 
 
+def _read_ratings(path: Path, notes: list[str]) -> RatingSet:
+    if not path.is_file():
+        return RatingSet({})
+    try:
+        return read_rating_set(path)
+    except RecordError as exc:
+        notes.append(f"{path} was not reused ({exc}); answers were rated again")
+        return RatingSet({})
+
+
 def _read_mcq(path: Path, notes: list[str]) -> McqSet:
     if not path.is_file():
         return McqSet({})
@@ -417,10 +433,16 @@ def judge_answers(
     by_path: dict[str, Leaf],
     roles: Sequence[str],
     notes: list[str],
+    ratings_file: Path,
 ) -> None:
-    """The teacher rates every model's answer to every judged question; ratings are summed into Scores."""
+    """The teacher rates every model's answer to every judged question; ratings are summed into Scores.
+
+    A rating is kept in `ratings_file` by its request (teacher, prompt, question, reference, answer): the
+    same answer is never rated twice (the base model's answers, every release; an unchanged model's)."""
     from labtax.train.eval_teacher import ask_all, judge_request, rating_of
 
+    identity = teacher.identity()
+    stored = _read_ratings(ratings_file, notes)
     jobs = []
     for evaluation in evaluations:
         for question in evaluation.judged:
@@ -429,10 +451,23 @@ def judge_answers(
                 if judgment is not None:
                     leaf = by_path[evaluation.leaf]
                     request = judge_request(leaf, question.question, question.reference, judgment.answer)
-                    jobs.append((evaluation, question, role, request))
+                    jobs.append((evaluation, question, role, request, f"{identity}\0{request.key}"))
+    asked = list({job[4]: job[3] for job in jobs if job[4] not in stored.ratings}.items())  # each answer once
+    answered = dict(zip((key for key, _ in asked), ask_all(teacher, [request for _, request in asked]), strict=True))
+    fresh: dict[str, Rating] = {}
+    results: list[tuple[LeafEvaluation, JudgedQuestion, str, int | None, str]] = []
+    for evaluation, question, role, _, key in jobs:
+        if key in stored.ratings:
+            results.append((evaluation, question, role, stored.ratings[key].rating, stored.ratings[key].explanation))
+            continue
+        rating, explanation = rating_of(answered[key])
+        if rating is not None:
+            fresh[key] = Rating(rating, explanation)
+        results.append((evaluation, question, role, rating, explanation))
+    if fresh:
+        write_rating_set(ratings_file, RatingSet({**stored.ratings, **fresh}))
     failed = 0
-    for (evaluation, question, role, _), result in zip(jobs, ask_all(teacher, [j[3] for j in jobs]), strict=True):
-        rating, explanation = rating_of(result)
+    for evaluation, question, role, rating, explanation in results:
         answer = getattr(question, role).answer
         setattr(question, role, Judgment(answer, rating, explanation))
         if rating is None:
