@@ -62,9 +62,22 @@ class TruncationFilter:
     name = "truncated"
 
     def __call__(self, sample: Candidate) -> Verdict:
-        if sample.sample.metadata.finish_reason == "length":
+        if cut_inside_answer(sample):
             return drop("truncated", "finish_reason=length")
         return KEEP
+
+
+def cut_inside_answer(sample: Candidate) -> bool:
+    """Whether the cut at `max_tokens` fell inside this sample's answer. An answer of several items (a
+    list of question-answer pairs, of instructions) that was cut keeps only its complete items
+    (`labtax.sdg.answer_parsing`): one that ends before the cut output does is complete. Only when the
+    answer runs to the output's end, or cannot be found in it, is it taken as cut."""
+    exchange = sample.answered_by
+    if exchange is None or exchange.finish_reason != "length":
+        return False
+    answer = sample.answer.strip()
+    at = exchange.output.rfind(answer) if answer else -1
+    return at < 0 or not exchange.output[at + len(answer) :].strip()
 
 
 # Words a finished English answer rarely ends on (a teacher that hit its token limit stops mid-phrase);
