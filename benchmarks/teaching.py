@@ -60,6 +60,10 @@ DEFAULT_LEAVES = (
     "foundational_skills/reasoning/unit_conversion",
 )
 SEEDS_ARM, LABTAX_ARM = "seeds only", "labtax"
+COMPUTED: list[str] = []  # what this run measured (the rest came from --work)
+# Options that change what is measured: a --work directory is reused only with the same ones.
+MEASURING = ("leaves", "model", "target", "max_tokens", "judge_max_tokens", "budget_factor", "chunk_words",
+             "raft_words", "epochs", "lr", "batch_tokens", "warmup", "answer_tokens")  # fmt: skip
 
 
 def main() -> int:
@@ -76,7 +80,7 @@ def main() -> int:
     )
     parser.add_argument("--raft-words", type=int, default=300, help="curation's RAFT context budget (labtax: 800)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of each training phase, every arm")
-    parser.add_argument("--lr", type=float, default=5e-5, help="peak learning rate, every arm")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate, every arm")
     parser.add_argument("--batch-tokens", type=int, default=2048, help="tokens per optimizer step (one micro-batch)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up steps")
     parser.add_argument("--seeds", default="0", help="training seeds, comma-separated: each trains every arm again")
@@ -97,6 +101,7 @@ def main() -> int:
     leaves = all_leaves() if args.leaves == "all" else [leaf.strip().strip("/") for leaf in args.leaves.split(",")]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     work: Path = args.work
+    check_options(work, args)
     started = time.monotonic()
     project = work / "project"
     if not project.is_dir():
@@ -110,12 +115,30 @@ def main() -> int:
         for arm, data in ((SEEDS_ARM, seeds_data), (LABTAX_ARM, labtax_data)):
             name = f"{arm} (seed {seed})"
             results[name] = cached(work, name, partial(train_and_score, model, data, work, name, seed, args))
-    results["settings"] = settings(args, model, leaves, seeds, time.monotonic() - started)
+    stored = work / "results" / "settings.json"
+    if COMPUTED or not stored.is_file():  # the figures of the run that measured something, not of a re-read
+        stored.write_text(json.dumps(settings(args, model, leaves, seeds, time.monotonic() - started)) + "\n")
+    results["settings"] = json.loads(stored.read_text(encoding="utf-8"))
     results["generation"] = generation
     print(render(results, taxonomy))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def check_options(work: Path, args: argparse.Namespace) -> None:
+    """A re-run reuses --work only with the options that made it (--seeds may grow, --threads change)."""
+    wanted = {name: str(getattr(args, name)) for name in MEASURING}
+    path = work / "results" / "options.json"
+    if path.is_file():
+        made = json.loads(path.read_text(encoding="utf-8"))
+        changed = {name: (made.get(name), value) for name, value in wanted.items() if made.get(name) != value}
+        if changed:
+            listed = ", ".join(f"--{name.replace('_', '-')} {old} -> {new}" for name, (old, new) in changed.items())
+            raise SystemExit(f"{work} holds results made with other options ({listed}): use another --work")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
 
 
 def prepared_smollm2() -> Path:
@@ -144,6 +167,7 @@ def cached(work: Path, name: str, compute: Any) -> dict[str, Any]:
     partial = path.with_suffix(".part")
     partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     partial.replace(path)
+    COMPUTED.append(name)
     print(f"{name}: done", file=sys.stderr, flush=True)
     return result
 
@@ -391,7 +415,8 @@ def render(results: dict[str, Any], leaves: list[Any]) -> str:
         for arm in arms:
             s = results[arm]["scores"][leaf.path]
             interval = paired_difference(s["question_losses"], b["question_losses"])
-            ci = f", {interval.low:+.2f}..{interval.high:+.2f}" if interval is not None else ""
+            enough = interval is not None and len(b["question_losses"]) >= 2  # one question has no interval
+            ci = f", {interval.low:+.2f}..{interval.high:+.2f}" if enough and interval is not None else ""
             cells.append(f"{s['loss']:.3f} ({s['loss'] - b['loss']:+.3f}{ci})")
         f1 = [f"{results[a]['scores'][leaf.path]['f1']:.3f}" if b["f1"] is not None else "–" for a in arms]
         base_f1 = f"{b['f1']:.3f}" if b["f1"] is not None else "–"
@@ -419,7 +444,7 @@ def render(results: dict[str, Any], leaves: list[Any]) -> str:
             f"| {tokens:,} |"
         )
     per_leaf = ", ".join(
-        f"{leaf.split('/')[-1]} {row['kept']}/{row['target']} from {row['requests']} requests"
+        f"{leaf.removesuffix('/qna.yaml').split('/')[-1]} {row['kept']}/{row['target']} from {row['requests']} requests"
         for leaf, row in g["leaves"].items()
     )
     lines += ["", f"generation per leaf: {per_leaf}", "settings: " + json.dumps(results["settings"])]
