@@ -149,7 +149,9 @@ def make_project(root: Path, leaves: list[str]) -> Path:
     (root / "pyproject.toml").write_text('[tool.labtax]\ntaxonomy = "taxonomy"\n', encoding="utf-8")
     for leaf in leaves:
         shutil.copytree(ROOT / "taxonomy" / leaf, root / "taxonomy" / leaf)
-        shutil.copytree(ROOT / "documents" / Path(leaf).name, root / "documents" / Path(leaf).name)
+        documents = ROOT / "documents" / Path(leaf).name  # knowledge leaves' pinned documents; skills have none
+        if documents.is_dir():
+            shutil.copytree(documents, root / "documents" / Path(leaf).name)
     return root
 
 

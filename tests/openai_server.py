@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# What a small teacher was writing when max_tokens cut it, per stage (`cut_stages`).
+CUT_ITEM = {"knowledge_qa": "Q: What else does the passage say about the", "freeform_instructions": "9. Write a"}
+
 FAULTS = (
     "500", "429", "drop", "malformed", "prose", "truncate", "slow", "trickle", "echo_auth",
     "bad_content", "bad_usage", "no_choices",
@@ -60,6 +63,9 @@ class ServerState:
     faults: list[str] = field(default_factory=list)
     fault_rates: dict[str, float] = field(default_factory=dict)
     answers: dict[str, Answer] = field(default_factory=dict)  # stage -> custom answer
+    # Stages whose every answer runs into max_tokens, as a small teacher's do: the whole answer, then the
+    # start of one more item, cut (finish_reason=length).
+    cut_stages: tuple[str, ...] = ()
     seed: int = 0
     # observations
     chat_requests: int = 0  # every POST /v1/chat/completions, faulted ones included
@@ -355,6 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
             content = f"Sure! Here is the JSON you asked for:\n```json\n{content}\n```\nHope this helps."
         elif fault == "truncate":
             content, finish = content[: len(content) // 2], "length"
+        elif stage in state.cut_stages:
+            content, finish = f"{content.rstrip()}\n{CUT_ITEM.get(stage, 'And then the')}", "length"
         if stops and not state.ignore_stop:
             at = min((content.find(x) for x in stops if x in content), default=-1)
             if at >= 0:

@@ -138,3 +138,31 @@ def test_generate_then_curate_with_influence_round_trips_every_field(project: Pa
             continue
         for _, row in read_samples(data / name):
             assert isinstance(row, Sample) and row.metadata.sample_id
+
+
+def test_complete_pairs_before_a_cut_survive_curation(project: Path) -> None:
+    """A small teacher writes until max_tokens: every knowledge answer is cut (finish_reason=length) in the
+    middle of one more pair. Generation keeps the complete pairs before the cut; curation must not then
+    drop them all as truncated (issue 18: it did, so a small teacher's knowledge never reached training)."""
+    import json
+
+    from labtax.records.sample import ANSWER, Sample, read_samples
+
+    gen = project / "gen"
+    with running_server(cut_stages=("knowledge_qa",)) as server:
+        assert generate(server.url, gen) == 0
+    knowledge = [
+        sample
+        for path in gen.glob("leaves/*/samples.jsonl")
+        for _, sample in read_samples(path)
+        if isinstance(sample, Sample) and sample.metadata.pipeline == "knowledge"
+    ]
+    assert knowledge
+    for sample in knowledge:
+        exchange = sample.metadata.exchange_that_wrote(ANSWER)
+        assert exchange is not None and exchange.finish_reason == "length"
+    assert curate(gen, project / "data") == 0
+    report = json.loads((project / "data" / "curation.json").read_text(encoding="utf-8"))
+    assert "truncated:truncated" not in report["drops"].get("filter", {}).get("reasons", {})
+    rows = (project / "data" / "phase1_knowledge.jsonl").read_text(encoding="utf-8").splitlines()
+    assert rows, "no knowledge sample reached phase 1"

@@ -18,7 +18,6 @@ from typing import Any
 
 from labtax.curate.samples import Candidate
 from labtax.curate.settings import FilterSettings
-from labtax.records.sample import ANSWER
 from labtax.text import excerpt, jaccard, normalise, shingles, words
 
 
@@ -66,17 +65,22 @@ class TruncationFilter:
     name = "truncated"
 
     def __call__(self, sample: Candidate) -> Verdict:
-        exchange = sample.sample.metadata.exchange_that_wrote(ANSWER)
-        if exchange is not None and exchange.finish_reason == "length" and _ends_with(exchange.output, sample.answer):
+        if cut_inside_answer(sample):
             return drop("truncated", "finish_reason=length")
         return KEEP
 
 
-def _ends_with(output: str, answer: str) -> bool:
-    """Whether `answer` is the last thing in `output` (whitespace aside), or not found in it at all (a
-    record whose answer cannot be placed in its output counts as at the cut: dropped, as before)."""
-    text, tail = " ".join(output.split()), " ".join(answer.split())
-    return text.endswith(tail) or tail not in text
+def cut_inside_answer(sample: Candidate) -> bool:
+    """Whether the cut at `max_tokens` fell inside this sample's answer. An answer of several items (a
+    list of question-answer pairs, of instructions) that was cut keeps only its complete items
+    (`labtax.sdg.answer_parsing`): one that ends before the cut output does is complete. Only when the
+    answer runs to the output's end, or cannot be found in it, is it taken as cut."""
+    exchange = sample.answered_by
+    if exchange is None or exchange.finish_reason != "length":
+        return False
+    answer = sample.answer.strip()
+    at = exchange.output.rfind(answer) if answer else -1
+    return at < 0 or not exchange.output[at + len(answer) :].strip()
 
 
 # Words a finished English answer rarely ends on (a teacher that hit its token limit stops mid-phrase);
