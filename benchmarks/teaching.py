@@ -250,40 +250,24 @@ def seed_data(project: Path, out: Path, seed: int, settings: Any) -> Path:
     own functions, so that the two trained arms differ only in where their examples came from."""
     from labtax.curate.knowledge import leaf_chunks, render_knowledge
     from labtax.curate.mix import build_phases, phase1_order, phase_row_json
-    from labtax.curate.samples import Candidate
+    from labtax.curate.seeds import seed_candidates, seed_sample
     from labtax.curate.settings import MixSettings
-    from labtax.records.sample import Message, Sample, SampleMetadata, sample_id
-    from labtax.sdg.params import SCORE_KEYS
-    from labtax.taxonomy.leaf import LeafKind, training_seeds
+    from labtax.records.sample import Sample, sample_id
+    from labtax.taxonomy.leaf import LeafKind
 
     if (out / "phase1_knowledge.jsonl").is_file():
         return out
     leaves = load_project_leaves(project)
-    knowledge: list[Candidate] = []
-    skills: list[Candidate] = []
+    seeds = seed_candidates(leaves)  # what `labtax curate` adds with [mix] seeds, alone here
+    knowledge = [c for c in seeds if c.kind == LeafKind.KNOWLEDGE]
+    skills = [c for c in seeds if c.kind != LeafKind.KNOWLEDGE]
     documents: list[Sample] = []
-
-    def sample(leaf: Any, user: str, answer: str) -> Sample:
-        metadata = SampleMetadata(
-            leaf=leaf.path, leaf_hash=leaf.leaf_hash, pipeline="seed", prompt_version="", teacher="",
-            scores=dict.fromkeys(SCORE_KEYS, -1), exchanges=(),
-        )  # fmt: skip
-        return Sample((Message("user", user), Message("assistant", answer)), metadata)
-
-    for leaf in leaves:
-        for seed_example in training_seeds(leaf):
-            for pair in seed_example.qna:
-                grounded = leaf.kind is LeafKind.GROUNDED_SKILL and seed_example.context
-                user = f"{seed_example.context}\n\n{pair.question}" if grounded else pair.question
-                row = sample(leaf, user, pair.answer)
-                candidate = Candidate(sample_id(row), leaf.path, str(leaf.kind), 0, row)
-                (knowledge if leaf.kind is LeafKind.KNOWLEDGE else skills).append(candidate)
     chunks, notes = leaf_chunks(leaves, project, settings)
     if notes:
         raise SystemExit("; ".join(notes))
     for leaf in leaves:
         for chunk in chunks.get(leaf.path, []):
-            row = sample(leaf, leaf.document_outline, chunk)
+            row = seed_sample(leaf, leaf.document_outline, chunk)
             documents.append(row.with_curation(sample_id=sample_id(row), form="document", train_all_tokens=True))
     rendered = render_knowledge(phase1_order(knowledge), chunks, settings, seed)
     mixed = build_phases([*documents, *rendered.rows], skills, [], MixSettings(), seed)

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +181,25 @@ def test_counts_per_leaf_add_up(curated: dict[str, Any]) -> None:
         and "AKIAIOSFODNN7EXAMPLE" not in published
     )
     assert report["leaves"][GIT]["kind"] == "knowledge"
-    assert report["leaves"][UNITS]["phase2_rows"] == report["leaves"][UNITS]["kept"]
+    units = report["leaves"][UNITS]  # its kept samples and its training seeds ([mix] seeds), nothing else
+    assert units["seeds"] > 0 and units["phase2_rows"] == units["kept"] + units["seeds"]
+    assert report["totals"]["seeds_added"] == sum(c["seeds"] for c in report["leaves"].values())
     assert sum(c["phase1_rows"] for c in report["leaves"].values()) == report["mix"]["phase1_rows"]
+
+
+def test_every_training_seed_joins_its_phase_and_no_held_out_seed_does(curated: dict[str, Any]) -> None:
+    from labtax.taxonomy.leaf import LeafKind, training_seeds
+
+    rows = {name: read_jsonl(curated["data"] / name) for name in OUTPUT_FILES[:2]}
+    for leaf in curated["generation"].leaves:
+        phase = OUTPUT_FILES[0] if leaf.kind is LeafKind.KNOWLEDGE else OUTPUT_FILES[1]
+        seeds = [
+            row for row in rows[phase] if row["metadata"]["leaf"] == leaf.path and row["metadata"]["pipeline"] == "seed"
+        ]
+        asked = {row["messages"][0]["content"].rpartition("\n\n")[2] for row in seeds}
+        wanted = {pair.question for seed in training_seeds(leaf) for pair in seed.qna}
+        assert wanted and wanted <= asked, leaf.path  # knowledge seeds with their documents, as generated pairs are
+        assert not {pair.question for _, pair in heldout_pairs(leaf)} & asked, leaf.path
 
 
 def test_no_held_out_question_reaches_training_data(curated: dict[str, Any]) -> None:
@@ -344,7 +362,7 @@ def small_project_generation(project: Path, directory: Path, knowledge: int, ski
 
 def test_knowledge_is_upsampled_to_its_minimum_share_and_repeats_are_marked(project: Path, tmp_path: Path) -> None:
     leaves = small_project_generation(project, tmp_path / "gen", knowledge=4, skills=27)
-    mix = MixSettings(replay_share=0.5, min_knowledge_share=0.25)
+    mix = MixSettings(seeds=False, replay_share=0.5, min_knowledge_share=0.25)  # the generated rows alone
     plain = KnowledgeSettings(grounded_share=0.0, raft_share=0.0, plain_share=1.0)  # one phase-1 row per sample
     config = CurationConfig(
         samples_dir=tmp_path / "gen", output_dir=tmp_path / "data", mix=mix, knowledge=plain, taxonomy_root=project
@@ -426,7 +444,8 @@ def test_cli_curates_and_refuses_bad_settings_before_work(
     code = main(["curate", "--samples", gen, "--output", str(tmp_path / "data"), "--root", str(project / "taxonomy")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "84 kept" in captured.err and "phase 1: 96 rows (48 document-grounded, 48 among distractor" in captured.err
+    assert "84 kept" in captured.err and "training seeds added ([mix] seeds)" in captured.err
+    assert re.search(r"phase 1: \d+ rows \(\d+ document-grounded, \d+ among distractor", captured.err)
     assert (tmp_path / "data" / "curation.json").read_bytes() == (curated["data"] / "curation.json").read_bytes()
 
     settings = tmp_path / "curate.toml"
@@ -475,9 +494,9 @@ def test_curates_what_labtax_generate_writes(project: Path, tmp_path: Path, monk
     with running_server() as server:
         args = ["generate", "--output", str(gen), "--teacher-url", server.url, "--teacher-model", "fake-teacher"]
         assert main([*args, "--target", "4", "--root", str(project / "taxonomy"), "--quiet"]) == 0
-    assert (
-        main(["curate", "--samples", str(gen), "--output", str(data), "--root", str(project / "taxonomy"), "-q"]) == 0
-    )
+    (tmp_path / "curate.toml").write_text("[mix]\nseeds = false\n")  # what generation wrote, nothing else
+    curate = ["curate", "--samples", str(gen), "--output", str(data), "--config", str(tmp_path / "curate.toml")]
+    assert main([*curate, "--root", str(project / "taxonomy"), "-q"]) == 0
     report = json.loads((data / "curation.json").read_text())
     generated = json.loads((gen / "generation.json").read_text())["leaves"]
     assert report["totals"]["read"] == sum(entry["kept"] for entry in generated) == 16
@@ -510,7 +529,9 @@ def test_a_phase_without_rows_is_not_written(project: Path, tmp_path: Path) -> N
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "phase1_knowledge.jsonl").write_text('{"stale": true}\n')
     write_generation(tmp_path / "gen", [units], {UNITS: unit_rows(units, 6, random.Random(4))})
-    config = CurationConfig(samples_dir=tmp_path / "gen", output_dir=tmp_path / "data", taxonomy_root=project)
+    config = CurationConfig(
+        samples_dir=tmp_path / "gen", output_dir=tmp_path / "data", taxonomy_root=project, mix=MixSettings(seeds=False)
+    )
     result = run_curation(config, leaves)
     assert not (tmp_path / "data" / "phase1_knowledge.jsonl").exists(), "a stale phase file is removed"
     assert set(result.files) == {"phase2", "report"}

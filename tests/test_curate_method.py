@@ -18,6 +18,7 @@ from labtax.curate import CurationConfig, FilterSettings, KnowledgeSettings, run
 from labtax.curate.filters import build_filters, first_failure, looks_truncated
 from labtax.curate.knowledge import render_knowledge
 from labtax.curate.samples import candidate
+from labtax.curate.settings import MixSettings
 from labtax.taxonomy.leaf import Leaf, heldout_pairs
 from labtax.validate import load_leaves
 from test_curate_support import (
@@ -51,6 +52,9 @@ def leaves(project: Path) -> dict[str, Leaf]:
 
 def curate(project: Path, base: Path, leaves: list[Leaf], rows: dict[str, list[Any]], **options: Any) -> dict[str, Any]:
     write_generation(base / "gen", leaves, rows)
+    # The generated samples alone: these tests are about what curation does to the teacher's output
+    # (tests/test_curate.py checks the seeds that [mix] seeds adds).
+    options.setdefault("mix", MixSettings(seeds=False))
     config = CurationConfig(samples_dir=base / "gen", output_dir=base / "data", taxonomy_root=project, **options)
     run_curation(config, leaves)
     report = json.loads((base / "data" / "curation.json").read_text(encoding="utf-8"))

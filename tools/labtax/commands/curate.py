@@ -86,7 +86,8 @@ def command(
             f"dropped {t.malformed} malformed, {t.dropped_filter} by filters, "
             f"{t.dropped_decontamination} contaminated, {t.dropped_exact_duplicate} exact and "
             f"{t.dropped_near_duplicate} near duplicates, {t.dropped_selection} by diversity selection, "
-            f"{t.dropped_influence} by influence",
+            f"{t.dropped_influence} by influence"
+            + (f"; {t.seeds_added} training seeds added ([mix] seeds)" if t.seeds_added else ""),
             err=True,
         )
         m, k = result.mix, result.knowledge

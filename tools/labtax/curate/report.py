@@ -19,6 +19,7 @@ class LeafCounts:
     malformed: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     kept: int = 0
+    seeds: int = 0  # training seeds added ([mix] seeds): rows of phase1/phase2 beside the kept samples
     phase1: int = 0
     phase2: int = 0
     flagged: Counter[str] = field(default_factory=Counter)
@@ -35,6 +36,7 @@ class LeafCounts:
             status=status,
             target=target,
             flagged=dict(sorted(self.flagged.items())),
+            seeds=self.seeds,
         )
 
 

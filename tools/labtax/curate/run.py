@@ -31,6 +31,7 @@ from labtax.curate.knowledge import leaf_chunks, render_knowledge
 from labtax.curate.mix import ExternalRow, build_phases, phase1_order, phase_row_json, read_replay_file
 from labtax.curate.report import Ledger
 from labtax.curate.samples import COMPLETE, Candidate, read_candidates
+from labtax.curate.seeds import seed_candidates
 from labtax.curate.select import select_diverse
 from labtax.curate.settings import CurationConfig, check_config
 from labtax.errors import UsageError
@@ -104,8 +105,9 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
     if config.influence.enabled:
         pool, pairs, influence_info, seconds_per_candidate = _influence(config, pool, leaves, ledger)
 
-    knowledge = [c for c in pool if c.kind == LeafKind.KNOWLEDGE]
-    skills = [c for c in pool if c.kind != LeafKind.KNOWLEDGE]
+    seeds = seed_candidates(leaf for leaf in leaves if leaf.path in targets) if config.mix.seeds else []
+    knowledge = [c for c in [*pool, *seeds] if c.kind == LeafKind.KNOWLEDGE]
+    skills = [c for c in [*pool, *seeds] if c.kind != LeafKind.KNOWLEDGE]
     chunks, chunk_notes = leaf_chunks(
         [leaf for leaf in leaves if leaf.path in {c.leaf for c in knowledge}], _project_root(config), config.knowledge
     )
@@ -116,9 +118,11 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
     mixed = build_phases(rendered.rows, skills, external, config.mix, config.seed, replay_name)
     notes.extend(mixed.notes)
 
-    leaf_of = {candidate.sample_id: candidate.leaf for candidate in pool}
+    leaf_of = {candidate.sample_id: candidate.leaf for candidate in [*pool, *seeds]}
     for candidate in pool:
         ledger.leaf(candidate.leaf).kept += 1
+    for candidate in seeds:
+        ledger.leaf(candidate.leaf).seeds += 1
     _flag(config, pool, ledger)
     for sample in mixed.phase1:
         ledger.leaf(leaf_of[str(sample.metadata.sample_id)]).phase1 += 1
@@ -153,8 +157,9 @@ def run_curation(config: CurationConfig, leaves: Sequence[Leaf] | None = None) -
         malformed=sum(c.malformed for c in ledger.leaves.values()),
         **{f"dropped_{stage.replace('-', '_')}": ledger.stage_total(stage) for stage in STAGES},
         kept=len(pool),
-        knowledge_kept=len(knowledge),
-        skills_kept=len(skills),
+        knowledge_kept=sum(c.kind == LeafKind.KNOWLEDGE for c in pool),
+        skills_kept=sum(c.kind != LeafKind.KNOWLEDGE for c in pool),
+        seeds_added=len(seeds),
     )
     if replay_name:
         inputs[f"replay:{replay_name}"] = external_sha

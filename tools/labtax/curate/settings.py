@@ -55,6 +55,7 @@ class SelectSettings:
 
 @dataclass(frozen=True)
 class MixSettings:
+    seeds: bool = True  # the leaves' training seeds join their phase's data (labtax.curate.seeds)
     replay_share: float = 0.3
     min_knowledge_share: float = 0.2
     allow_repeats: bool = True
@@ -243,6 +244,7 @@ def check_config(config: CurationConfig) -> None:
         problems.append(
             f"[select] embedding_model {s.embedding_model} is not a directory; give a local model directory"
         )
+    need(isinstance(m.seeds, bool), "[mix] seeds must be true or false")
     need(share(m.replay_share), "[mix] replay_share must be between 0 and 1")
     need(
         number(m.min_knowledge_share) and 0.0 <= m.min_knowledge_share < 1.0,

@@ -79,6 +79,7 @@ class LeafCuration:
     status: str  # the leaf's generation status (generation.json), or "not-generated"
     target: int
     flagged: dict[str, int] = field(default_factory=dict)  # kept samples flagged for a look, "flag" -> count
+    seeds: int = 0  # the leaf's training seeds added to its phase ([mix] seeds); its rows count them too
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class CurationTotals:
     kept: int
     knowledge_kept: int
     skills_kept: int
+    seeds_added: int = 0  # the leaves' training seeds added to the mix ([mix] seeds), not counted in `kept`
 
 
 @dataclass(frozen=True)
