@@ -66,3 +66,32 @@ def test_an_earlier_training_run_is_removed_only_after_the_new_one_finished(
     outcome = train(options, write_phase_data(tmp_path / "data"), runs / "new-inputs")
     assert outcome.model_dir == runs / "new-inputs" / "final" and outcome.model_dir.is_dir()
     assert sorted(path.name for path in runs.iterdir()) == ["new-inputs"]
+
+
+def test_a_leaf_short_of_its_target_for_lack_of_budget_does_not_stop_the_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leaf whose request budget ran out ends the same on every run (a re-run replays it): the release
+    goes on with its samples and says so, instead of asking for a re-run that could never finish it. (A
+    leaf short because of transport failures still stops it: a re-run asks those requests again.)"""
+    from conftest import shipped_project
+    from labtax.config import load_config
+    from labtax.release.release import ReleaseOptions
+    from labtax.release.stages import generate, load_release_leaves
+
+    haiku = "compositional_skills/writing/freeform/haiku"
+    repo = shipped_project(tmp_path / "repo", (haiku, "knowledge/science/oceanography/ocean_tides"))
+    monkeypatch.chdir(repo)
+    config = load_config(start=repo)
+    leaves = load_release_leaves(config)
+
+    def options(url: str) -> ReleaseOptions:
+        return ReleaseOptions(
+            "v0.1.0", tmp_path / "release", "unused", teacher_url=(url,), teacher_model="fake-teacher",
+            generation_target=2,
+        )  # fmt: skip
+
+    rejecting = {"pair_judge": lambda stage, body: "Explanation: off task.\nScore: 1"}  # every skill pair dropped
+    with running_server(answers=rejecting) as teacher:
+        outcome = generate(config, options(teacher.url), leaves, tmp_path / "gen", None)
+    assert outcome.short == [f"{haiku}/qna.yaml (0 of 2)"] and outcome.teacher_requests > 0

@@ -254,6 +254,11 @@ def run_release(
     generation = stages.generate(config, options, leaves, options.output / "generation", previous)
     result.teacher_requests = generation.teacher_requests
     result.seconds["generate"], clock = time.monotonic() - clock, time.monotonic()
+    if generation.short:
+        result.messages.append(
+            f"{len(generation.short)} leaves are short of their target (their request budget ran out; a re-run "
+            f"would end the same): {', '.join(generation.short[:10])}; their samples are used"
+        )
     if generation.discarded:
         result.messages.append(
             f"{len(generation.discarded)} cached generation results no release vouched for were regenerated"

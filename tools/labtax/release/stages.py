@@ -34,6 +34,7 @@ class GenerationOutcome:
     teacher_requests: int
     entries: dict[str, str]  # cache key -> SHA-256 of samples.jsonl
     discarded: list[str] = field(default_factory=list)  # cache entries no earlier release vouched for
+    short: list[str] = field(default_factory=list)  # leaves whose budget ran out before their target: "leaf (k of n)"
 
 
 @dataclass
@@ -213,18 +214,37 @@ def generate(
         project_root=config.project_root,
         vet=options.vet_cache,
     )
-    if result.incomplete:
-        names = ", ".join(row.leaf for row in result.incomplete[:5])
+    # A leaf short of its target because the teacher failed (unreachable, errors) is resumed by a re-run:
+    # stop and say so. One short because its request budget is spent ends the same way on every run
+    # (labtax.sdg.leaf_run): a re-run cannot help, so its samples are used and the notes say it.
+    resumable = [row for row in result.incomplete if _teacher_was_unreachable(generation_dir, row.cache_key)]
+    if resumable:
+        names = ", ".join(row.leaf for row in resumable[:5])
         raise LabtaxError(
-            f"generation is incomplete for {len(result.incomplete)} leaves ({names}); "
+            f"generation is incomplete for {len(resumable)} leaves after teacher failures ({names}); "
             "run the same release command again to resume it"
         )
+    short = [f"{row.leaf} ({row.kept} of {row.target})" for row in result.incomplete]
     return GenerationOutcome(
         teacher=spec.identity(),
         teacher_requests=result.requests_sent,
         entries=generation_entries(generation_dir),
         discarded=discarded,
+        short=short,
     )
+
+
+def _teacher_was_unreachable(generation_dir: Path, cache_key: str) -> bool:
+    """Whether a leaf's generation lost requests to transport failures (the next run asks them again);
+    failures of format (an answer in no usable shape) are replayed as they were."""
+    from labtax.records.generation import SUMMARY_FILE, read_leaf_summary
+    from labtax.sdg.store import leaf_dir
+    from labtax.sdg.teacher import TRANSPORT
+
+    path = leaf_dir(generation_dir, cache_key) / SUMMARY_FILE
+    if not path.is_file():
+        return True  # not finished: resumable
+    return any(failure.kind == TRANSPORT for failure in read_leaf_summary(path).failures)
 
 
 def generation_entries(generation_dir: Path) -> dict[str, str]:
