@@ -112,3 +112,6 @@ def test_a_metadata_only_change_plans_and_sends_no_request(
     summary = json.loads(sorted((generation / "runs").glob("*.json"))[-1].read_text())
     # Sent: the pipeline's requests; teacher calls: with retries and hedges, what the server counted.
     assert summary["planned_requests"] == small and summary["http_requests"] == sent >= summary["sent"] > 0
+    ran = [row for row in summary["leaves"] if row["requests"] is not None]
+    assert ran and sum(row["http_requests"] for row in ran) == sent  # leaf by leaf, as the release sums them
+    assert all(row["http_requests"] >= row["sent"] for row in ran)

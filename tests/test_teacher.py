@@ -4,6 +4,8 @@ free-text answer formats, and the local transformers backend."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 
 from labtax.errors import UsageError
 from labtax.sdg.answer_parsing import AnswerFormat, read_answer
+from labtax.sdg.dispatch import Dispatcher
 from labtax.sdg.local_teacher import LocalSettings, LocalTeacher
 from labtax.sdg.openai_teacher import OpenAITeacher, TeacherGone, TeacherSettings, TeacherUnavailable, scrub
 from labtax.sdg.prompts import load_prompt
@@ -21,13 +24,14 @@ from labtax.sdg.teacher import (
     NOTE_STOP,
     NOTE_STRUCTURED,
     PARSE,
+    REQUEST_OWNER,
     TOO_LONG,
     TRANSPORT,
     TRUNCATED,
     TeacherRequest,
     TeacherResult,
 )
-from openai_server import running_server
+from openai_server import default_answer, running_server
 
 SCHEMA = {
     "type": "object",
@@ -278,6 +282,48 @@ def test_concurrency_is_bounded() -> None:
         asyncio.run(go())
         assert server.state.peak_in_flight == 6
         assert server.chat_requests == 24
+
+
+def test_every_attempt_is_counted_for_the_leaf_that_asked_retries_and_hedges_included() -> None:
+    """Each leaf's task names itself in REQUEST_OWNER; every HTTP request made for it (a retry, and a hedge
+    that a timer set off while another leaf's request was in flight) is counted for it, so the per-leaf
+    counts of a run (and a release's total) are what the server saw."""
+    held = threading.Event()
+
+    def answer(stage: str, body: dict[str, Any]) -> str:
+        if "[slow]" in body["messages"][-1]["content"] and not held.is_set():
+            held.set()
+            time.sleep(1.0)  # the slow leaf's first answer: long enough to be hedged
+        return default_answer(stage, body, int(body["seed"]))
+
+    def tagged(owner: str, key: str) -> TeacherRequest:
+        ask = request(f"{owner}-{key}")
+        return dataclasses.replace(ask, messages=(*ask.messages[:-1], ("user", f"{ask.messages[-1][1]} [{owner}]")))
+
+    with running_server(fault_rates={"500": 0.15}, answers={"freeform_instructions": answer}, seed=5) as server:
+
+        async def go() -> tuple[dict[str, int], int]:
+            async with OpenAITeacher(settings(server.url, concurrency=8)) as teacher:
+                dispatcher = Dispatcher(teacher, 8)
+
+                async def leaf(owner: str, count: int, rank: int) -> None:
+                    REQUEST_OWNER.set(owner)
+                    for n in range(count):
+                        await dispatcher.complete((rank, n), tagged(owner, str(n)))
+
+                await leaf("warm", 20, 0)  # latencies to hedge by
+                busy = asyncio.ensure_future(leaf("busy", 60, 1))  # its timers are set in its own context
+                await asyncio.sleep(0.05)
+                await leaf("slow", 1, 2)
+                await busy
+                return dict(teacher.sent.by_owner), dispatcher.hedged
+
+        counted, hedged = asyncio.run(go())
+    seen = {owner: 0 for owner in ("warm", "busy", "slow")}
+    for body in server.state.bodies:
+        seen[body["messages"][-1]["content"].rsplit("[", 1)[1].rstrip("]")] += 1
+    assert hedged >= 1 and seen["slow"] >= 2 and server.state.faults_served["500"] > 0
+    assert counted == seen and sum(seen.values()) == server.chat_requests
 
 
 # --- reading answers ------------------------------------------------------------------------------

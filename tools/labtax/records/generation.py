@@ -237,6 +237,9 @@ class RunLeaf:
     failed: int | None = None
     rescued: int | None = None
     rejected: int | None = None
+    # HTTP requests (or local generations) the teacher got for this leaf: `sent` with retries and hedges.
+    # None in summaries written before it was counted per leaf.
+    http_requests: int | None = None
 
 
 @dataclass(frozen=True)

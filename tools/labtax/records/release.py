@@ -105,7 +105,7 @@ class DataSummary:
     leaves_generated: int  # leaves whose data is new in this release (not in the previous release's cache)
     leaves_reused: int  # leaves whose data the previous release already had: no request
     planned_requests: int  # the planner's estimate for the generated leaves (what the review report announces)
-    requests_sent: int  # teacher requests actually sent for them, over every run that made their data
+    requests_sent: int  # HTTP requests the teacher got for them (retries, hedges), over every run that made their data
     requests_failed: int
     samples_generated: int  # samples generation kept, over every leaf of the release
     samples_target: int  # what generation aimed for, over every leaf

@@ -326,7 +326,8 @@ def data_summary(
             continue  # a summary of another labtax version: its counts are unknown, not guessed
         for row in run.leaves:
             if row.cache_key in pending and row.requests is not None:
-                sent += row.sent or 0
+                # What the teacher got (retries and hedges included); older summaries only knew `sent`.
+                sent += row.http_requests if row.http_requests is not None else (row.sent or 0)
                 failed += row.failed or 0
                 if row.action != "resume":
                     pending.discard(row.cache_key)

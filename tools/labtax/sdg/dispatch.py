@@ -20,6 +20,7 @@ real work; a seeded server answers both the same, and either way the answer used
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import time
@@ -37,6 +38,9 @@ class _InFlight:
     started: float
     request: Any
     answer: asyncio.Future[Any]  # the first answer of any attempt
+    # The asking task's context: every attempt, a hedge started from a timer too, runs in it, so the
+    # teacher counts it for the leaf that asked (labtax.sdg.teacher.REQUEST_OWNER).
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
     hedged: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -105,7 +109,7 @@ class Dispatcher:
 
     def _attempt(self, entry: _InFlight) -> None:
         """Send `entry`'s request (again); the first answer resolves it, a failure only when all have failed."""
-        task = asyncio.ensure_future(self.teacher.complete(entry.request))
+        task = asyncio.get_running_loop().create_task(self.teacher.complete(entry.request), context=entry.context)
         entry.tasks.append(task)
 
         def finished(task: asyncio.Task[Any]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from labtax.errors import UsageError
-from labtax.sdg.teacher import PARSE, REFUSED, TOO_LONG, TeacherRequest, TeacherResult
+from labtax.sdg.teacher import PARSE, REFUSED, REQUEST_OWNER, TOO_LONG, SentCounter, TeacherRequest, TeacherResult
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,9 @@ class LocalTeacher:
         self.settings = settings
         self.name = local_teacher_name(settings.model_dir)
         self.context_length = 2048
-        self.requests_sent = 0
-        self._queue: asyncio.Queue[tuple[TeacherRequest, asyncio.Future[TeacherResult]]] | None = None
+        self.sent = SentCounter()  # generations, per leaf
+        # (request, its answer, its owner): the worker thread counts for the leaf that asked.
+        self._queue: asyncio.Queue[tuple[TeacherRequest, asyncio.Future[TeacherResult], str]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._model: Any = None
         self._tokenizer: Any = None
@@ -93,6 +94,11 @@ class LocalTeacher:
         text = self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @property
+    def requests_sent(self) -> int:
+        """Generations, retries included."""
+        return self.sent.total
+
     def count_tokens(self, messages: Sequence[tuple[str, str]]) -> int:
         return len(self._prompt_ids(messages))
 
@@ -101,7 +107,7 @@ class LocalTeacher:
         result = TeacherResult(request.key, request.stage)
         for _ in range(self.settings.output_retries + 1):
             future: asyncio.Future[TeacherResult] = asyncio.get_running_loop().create_future()
-            await self._queue.put((request, future))
+            await self._queue.put((request, future, REQUEST_OWNER.get()))
             answer = await future
             result.attempts += 1
             result.prompt_tokens += answer.prompt_tokens
@@ -124,13 +130,15 @@ class LocalTeacher:
             while len(batch) < self.settings.batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                answers = await asyncio.to_thread(self._generate, [request for request, _ in batch])
+                answers = await asyncio.to_thread(self._generate, [request for request, _, _ in batch])
             except Exception as exc:  # a failed batch fails its requests, never the run
                 answers = [
                     TeacherResult(r.key, r.stage, error_kind=REFUSED, error=f"{type(exc).__name__}: {exc}")
-                    for r, _ in batch
+                    for r, _, _ in batch
                 ]
-            for (_, future), answer in zip(batch, answers, strict=True):
+            for (_, future, owner), answer in zip(batch, answers, strict=True):
+                if answer.error_kind != TOO_LONG:  # a prompt that does not fit is never generated
+                    self.sent.count(owner=owner)
                 if not future.done():
                     future.set_result(answer)
 
@@ -161,7 +169,6 @@ class LocalTeacher:
             runnable.append(index)
         if not runnable:
             return results
-        self.requests_sent += len(runnable)
         longest = max(map(len, prompts))
         max_new = min(max(requests[i].max_tokens for i in runnable), self.context_length - longest)
         pad = self._tokenizer.pad_token_id

@@ -41,6 +41,7 @@ from labtax.sdg.teacher import (
     TOO_LONG,
     TRANSPORT,
     TRUNCATED,
+    SentCounter,
     TeacherRequest,
     TeacherResult,
     estimate_tokens,
@@ -186,7 +187,7 @@ class OpenAITeacher:
         self.context_length = settings.context_length or settings.default_context_length
         self.context_source = "configured" if settings.context_length else "default"
         self.replicas = [Replica(url, base_url(url), n) for n, url in enumerate(settings.urls)]
-        self.requests_sent = 0  # HTTP attempts, retries included
+        self.sent = SentCounter()  # HTTP attempts, retries and hedges included, per leaf
         self.structured_output = True  # False once the server refuses `response_format`
         self.samples_freely = True  # False once a new seed gave the same text: retrying a bad answer is futile
         self.notes: list[str] = []  # things said once about the teacher (a replica down at the start, ...)
@@ -211,6 +212,7 @@ class OpenAITeacher:
                 total=self.settings.timeout_s, sock_connect=min(30.0, self.settings.timeout_s)
             ),
             auto_decompress=True,
+            trace_configs=[self._counting()],
         )
         self._changed = asyncio.Condition()
         try:
@@ -223,6 +225,24 @@ class OpenAITeacher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
+
+    def _counting(self) -> Any:
+        """Count a completion request when its bytes go to the connection, for the leaf that asked.
+
+        Not when it is attempted: an attempt cancelled before it was written (its leaf settled, a hedge
+        lost) never reaches the server, and the counts must be what the server saw. aiohttp writes the
+        headers with a small body in one write, right after this callback, which does not suspend.
+        """
+        import aiohttp
+
+        async def written(_session: Any, context: Any, params: Any) -> None:
+            if params.method == "POST" and not getattr(context, "counted", False):
+                context.counted = True  # once per request, however many chunks its body takes
+                self.sent.count()
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_chunk_sent.append(written)
+        return trace
 
     async def _close(self) -> None:
         if self._session is not None:
@@ -252,6 +272,11 @@ class OpenAITeacher:
         ) as response:
             content = await response.read()
             return HttpResponse(response.status, content, response.headers.get("Retry-After"))
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP attempts, retries and hedges included."""
+        return self.sent.total
 
     def count_tokens(self, messages: Sequence[tuple[str, str]]) -> int:
         return estimate_tokens(messages)
@@ -383,7 +408,6 @@ class OpenAITeacher:
         replica = await self._acquire()
         try:
             body = make_body()
-            self.requests_sent += 1
             replica.requests += 1
             timeout = max(0.05, min(self.settings.timeout_s, deadline - time.monotonic()))
             try:

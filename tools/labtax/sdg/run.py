@@ -52,7 +52,7 @@ from labtax.sdg.params import PIPELINE_VERSION, GenerationParams
 from labtax.sdg.plan import GenerationConfig, GenerationPlan, LeafPlan, generation_config, plan_generation
 from labtax.sdg.skill_pipelines import freeform_source, grounded_source
 from labtax.sdg.store import JOURNAL_FILE, Journal, finished_summary, leaf_dir, scan_cache, space_for
-from labtax.sdg.teacher import NOTES, Teacher
+from labtax.sdg.teacher import NOTES, REQUEST_OWNER, Teacher
 from labtax.sdg.teacher_spec import TeacherSpec
 from labtax.taxonomy.leaf import Leaf, LeafKind
 
@@ -156,7 +156,8 @@ def _generate(
         if p.leaf.kind is LeafKind.KNOWLEDGE
     }
     results: dict[str, LeafSummary] = {}
-    sent, teacher_info = 0, None
+    sent: Counter[str] = Counter()
+    teacher_info = None
     if plan.to_run:  # a run with everything cached never contacts the teacher
         sent, teacher_info = asyncio.run(_run_all(plan, spec, config, chunks, progress or NoProgress(), results))
     return _finish(plan, config, results, sent, teacher_info, notes, started, time.monotonic() - clock)
@@ -195,7 +196,8 @@ async def _run_all(
     chunks: dict[str, list[Chunk]],
     progress: Progress,
     results: dict[str, LeafSummary],
-) -> tuple[int, TeacherInfo]:
+) -> tuple[Counter[str], TeacherInfo]:
+    """Run every leaf of the plan; the requests sent, per leaf (cache key), and what was learnt of the teacher."""
     async with spec.open() as teacher:
         dispatcher = Dispatcher(teacher, _capacity(teacher, spec))
         # Leaves open at once: enough for every slot to have work, few enough that a taxonomy of thousands
@@ -203,6 +205,7 @@ async def _run_all(
         open_leaves = asyncio.Semaphore(max(4, dispatcher.capacity))
 
         async def one_leaf(rank: int, item: LeafPlan) -> None:
+            REQUEST_OWNER.set(item.cache_key)  # this task's context: what it sends is counted for the leaf
             async with open_leaves:
                 summary = await _run_leaf(
                     item, rank, teacher, dispatcher, config, chunks.get(item.cache_key, []), progress
@@ -219,7 +222,7 @@ async def _run_all(
             raise
         said = tuple(getattr(teacher, "notes", ()))
         info = TeacherInfo(teacher.context_length, getattr(teacher, "context_source", "model"), said)
-        return int(teacher.requests_sent), info
+        return Counter(teacher.sent.by_owner), info
 
 
 def source_for(kind: LeafKind, chunks: Sequence[Chunk]) -> Source:
@@ -291,7 +294,7 @@ def _finish(
     plan: GenerationPlan,
     config: GenerationConfig,
     results: dict[str, LeafSummary],
-    sent: int,
+    sent: Counter[str],
     teacher_info: TeacherInfo | None,
     notes: list[str],
     started: datetime,
@@ -333,6 +336,7 @@ def _finish(
             RunLeaf(
                 p.leaf.path, p.cache_key, p.action, outcome, kept, p.target,
                 ran.requests, ran.sent, ran.replayed, ran.failed, ran.rescued, ran.rejected,
+                sent[p.cache_key],
             )
         )  # fmt: skip
         teacher_notes.update(ran.teacher_notes)
@@ -369,7 +373,7 @@ def _finish(
         replayed=sum(s.replayed for s in generated),
         failed=sum(s.failed for s in generated),
         rescued=sum(s.rescued for s in generated),
-        http_requests=sent,
+        http_requests=sum(sent.values()),
         prompt_tokens=sum(s.prompt_tokens for s in generated),
         completion_tokens=sum(s.completion_tokens for s in generated),
         kept=sum(s.kept for s in generated),

@@ -9,11 +9,18 @@ answer a `TeacherRequest` with a `TeacherResult`, never an exception: what went 
 A request asks for free text read by its `answer` format (`labtax.sdg.answer_parsing`), or for a JSON
 object following `schema` (sent as `response_format`), or, with neither, for plain text (`data` is then
 `{"text": answer}`).
+
+Both count what they send per *owner* (`SentCounter`): the leaf whose task made the request, named by
+`REQUEST_OWNER`, a context variable that the generation run sets in each leaf's task and that every
+task the leaf starts (candidates, the dispatcher's attempts and hedges) inherits. So a run's summary
+says, leaf by leaf, how many HTTP requests (or local generations) it cost, retries and hedges included.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,11 +122,30 @@ class TeacherResult:
 _RESULT_FIELDS = tuple(TeacherResult.__dataclass_fields__)
 
 
+# Whose requests these are (a leaf's cache key); "" for requests made outside a leaf's task.
+REQUEST_OWNER: ContextVar[str] = ContextVar("labtax_request_owner", default="")
+
+
+class SentCounter:
+    """Requests sent to the teacher (HTTP attempts, or local generations), counted per owner."""
+
+    def __init__(self) -> None:
+        self.by_owner: Counter[str] = Counter()
+
+    def count(self, n: int = 1, owner: str | None = None) -> None:
+        self.by_owner[REQUEST_OWNER.get() if owner is None else owner] += n
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_owner.values())
+
+
 class Teacher(Protocol):
     """What pipelines need from a teacher."""
 
     name: str
     context_length: int
+    sent: SentCounter
 
     def count_tokens(self, messages: Sequence[tuple[str, str]]) -> int: ...
 
