@@ -7,7 +7,7 @@ Chunks are taken in order, request after request, so every part of the documents
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from labtax.records.sample import ANSWER, QUESTION, TeacherExchange
 from labtax.sdg.chunking import Chunk
@@ -41,23 +41,22 @@ def knowledge_source(chunks: Sequence[Chunk]) -> Source:
             limit=count,
         )
         lineage = (number,)
-        answer = await run.ask(lineage, request, reservation)
         where = {"source": chunk.source, "chunk": chunk.index}
-        if not answer.ok:
-            run.failed(lineage, template.name, answer, where)
+        answer = await run.ask_items(lineage, request, reservation, where, "pairs")
+        if answer is None:
             return
         assert answer.data is not None
-        pairs = answer.data["pairs"]
-        run.passed(template.name, answered=1, passed=len(pairs))
-        for i, (pair, share) in enumerate(zip(pairs, reservation.split(len(pairs), 3), strict=True)):
-            child = (number, i)
-            question, reply = str(pair["question"]).strip(), str(pair["answer"]).strip()
-            content = {**where, "question": question, "answer": reply}
-            if run.claim(child, "question", question, template.name, content):
-                made = run.exchange(request, answer, (QUESTION, ANSWER), {"question": question, "answer": reply})
-                run.spawn(child, 1, _judged(run, child, chunk, question, reply, made, share), share)
-            else:
-                share.release()
+        pairs = [(str(pair["question"]).strip(), str(pair["answer"]).strip()) for pair in answer.data["pairs"]]
+
+        def candidate(child: Lineage, pair: tuple[str, str], share: Reservation) -> Awaitable[None]:
+            question, reply = pair
+            made = run.exchange(request, answer, (QUESTION, ANSWER), {"question": question, "answer": reply})
+            return _judged(run, child, chunk, question, reply, made, share)
+
+        run.fan_out(
+            lineage, template.name, pairs, reservation, 3,
+            lambda pair: ("question", pair[0], {**where, "question": pair[0], "answer": pair[1]}), candidate,
+        )  # fmt: skip
 
     return source
 

@@ -32,7 +32,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from labtax.records.generation import COMPLETE, INCOMPLETE, LeafSummary, RejectedCandidate, StageCounts, TeacherFailure
 from labtax.records.sample import Message, Sample, SampleMetadata, TeacherExchange
@@ -47,6 +47,7 @@ from labtax.taxonomy.leaf import Leaf, LeafKind
 from labtax.text import normalise
 
 Lineage = tuple[int, ...]
+T = TypeVar("T")
 # A pipeline's first stage: (run, number, reservation) asks the `number`-th first-stage request and spawns
 # a candidate per item of its answer.
 Source = Callable[["LeafRun", int, "Reservation"], Awaitable[None]]
@@ -292,6 +293,41 @@ class LeafRun:
         task = asyncio.ensure_future(self._candidate(lineage, work, reservation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def ask_items(
+        self, lineage: Lineage, request: TeacherRequest, reservation: Reservation, where: dict[str, Any], key: str
+    ) -> TeacherResult | None:
+        """Ask for a list (new instructions, contexts, questions, Q&A pairs): the answer, its list under
+        `key`; None when the request failed (recorded against `where`, what it was about)."""
+        answer = await self.ask(lineage, request, reservation)
+        if not answer.ok:
+            self.failed(lineage, request.stage, answer, where)
+            return None
+        assert answer.data is not None
+        self.passed(request.stage, answered=1, passed=len(answer.data[key]))
+        return answer
+
+    def fan_out(
+        self,
+        lineage: Lineage,
+        stage: str,
+        items: Sequence[T],
+        reservation: Reservation,
+        each: int,
+        claim: Callable[[T], tuple[str, str, dict[str, Any]]],
+        work: Callable[[Lineage, T, Reservation], Awaitable[None]],
+    ) -> None:
+        """Each of `items` (the list `stage` answered) goes on as its own candidate `(*lineage, i)` with its
+        share of `reservation` (`each` units): `claim(item)` says what must be new ((namespace, text,
+        content)); a duplicate is dropped and its share returned, a new one runs `work(child, item, share)`."""
+        at = self.stage_index[stage] + 1
+        for i, (item, share) in enumerate(zip(items, reservation.split(len(items), each), strict=True)):
+            child = (*lineage, i)
+            namespace, text, content = claim(item)
+            if self.claim(child, namespace, text, stage, content):
+                self.spawn(child, at, work(child, item, share), share)
+            else:
+                share.release()
 
     async def _candidate(self, lineage: Lineage, work: Awaitable[None], reservation: Reservation) -> None:
         try:

@@ -14,6 +14,7 @@ the sample's exchanges (what preference pairs are built from). Held-out seeds ne
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import replace
 
 from labtax.records.sample import ANSWER, CONTEXT, QUESTION, TeacherExchange
@@ -139,22 +140,20 @@ async def freeform_source(run: LeafRun, number: int, reservation: Reservation) -
         run.pick(_instruction_examples(inputs.skill_examples), f"{number}/instructions"),
         limit=count,
     )
-    answer = await run.ask(lineage, request, reservation)
-    if not answer.ok:
-        run.failed(lineage, template.name, answer, {})
+    answer = await run.ask_items(lineage, request, reservation, {}, "items")
+    if answer is None:
         return
     assert answer.data is not None
-    items = [str(text).strip() for text in answer.data["items"]]
-    run.passed(template.name, answered=1, passed=len(items))
-    each = chain_cost(LeafKind.FREEFORM_SKILL, params) - 1
-    per_item = each // count
-    for i, (text, share) in enumerate(zip(items, reservation.split(len(items), per_item), strict=True)):
-        child = (number, i)
-        if run.claim(child, "question", text, template.name, {"instruction": text}):
-            made = run.exchange(request, answer, (QUESTION,), text)
-            run.spawn(child, 1, _freeform_candidate(run, child, text, made, share), share)
-        else:
-            share.release()
+
+    def candidate(child: Lineage, text: str, share: Reservation) -> Awaitable[None]:
+        made = run.exchange(request, answer, (QUESTION,), text)
+        return _freeform_candidate(run, child, text, made, share)
+
+    run.fan_out(
+        lineage, template.name, [str(text).strip() for text in answer.data["items"]], reservation,
+        (chain_cost(LeafKind.FREEFORM_SKILL, params) - 1) // count,
+        lambda text: ("question", text, {"instruction": text}), candidate,
+    )  # fmt: skip
 
 
 async def _freeform_candidate(
@@ -198,21 +197,20 @@ async def grounded_source(run: LeafRun, number: int, reservation: Reservation) -
         run.pick(examples, f"{number}/contexts"),
         limit=count,
     )
-    answer = await run.ask(lineage, request, reservation)
-    if not answer.ok:
-        run.failed(lineage, template.name, answer, {})
+    answer = await run.ask_items(lineage, request, reservation, {}, "items")
+    if answer is None:
         return
     assert answer.data is not None
-    contexts = [str(text).strip() for text in answer.data["items"]]
-    run.passed(template.name, answered=1, passed=len(contexts))
-    per_context = (chain_cost(LeafKind.GROUNDED_SKILL, params) - 1) // count
-    for i, (context, share) in enumerate(zip(contexts, reservation.split(len(contexts), per_context), strict=True)):
-        child = (number, i)
-        if run.claim(child, "context", context, template.name, {"context": context}):
-            made = run.exchange(request, answer, (CONTEXT,), context)
-            run.spawn(child, 1, _grounded_context(run, child, context, made, share), share)
-        else:
-            share.release()
+
+    def candidate(child: Lineage, context: str, share: Reservation) -> Awaitable[None]:
+        made = run.exchange(request, answer, (CONTEXT,), context)
+        return _grounded_context(run, child, context, made, share)
+
+    run.fan_out(
+        lineage, template.name, [str(text).strip() for text in answer.data["items"]], reservation,
+        (chain_cost(LeafKind.GROUNDED_SKILL, params) - 1) // count,
+        lambda context: ("context", context, {"context": context}), candidate,
+    )  # fmt: skip
 
 
 async def _grounded_context(
@@ -229,22 +227,20 @@ async def _grounded_context(
         run.pick(_instruction_examples(inputs.skill_examples), f"{slot}/questions"),
         limit=count,
     )
-    answer = await run.ask(lineage, request, reservation)
-    if not answer.ok:
-        run.failed(lineage, template.name, answer, {"context": context})
+    answer = await run.ask_items(lineage, request, reservation, {"context": context}, "items")
+    if answer is None:
         return
     assert answer.data is not None
-    questions = [str(text).strip() for text in answer.data["items"]]
-    run.passed(template.name, answered=1, passed=len(questions))
-    per_question = 1 + 2 * params.candidates_per_prompt
-    for k, (question, share) in enumerate(zip(questions, reservation.split(len(questions), per_question), strict=True)):
-        child = (*lineage, k)
-        content = {"context": context, "instruction": question}
-        if run.claim(child, "question", question, template.name, content):
-            asked = run.exchange(request, answer, (QUESTION,), question)
-            run.spawn(child, 2, _grounded_question(run, child, context, question, (made, asked), share), share)
-        else:
-            share.release()
+
+    def candidate(child: Lineage, question: str, share: Reservation) -> Awaitable[None]:
+        asked = run.exchange(request, answer, (QUESTION,), question)
+        return _grounded_question(run, child, context, question, (made, asked), share)
+
+    run.fan_out(
+        lineage, template.name, [str(text).strip() for text in answer.data["items"]], reservation,
+        1 + 2 * params.candidates_per_prompt,
+        lambda question: ("question", question, {"context": context, "instruction": question}), candidate,
+    )  # fmt: skip
 
 
 async def _grounded_question(
