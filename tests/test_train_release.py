@@ -95,3 +95,39 @@ def test_a_leaf_short_of_its_target_for_lack_of_budget_does_not_stop_the_release
     with running_server(answers=rejecting) as teacher:
         outcome = generate(config, options(teacher.url), leaves, tmp_path / "gen", None)
     assert outcome.short == [f"{haiku}/qna.yaml (0 of 2)"] and outcome.teacher_requests > 0
+
+
+def test_a_leaf_short_of_its_target_after_transport_failures_stops_the_release_and_a_rerun_resumes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other half of the rule: requests lost to transport failures (here every answer is a 429, retried
+    until the client gives up) are asked again by the next run, so the release stops and says to re-run;
+    the same command against a teacher that answers finishes the leaves from where they stopped."""
+    from conftest import shipped_project
+    from labtax.config import load_config
+    from labtax.errors import LabtaxError
+    from labtax.release.release import ReleaseOptions
+    from labtax.release.stages import generate, load_release_leaves
+
+    haiku = "compositional_skills/writing/freeform/haiku"
+    repo = shipped_project(tmp_path / "repo", (haiku,))
+    monkeypatch.chdir(repo)
+    config = load_config(start=repo)
+    leaves = load_release_leaves(config)
+
+    def options(url: str) -> ReleaseOptions:
+        return ReleaseOptions(
+            "v0.1.0", tmp_path / "release", "unused", teacher_url=(url,), teacher_model="fake-teacher",
+            generation_target=2,
+        )  # fmt: skip
+
+    with running_server(fault_rates={"429": 1.0}, retry_after="0") as failing:
+        with pytest.raises(LabtaxError) as stopped:
+            generate(config, options(failing.url), leaves, tmp_path / "gen", None)
+        assert failing.chat_requests > 0
+    message = str(stopped.value)
+    assert "after teacher failures" in message and f"{haiku}/qna.yaml" in message
+    assert "run the same release command again to resume it" in message
+    with running_server() as teacher:
+        outcome = generate(config, options(teacher.url), leaves, tmp_path / "gen", None)
+    assert outcome.short == [] and outcome.teacher_requests > 0
