@@ -113,4 +113,13 @@ def test_evaluation_refuses_a_model_of_an_unfinished_or_changed_training_run(
     (run / "training.json").write_text(json.dumps(record))
     code, message = evaluate()
     assert code == 1 and "belongs to a training run that has not finished (status 'running')" in message
+
+    # A damaged record names its file and field; one of a newer labtax is never guessed at.
+    (run / "training.json").write_text(json.dumps({**record, "phases": {"1": {"status": "done"}}}))
+    code, message = evaluate()
+    assert code == 1 and f"{run / 'training.json'}: phases.1.phase: Field required" in message
+    assert "labtax train --resume" in message and "Traceback" not in message
+    (run / "training.json").write_text(json.dumps({**record, "format": "labtax-training/2"}))
+    code, message = evaluate()
+    assert code == 2 and "written by a newer labtax" in message
     assert not (tmp_path / "eval.json").exists()

@@ -36,7 +36,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,19 @@ from labtax.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
+from labtax.records.base import NewerFormatError, RecordError
 from labtax.records.curation import check_curated_data
+from labtax.records.training import (
+    BaseModelRef,
+    DataFileRef,
+    PackingChoice,
+    PhaseResult,
+    RunPlan,
+    RunRecord,
+    TrainingEnvironment,
+    read_run_record,
+    training_json,
+)
 from labtax.train.base_model import ResolvedModel, resolve_model
 from labtax.train.config import (
     PHASE_FILES,
@@ -77,32 +89,8 @@ if TYPE_CHECKING:
     import torch
     from accelerate import Accelerator
 
-TRAINING_FORMAT = "labtax-training/1"
 STATE_FILE = "labtax_state.json"
 PHASE_DIRS = {1: "phase1", 2: "final"}
-
-
-@dataclass
-class PhaseResult:
-    phase: int
-    status: str  # "done" | "skipped" (no samples) | "halted" (stopped by halt_after_steps; resume it)
-    data_file: str
-    rows: int = 0
-    samples: int = 0
-    overlength: dict[str, dict[str, int]] = field(default_factory=dict)
-    overlength_policy: str = "skip"
-    without_trained_tokens: int = 0
-    steps: int = 0
-    steps_done: int = 0
-    warmup_steps: int = 0
-    peak_learning_rate: float = 0.0
-    trained_tokens: int = 0
-    input_tokens: int = 0
-    first_loss: float | None = None
-    last_loss: float | None = None
-    seconds: float = 0.0
-    packing: str = ""
-    model_dir: str | None = None
 
 
 @dataclass
@@ -174,7 +162,7 @@ class RunState:
     """What persists across phases in one invocation: the run record and the halt budget."""
 
     config: TrainConfig
-    record: dict[str, Any]
+    record: RunRecord
     resuming: bool = False
     steps_this_invocation: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -199,8 +187,7 @@ class RunState:
         return bool(budget) and self.steps_this_invocation >= budget
 
     def finished(self, number: int) -> PhaseResult | None:
-        found = self.record["phases"].get(str(number))
-        return PhaseResult(**found) if found and found["status"] in ("done", "skipped") else None
+        return self.record.finished_phase(number)
 
 
 # === the run ======================================================================================
@@ -246,11 +233,9 @@ def run_training(config: TrainConfig, on_plan: Callable[[TrainingPlan], None] | 
         accelerator.wait_for_everyone()  # every process has checked --output before it is written
         if accelerator.is_main_process and not resuming and config.output_dir.is_dir():
             clear_unfinished_run(config.output_dir)
-        phase_plans = state.record.get("plan", {}).get("phases", {})  # a resumed run keeps its finished phases'
-        state.record["plan"] = {
-            "packing": {"packed": packing.packed, "reason": packing.reason},
-            "phases": {**phase_plans, **{str(p.phase): p.as_json() for p in plan.phases}},
-        }
+        kept = state.record.plan.phases if state.record.plan else {}  # a resumed run keeps its finished phases'
+        phase_plans = {**kept, **{str(p.phase): p.as_json() for p in plan.phases}}
+        state.record = replace(state.record, plan=RunPlan(PackingChoice(packing.packed, packing.reason), phase_plans))
         write_record(state, accelerator, status="running")  # from here on, --resume finds the run
         prepared = [model] if model is not None else []
         del model  # train_phases holds the only reference, so phase 1's model is freed before phase 2 loads
@@ -258,10 +243,10 @@ def run_training(config: TrainConfig, on_plan: Callable[[TrainingPlan], None] | 
             return train_phases(state, base, datasets, schedules, prepared, packing, tokenizer, accelerator)
         except BaseException as exc:
             if accelerator.is_main_process:  # no barrier: the other processes may not have failed
-                state.record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-                state.record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                state.record = replace(state.record, status=status, error=f"{type(exc).__name__}: {exc}"[:2000])
                 with suppress(DiskFullError):  # a full disk that stopped the run may refuse this too: say the first
-                    write_json_atomic(state.root / "training.json", state.record)
+                    write_text_atomic(state.root / "training.json", training_json(state.record))
             raise
 
 
@@ -300,7 +285,7 @@ def train_phases(
             wrote_model = True
             del model
         results.append(result)
-        state.record["phases"][str(number)] = asdict(result)
+        state.record = state.record.with_phase(result)
         write_record(state, accelerator, status="halted" if result.status == "halted" else "running")
         if result.status == "halted":
             record_path, main = config.output_dir / "training.json", accelerator.is_main_process
@@ -310,11 +295,12 @@ def train_phases(
         copy_atomically(state.phase_dir(1), final)  # phase 2 had no data: phase 1's model is the result
         wrote_model = True
     accelerator.wait_for_everyone()
-    state.record.pop("error", None)
-    if accelerator.is_main_process and (wrote_model or "outputs" not in state.record):
+    state.record = replace(state.record, error=None)
+    if accelerator.is_main_process and (wrote_model or state.record.outputs is None):
         # The manifest of the model directory, written with status "done" (last): evaluation and release
         # refuse a final/ that does not match it (check_trained_model).
-        state.record["outputs"] = {f"{PHASE_DIRS[2]}/{name}": digest for name, digest in tree_sha256(final).items()}
+        outputs = {f"{PHASE_DIRS[2]}/{name}": digest for name, digest in tree_sha256(final).items()}
+        state.record = replace(state.record, outputs=outputs)
     write_record(state, accelerator, status="done")
     return TrainResult(
         config.output_dir, True, final, results, config.output_dir / "training.json", accelerator.is_main_process
@@ -804,53 +790,53 @@ def clear_unfinished_run(root: Path) -> None:
         shutil.rmtree(root / name, ignore_errors=True)
 
 
-def open_record(config: TrainConfig, base: ResolvedModel, *, resuming: bool) -> dict[str, Any]:
+def open_record(config: TrainConfig, base: ResolvedModel, *, resuming: bool) -> RunRecord:
     """training.json for a new run, or the existing one (checked against this config) when resuming."""
     data = {
-        f"phase{n}": {"file": str(path), "sha256": _sha256_if_present(path)}
+        f"phase{n}": DataFileRef(str(path), _sha256_if_present(path))
         for n, path in ((1, config.phase_file(1)), (2, config.phase_file(2)))
     }
-    record: dict[str, Any] = {
-        "format": TRAINING_FORMAT,
-        "status": "running",
-        "base_model": config.base_model,
-        "base_model_resolved": base.as_json(),
-        "data": data,
-        "hyperparameters": config.hyper.as_dict(),
-        "environment": environment(),
-        "phases": {},
-        "final_model": PHASE_DIRS[2],
-    }
+    record = RunRecord(
+        status="running",
+        base_model=config.base_model,
+        base_model_resolved=BaseModelRef(**base.as_json()),
+        data=data,
+        hyperparameters=config.hyper.as_dict(),
+        environment=environment(),
+        phases={},
+        final_model=PHASE_DIRS[2],
+    )
     path = config.output_dir / "training.json"
     if not resuming:
         return record
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        previous = {"error": str(exc)}
-    if not all(isinstance(previous.get(key), dict) for key in ("hyperparameters", "data")):
+        previous = read_run_record(path)
+    except RecordError:
+        previous = None
+    if previous is None:
         raise UsageError(f"--resume: {path} is not a readable training record; start a new run in another --output")
     differences = [
         key
-        for key in sorted(set(previous["hyperparameters"]) | set(record["hyperparameters"]))
-        if key not in RESUME_FREE_KEYS and previous["hyperparameters"].get(key) != record["hyperparameters"].get(key)
+        for key in sorted(set(previous.hyperparameters) | set(record.hyperparameters))
+        if key not in RESUME_FREE_KEYS and previous.hyperparameters.get(key) != record.hyperparameters.get(key)
     ]
-    if previous.get("base_model") != config.base_model:
+    if previous.base_model != config.base_model:
         differences.append("base_model")
-    if previous.get("environment", {}).get("processes") != record["environment"]["processes"]:
+    if previous.environment.processes != record.environment.processes:
         differences.append("number of processes (the step plan depends on it)")
-    differences += [name for name in data if previous["data"].get(name, {}).get("sha256") != data[name]["sha256"]]
+    differences += [name for name in data if (previous.data.get(name) or DataFileRef("")).sha256 != data[name].sha256]
     if differences:
         raise UsageError(
             f"--resume: this run was started with different settings or data ({', '.join(differences)}); "
             f"resume with the same ones (see {path}) or start a new run in another --output"
         )
-    record["phases"] = {k: v for k, v in previous.get("phases", {}).items() if v.get("status") in ("done", "skipped")}
-    if isinstance(previous.get("plan"), dict):
-        record["plan"] = previous["plan"]
-    if previous.get("status") == "done" and isinstance(previous.get("outputs"), dict):
-        record["outputs"] = previous["outputs"]  # a finished run's manifest stays what it was when it was written
-    return record
+    return replace(
+        record,
+        phases={key: phase for key, phase in previous.phases.items() if phase.finished},
+        plan=previous.plan,
+        # a finished run's manifest stays what it was when it was written
+        outputs=previous.outputs if previous.status == "done" else None,
+    )
 
 
 def check_trained_model(model_dir: Path) -> None:
@@ -866,43 +852,44 @@ def check_trained_model(model_dir: Path) -> None:
         return
     remedy = f"run the same `labtax train --resume` (or release) command again to finish it ({record_path})"
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StaleOutputError(f"{record_path} is not a readable training record ({exc}); {remedy}") from None
-    if not isinstance(record, dict) or record.get("format") != TRAINING_FORMAT:
+        record = read_run_record(record_path, remedy)
+    except NewerFormatError:
+        raise
+    except RecordError as exc:
+        raise StaleOutputError(str(exc)) from None
+    if record is None:
         return  # not ours
-    if record.get("status") != "done":
+    if record.status != "done":
         raise StaleOutputError(
-            f"{model_dir} belongs to a training run that has not finished (status {record.get('status')!r}); {remedy}"
+            f"{model_dir} belongs to a training run that has not finished (status {record.status!r}); {remedy}"
         )
-    outputs = record.get("outputs")
-    if model_dir.name != PHASE_DIRS[2] or not isinstance(outputs, dict):
+    if model_dir.name != PHASE_DIRS[2] or record.outputs is None:
         return  # a run written before training.json carried its outputs
     expected = {
         name.removeprefix(f"{PHASE_DIRS[2]}/"): digest
-        for name, digest in outputs.items()
-        if isinstance(name, str) and name.startswith(f"{PHASE_DIRS[2]}/")
+        for name, digest in record.outputs.items()
+        if name.startswith(f"{PHASE_DIRS[2]}/")
     }
     check_hashes(model_dir, expected, manifest=record_path, remedy=remedy)
 
 
 def write_record(state: RunState, accelerator: Accelerator, *, status: str) -> None:
-    state.record["status"] = status
+    state.record = replace(state.record, status=status)
     if accelerator.is_main_process:
-        write_json_atomic(state.root / "training.json", state.record)
+        write_text_atomic(state.root / "training.json", training_json(state.record))
     accelerator.wait_for_everyone()
 
 
-def environment() -> dict[str, Any]:
+def environment() -> TrainingEnvironment:
     import torch
     import transformers
 
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "processes": int(os.environ.get("WORLD_SIZE", "1")),
-    }
+    return TrainingEnvironment(
+        torch=str(torch.__version__),
+        transformers=transformers.__version__,
+        cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        processes=int(os.environ.get("WORLD_SIZE", "1")),
+    )
 
 
 def _sha256_if_present(path: Path) -> str | None:
