@@ -361,6 +361,16 @@ def test_pairs_blocks_and_scores() -> None:
         }
         and parsed.partial
     )
+    # What SmolLM2-135M wrote once: a second pair labelled "B:" after a blank line. The first answer ends
+    # at the blank line; the unlabelled pair is left out rather than run into the first answer.
+    text = "Q: How many SI base units are there?\nA: Seven.\n\nB: How many SI derived units are there?\nA: Eight"
+    assert read_answer(text, "stop", pairs).data == {
+        "pairs": [{"question": "How many SI base units are there?", "answer": "Seven."}]
+    }
+    text = "Q: Why?\nA: Because.\nA: And again.\nQ: When?\nA: Twice a day."
+    assert read_answer(text, "stop", pairs).data == {
+        "pairs": [{"question": "Why?", "answer": "Because."}, {"question": "When?", "answer": "Twice a day."}]
+    }
     blocks = AnswerFormat("blocks", tag="Context")
     text = "[Start of Context]\nOne.\n[End of Context]\n[Start of Context]\nTwo\n[Start of Context]\nThr"
     assert read_answer(text, "length", blocks).data == {"items": ["One.", "Two"]}

@@ -207,6 +207,13 @@ def _read_pairs(text: str, cut: bool, answer: AnswerFormat) -> ParsedAnswer:
             question, reply = [q_match.group(1).strip()], None
         elif a_match and question is not None and reply is None:
             reply = [a_match.group(1).strip()]
+        elif a_match and reply is not None:
+            # A second answer: the pair before it had no `Q:` (a small teacher wrote "B: <question>" after
+            # a blank line). The reply ends at that blank line; the unlabelled pair is not guessed at.
+            blank = max((n for n, kept in enumerate(reply) if not kept.strip()), default=len(reply))
+            reply = reply[:blank]
+            close()
+            question = reply = None
         elif reply is not None:
             reply.append(line.rstrip())
         elif question is not None and line.strip():
