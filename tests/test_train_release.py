@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,33 +70,42 @@ def test_an_earlier_training_run_is_removed_only_after_the_new_one_finished(
     assert sorted(path.name for path in runs.iterdir()) == ["new-inputs"]
 
 
+HAIKU = "compositional_skills/writing/freeform/haiku"
+
+
+def release_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *leaves: str) -> Callable[[str], Any]:
+    """The release's generation stage on a project of the shipped `leaves`: call it with a teacher URL."""
+    from conftest import shipped_project
+    from labtax.config import load_config
+    from labtax.release.release import ReleaseOptions
+    from labtax.release.stages import generate, load_release_leaves
+
+    repo = shipped_project(tmp_path / "repo", leaves)
+    monkeypatch.chdir(repo)
+    config = load_config(start=repo)
+    loaded = load_release_leaves(config)
+
+    def run(url: str) -> Any:
+        options = ReleaseOptions(
+            "v0.1.0", tmp_path / "release", "unused", teacher_url=(url,), teacher_model="fake-teacher",
+            generation_target=2,
+        )  # fmt: skip
+        return generate(config, options, loaded, tmp_path / "gen", None)
+
+    return run
+
+
 def test_a_leaf_short_of_its_target_for_lack_of_budget_does_not_stop_the_release(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A leaf whose request budget ran out ends the same on every run (a re-run replays it): the release
     goes on with its samples and says so, instead of asking for a re-run that could never finish it. (A
     leaf short because of transport failures still stops it: a re-run asks those requests again.)"""
-    from conftest import shipped_project
-    from labtax.config import load_config
-    from labtax.release.release import ReleaseOptions
-    from labtax.release.stages import generate, load_release_leaves
-
-    haiku = "compositional_skills/writing/freeform/haiku"
-    repo = shipped_project(tmp_path / "repo", (haiku, "knowledge/science/oceanography/ocean_tides"))
-    monkeypatch.chdir(repo)
-    config = load_config(start=repo)
-    leaves = load_release_leaves(config)
-
-    def options(url: str) -> ReleaseOptions:
-        return ReleaseOptions(
-            "v0.1.0", tmp_path / "release", "unused", teacher_url=(url,), teacher_model="fake-teacher",
-            generation_target=2,
-        )  # fmt: skip
-
+    generate = release_generation(tmp_path, monkeypatch, HAIKU, "knowledge/science/oceanography/ocean_tides")
     rejecting = {"pair_judge": lambda stage, body: "Explanation: off task.\nScore: 1"}  # every skill pair dropped
     with running_server(answers=rejecting) as teacher:
-        outcome = generate(config, options(teacher.url), leaves, tmp_path / "gen", None)
-    assert outcome.short == [f"{haiku}/qna.yaml (0 of 2)"] and outcome.teacher_requests > 0
+        outcome = generate(teacher.url)
+    assert outcome.short == [f"{HAIKU}/qna.yaml (0 of 2)"] and outcome.teacher_requests > 0
 
 
 def test_a_leaf_short_of_its_target_after_transport_failures_stops_the_release_and_a_rerun_resumes_it(
@@ -103,31 +114,16 @@ def test_a_leaf_short_of_its_target_after_transport_failures_stops_the_release_a
     """The other half of the rule: requests lost to transport failures (here every answer is a 429, retried
     until the client gives up) are asked again by the next run, so the release stops and says to re-run;
     the same command against a teacher that answers finishes the leaves from where they stopped."""
-    from conftest import shipped_project
-    from labtax.config import load_config
     from labtax.errors import LabtaxError
-    from labtax.release.release import ReleaseOptions
-    from labtax.release.stages import generate, load_release_leaves
 
-    haiku = "compositional_skills/writing/freeform/haiku"
-    repo = shipped_project(tmp_path / "repo", (haiku,))
-    monkeypatch.chdir(repo)
-    config = load_config(start=repo)
-    leaves = load_release_leaves(config)
-
-    def options(url: str) -> ReleaseOptions:
-        return ReleaseOptions(
-            "v0.1.0", tmp_path / "release", "unused", teacher_url=(url,), teacher_model="fake-teacher",
-            generation_target=2,
-        )  # fmt: skip
-
+    generate = release_generation(tmp_path, monkeypatch, HAIKU)
     with running_server(fault_rates={"429": 1.0}, retry_after="0") as failing:
         with pytest.raises(LabtaxError) as stopped:
-            generate(config, options(failing.url), leaves, tmp_path / "gen", None)
+            generate(failing.url)
         assert failing.chat_requests > 0
     message = str(stopped.value)
-    assert "after teacher failures" in message and f"{haiku}/qna.yaml" in message
+    assert "after teacher failures" in message and f"{HAIKU}/qna.yaml" in message
     assert "run the same release command again to resume it" in message
     with running_server() as teacher:
-        outcome = generate(config, options(teacher.url), leaves, tmp_path / "gen", None)
+        outcome = generate(teacher.url)
     assert outcome.short == [] and outcome.teacher_requests > 0
