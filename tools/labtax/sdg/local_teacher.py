@@ -53,7 +53,7 @@ class LocalTeacher:
         self.name = local_teacher_name(settings.model_dir)
         self.context_length = 2048
         self.sent = SentCounter()  # generations, per leaf
-        # (request, its answer, its owner): the worker thread counts for the leaf that asked.
+        # (request, its answer, its owner): the batch loop counts each generation for the leaf that asked.
         self._queue: asyncio.Queue[tuple[TeacherRequest, asyncio.Future[TeacherResult], str]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._model: Any = None
