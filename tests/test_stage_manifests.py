@@ -118,7 +118,11 @@ def test_evaluation_refuses_a_model_of_an_unfinished_or_changed_training_run(
     (run / "training.json").write_text(json.dumps({**record, "phases": {"1": {"status": "done"}}}))
     code, message = evaluate()
     assert code == 1 and f"{run / 'training.json'}: phases.1.phase: Field required" in message
-    assert "labtax train --resume" in message and "Traceback" not in message
+    assert f"remove {run} (or train into another --output) and run again" in message and "Traceback" not in message
+    # An older record of the same format, without the resolved base model, is still read.
+    (run / "training.json").write_text(json.dumps({k: v for k, v in record.items() if k != "base_model_resolved"}))
+    code, message = evaluate()
+    assert code == 1 and "belongs to a training run that has not finished (status 'running')" in message
     (run / "training.json").write_text(json.dumps({**record, "format": "labtax-training/2"}))
     code, message = evaluate()
     assert code == 2 and "written by a newer labtax" in message

@@ -367,10 +367,15 @@ def test_pairs_blocks_and_scores() -> None:
     assert read_answer(text, "stop", pairs).data == {
         "pairs": [{"question": "How many SI base units are there?", "answer": "Seven."}]
     }
-    text = "Q: Why?\nA: Because.\nA: And again.\nQ: When?\nA: Twice a day."
-    assert read_answer(text, "stop", pairs).data == {
-        "pairs": [{"question": "Why?", "answer": "Because."}, {"question": "When?", "answer": "Twice a day."}]
-    }
+    # Without a paragraph break, or with another label (`Answer:`, `A)`), the line stays in the answer.
+    for text, kept in (
+        ("Q: Why?\nA: Because.\nA: And again.", "Because.\nA: And again."),
+        ("Q: What is 2+2?\nA: Let me think step by step.\n\nAnswer: 4", "Let me think step by step.\n\nAnswer: 4"),
+        ("Q: Which?\nA: The options are:\n\nA) one\nB) two\nThe right one is A.",
+         "The options are:\n\nA) one\nB) two\nThe right one is A."),
+    ):  # fmt: skip
+        question = text[3 : text.index("\n")]
+        assert read_answer(text, "stop", pairs).data == {"pairs": [{"question": question, "answer": kept}]}
     blocks = AnswerFormat("blocks", tag="Context")
     text = "[Start of Context]\nOne.\n[End of Context]\n[Start of Context]\nTwo\n[Start of Context]\nThr"
     assert read_answer(text, "length", blocks).data == {"items": ["One.", "Two"]}

@@ -94,7 +94,7 @@ class RunPlan:
 class RunRecord:
     status: str  # running | done | halted | failed | interrupted
     base_model: str  # as the user gave it
-    base_model_resolved: BaseModelRef
+    base_model_resolved: BaseModelRef | None  # None in records written before it was kept
     data: dict[str, DataFileRef]  # "phase1", "phase2"
     hyperparameters: dict[str, Any]  # Hyperparameters.as_dict(): compared key by key on --resume
     environment: TrainingEnvironment
@@ -129,6 +129,7 @@ def read_run_record(path: Path, remedy: str = TRAINING.remedy) -> RunRecord | No
     if not isinstance(found, str) or not found.startswith(f"{TRAINING.name}/"):
         return None
     TRAINING.check(raw.pop("format"), str(path))
+    raw.setdefault("base_model_resolved", None)  # written since labtax-training/1 began: older records lack it
     return decode(RunRecord, raw, str(path), remedy)
 
 

@@ -188,6 +188,29 @@ _Q = re.compile(r"^\s*(?:\*\*)?(?:Q|Question)\s*\d*\s*(?:\*\*)?\s*[:.)]\s*(?:\*\
 _A = re.compile(r"^\s*(?:\*\*)?(?:A|Answer)\s*\d*\s*(?:\*\*)?\s*[:.)]\s*(?:\*\*)?\s*(.*)$", re.I)
 
 
+_BARE_A = re.compile(r"^\s*A\s*:")
+
+
+def _paragraphs(lines: list[str]) -> int:
+    """How many paragraphs (runs of non-blank lines) `lines` hold."""
+    count, blank = 0, True
+    for line in lines:
+        if line.strip() and blank:
+            count += 1
+        blank = not line.strip()
+    return count
+
+
+def _first_paragraphs(lines: list[str]) -> list[str]:
+    """`lines` without their last paragraph (and the blank lines around it)."""
+    end = len(lines)
+    while end and not lines[end - 1].strip():
+        end -= 1
+    while end and lines[end - 1].strip():
+        end -= 1
+    return lines[:end]
+
+
 def _read_pairs(text: str, cut: bool, answer: AnswerFormat) -> ParsedAnswer:
     """`Q: ...` / `A: ...` pairs (also `Question 1:` / `Answer 1:`); an answer may span lines."""
     pairs: list[dict[str, str]] = []
@@ -200,18 +223,19 @@ def _read_pairs(text: str, cut: bool, answer: AnswerFormat) -> ParsedAnswer:
             if q and a:
                 pairs.append({"question": q, "answer": a})
 
+    plain = False  # the open reply began with a bare `A:`
     for line in text.splitlines():
         q_match, a_match = _Q.match(line), _A.match(line)
         if q_match:
             close()
             question, reply = [q_match.group(1).strip()], None
         elif a_match and question is not None and reply is None:
-            reply = [a_match.group(1).strip()]
-        elif a_match and reply is not None:
-            # A second answer: the pair before it had no `Q:` (a small teacher wrote "B: <question>" after
-            # a blank line). The reply ends at that blank line; the unlabelled pair is not guessed at.
-            blank = max((n for n, kept in enumerate(reply) if not kept.strip()), default=len(reply))
-            reply = reply[:blank]
+            reply, plain = [a_match.group(1).strip()], _BARE_A.match(line) is not None
+        elif reply is not None and plain and _BARE_A.match(line) and _paragraphs(reply) > 1:
+            # A second bare `A:` after a paragraph break: the paragraph before it was a question without
+            # its `Q:` (a small teacher wrote "B: <question>"). The reply ends at the break; the
+            # unlabelled pair is not guessed at. (`Answer:` or `A)` inside a reply stays part of it.)
+            reply = _first_paragraphs(reply)
             close()
             question = reply = None
         elif reply is not None:

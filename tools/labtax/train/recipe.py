@@ -811,10 +811,12 @@ def open_record(config: TrainConfig, base: ResolvedModel, *, resuming: bool) -> 
         return record
     try:
         previous = read_run_record(path)
-    except RecordError:
-        previous = None
+    except NewerFormatError:
+        raise
+    except RecordError as exc:
+        raise UsageError(f"--resume: {exc}") from None
     if previous is None:
-        raise UsageError(f"--resume: {path} is not a readable training record; start a new run in another --output")
+        raise UsageError(f"--resume: {path} is not a labtax training record; start a new run in another --output")
     differences = [
         key
         for key in sorted(set(previous.hyperparameters) | set(record.hyperparameters))
@@ -852,7 +854,8 @@ def check_trained_model(model_dir: Path) -> None:
         return
     remedy = f"run the same `labtax train --resume` (or release) command again to finish it ({record_path})"
     try:
-        record = read_run_record(record_path, remedy)
+        # A damaged record cannot be resumed: the run is trained again from the start.
+        record = read_run_record(record_path, f"remove {root} (or train into another --output) and run again")
     except NewerFormatError:
         raise
     except RecordError as exc:
