@@ -99,6 +99,10 @@ def test_cli_in_process(
         assert expected in out
     assert "Traceback" not in out + err
     assert err.strip().endswith("errors, 0 warnings")
+    # Every qna.yaml is counted, those refused before reading (a symlink out, a directory) too.
+    assert f"{len(EXPECTED) + 1} leaves checked" in err
+    assert main(["check"]) == 1
+    assert f"{len(EXPECTED) + 1 - 2} qna.yaml files could not be read at all" in capsys.readouterr().out
 
 
 def test_cli_subprocess_text_and_json(bad_project: Project) -> None:

@@ -224,6 +224,11 @@ def test_local_documents_missing_directory_and_pattern(tmp_path: Path) -> None:
     messages = {d.file.split("/")[2]: d.message for d in checks}
     assert "pattern '*.txt' matches no file in 'documents/notes'" in messages["a"]
     assert "document directory 'documents/absent' does not exist" in messages["b"]
+    # A mistyped directory is shown where it is written (the repo: line), not on the pin.
+    (absent,) = [d for d in checks if d.file.split("/")[2] == "b"]
+    assert absent.yaml_path == ".document.repo"
+    line = (project.root / absent.file).read_text().splitlines()[absent.line - 1]
+    assert line.strip().startswith("repo:") and "documents/absent" in line
 
 
 def _docs_repo(path: Path) -> str:

@@ -24,6 +24,7 @@ _SKIP_DIRS = {"node_modules", "__pycache__", "venv"}
 class Discovery:
     leaf_files: list[Path] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    refused_leaves: int = 0  # paths named qna.yaml refused here (a symlink out of the repository, a directory)
 
 
 def _relative(path: Path, root: Path) -> Path | None:
@@ -99,6 +100,7 @@ def discover(config: Config, paths: Iterable[Path] | None = None) -> Discovery:
         for leaf_file, diagnostic in _scan(target, config, explicit=True):
             if diagnostic is not None:
                 found.diagnostics.append(diagnostic)
+                found.refused_leaves += PurePosixPath(diagnostic.file).name == LEAF_FILE
             elif leaf_file is not None and leaf_file.absolute() not in seen:
                 seen.add(leaf_file.absolute())
                 found.leaf_files.append(leaf_file)

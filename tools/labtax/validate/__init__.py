@@ -75,6 +75,7 @@ def validate_paths(
     """
     found = discover(config, paths)
     result = ValidationResult(diagnostics=[*unknown_rule_diagnostics(config), *found.diagnostics])
+    result.files_checked = found.refused_leaves  # counted as checked, and as files that could not be read
     for leaf_file in found.leaf_files:
         leaf, diagnostics, checked = _validate_leaf(
             config,
@@ -295,7 +296,10 @@ def _validate_leaf(
 
 
 def _document_problem_path(content: dict[str, object], message: str) -> YamlPath:
-    """Point a document problem at the pattern it names, else at the pin (commit)."""
+    """Point a document problem at what it is about: the pattern it names, the directory (repo), else the
+    pin (commit)."""
+    if message.startswith(("document directory '", "document repo '")):
+        return ("document", "repo")
     document = content.get("document")
     patterns = document.get("patterns") if isinstance(document, dict) else None
     if isinstance(patterns, list):
