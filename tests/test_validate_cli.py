@@ -213,6 +213,14 @@ def test_local_documents_pin_is_the_git_tree_id(tmp_path: Path) -> None:
     # Documents kept in this repository are checked without --check-documents too: offline and cheap.
     plain = run_cli(project.root, "validate")
     assert plain.returncode == 1 and f"set document.commit to {new_tree}" in plain.stdout
+    assert "does not track" not in plain.stdout  # an edited file is tracked
+    # An editor's backup file beside unchanged documents: named, with what to do.
+    git(project.root, "checkout", "--", "documents/notes/more.md")
+    project.write("documents/notes/guide.md~", "backup\n")
+    stray = run_cli(project.root, "validate")
+    assert stray.returncode == 1 and "it holds files git does not track (guide.md~), which count in the id" in (
+        stray.stdout
+    )
 
 
 def test_local_documents_missing_directory_and_pattern(tmp_path: Path) -> None:

@@ -245,12 +245,20 @@ def _local_tree(project_root: Path, ref: DocumentRef) -> tuple[Path | None, str]
             f"document directory '{ref.repo}' does not exist (paths are relative to the repository root)"
         )
     actual = git_tree_id(base)
+    toplevel = git_toplevel(project_root)
     if actual != ref.commit:
+        strays = _untracked(toplevel, base) if toplevel is not None else []
+        listed = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
+        stray = (
+            f"; it holds files git does not track ({listed}), which count in the id: remove them, or `git add` "
+            "them if they belong to the documents"
+            if strays
+            else ""
+        )
         raise DocumentError(
             f"the documents in '{ref.repo}' are not the pinned ones: commit is {ref.commit or '(empty)'} but the "
-            f"directory's git tree id is {actual}; if the change is intended, set document.commit to {actual}"
+            f"directory's git tree id is {actual}{stray}; if the change is intended, set document.commit to {actual}"
         )
-    toplevel = git_toplevel(project_root)
     if toplevel is None:
         # A copy of a taxonomy outside git (an unpacked archive): the pin was just checked against the files
         # themselves, read as git would store them, and they are read the same way (`_directory_entries`).
@@ -269,6 +277,18 @@ def _local_tree(project_root: Path, ref: DocumentRef) -> tuple[Path | None, str]
         f"the documents in '{ref.repo}' match the pin but are not in git; labtax reads documents from git "
         f"objects only: run `git add {ref.repo}`"
     )
+
+
+def _untracked(toplevel: Path, directory: Path) -> list[str]:
+    """Files in `directory` that git does not track, ignored ones too (they are on disk, so in the id),
+    relative to `directory`."""
+    try:
+        prefix = directory.resolve().relative_to(toplevel.resolve()).as_posix()
+        out = run_git(["ls-files", "--others", "-z", "--", f"{prefix}/"], toplevel)
+    except (GitError, ValueError):
+        return []
+    names = [name.decode("utf-8", "replace") for name in out.split(b"\0") if name]
+    return sorted(name.removeprefix(f"{prefix}/") for name in names)
 
 
 def _object_kind(repository: Path, oid: str) -> str | None:
