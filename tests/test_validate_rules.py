@@ -47,6 +47,24 @@ def test_yaml_syntax_points_at_the_problem(project: Project) -> None:
     assert diagnostic.message.startswith("YAML syntax error:")
 
 
+def test_common_yaml_mistakes_say_what_to_do(project: Project) -> None:
+    """An unquoted ': ' in an answer and a mis-indented seed, as contributors write them: the message says
+    how to write it (the fix lived only in docs/rules.md)."""
+    seed = "  - question: What are the three kinds of reef?\n    answer: {answer}\n"
+    colon = project.leaf(
+        "compositional_skills/colon", "version: 3\nseed_examples:\n" + seed.format(answer="Three: fringing and atoll")
+    )
+    indent = project.leaf(
+        "compositional_skills/indent",
+        "version: 3\nseed_examples:\n" + seed.format(answer="Three.") + " - question: Why?\n   answer: Warmth.\n",
+    )
+    messages = {d.file: (d.line, d.message) for d in project.only(rule="yaml-syntax")}
+    line, message = messages[colon]
+    assert line == 4 and "must be quoted" in message and "answer: |" in message
+    line, message = messages[indent]
+    assert line == 5 and "check the indentation of this line" in message
+
+
 def test_tab_indentation_is_a_syntax_error_with_a_hint(project: Project) -> None:
     file = project.leaf("compositional_skills/a", "version: 3\nseed_examples:\n\t- question: x\n")
     findings = project.findings()

@@ -291,9 +291,8 @@ def _marked_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic
         problem = f"{exc.context}, {exc.problem}"
         if exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
             problem += f" (the construct starts on line {exc.context_mark.line + 1})"
-    return Diagnostic(
-        file, line, column, rule="yaml-syntax", message=f"YAML syntax error: {problem}{_syntax_hint(text, line)}"
-    )
+    hint = _syntax_hint(text, line) or _problem_hint(exc.problem or "")
+    return Diagnostic(file, line, column, rule="yaml-syntax", message=f"YAML syntax error: {problem}{hint}")
 
 
 def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> Diagnostic:
@@ -317,6 +316,33 @@ def _syntax_hint(text: str, line: int) -> str:
     if 0 < line <= len(lines) and "\t" in lines[line - 1]:
         return " (this line contains a tab: YAML indentation must use spaces)"
     return ""
+
+
+# What to do about the YAML errors contributors meet most (PyYAML's problem text -> a hint).
+_PROBLEM_HINTS = (
+    (
+        "mapping values are not allowed",
+        "; a value holding ': ' must be quoted (answer: \"Three: fringing, barrier and atoll\") or written as a "
+        "block (answer: | on its own line, the text indented below it)",
+    ),
+    (
+        "expected '-' indicator",
+        "; every item of this list starts with '- ' at the same indentation as the others: check the indentation "
+        "of this line and the one above",
+    ),
+    (
+        "could not find expected ':'",
+        "; a key must be followed by ': ', and text that runs over several lines belongs in a block (key: |)",
+    ),
+    *(
+        (problem, "; check the indentation of this line: it must line up with the keys or list items it belongs with")
+        for problem in ("expected <block end>", "did not find expected key")
+    ),
+)
+
+
+def _problem_hint(problem: str) -> str:
+    return next((hint for text, hint in _PROBLEM_HINTS if text in problem), "")
 
 
 def _pos(mark: yaml.Mark) -> Position:
