@@ -103,7 +103,6 @@ def exchange(
 def one_request(leaf: Leaf, pairs: list[tuple[str, str]], *, finish_reason: str = "stop") -> list[Sample]:
     """Samples of `leaf` proposed by one teacher request, as its pipeline writes them: knowledge, one
     question-answer request for all of them; skills, one instruction request, then a response each."""
-    pipeline = pipeline_for(leaf)
     if leaf.kind is LeafKind.KNOWLEDGE:
         values = {
             "domain": leaf.domain,
@@ -123,26 +122,33 @@ def one_request(leaf: Leaf, pairs: list[tuple[str, str]], *, finish_reason: str 
             made.append((asked, *exchange(leaf, "response", respond, [answer], (ANSWER,), finish_reason)))
         scores = {"instruction": 1, "pair": 3}
     return [
-        Sample(
-            messages=(Message("user", question), Message("assistant", answer)),
-            metadata=SampleMetadata(
-                leaf=leaf.path,
-                leaf_hash=leaf.leaf_hash,
-                pipeline=pipeline.name,
-                prompt_version=pipeline.prompt_version,
-                teacher=TEACHER,
-                scores={key: scores.get(key, -1) for key in SCORE_KEYS},
-                exchanges=exchanges,
-            ),
-        )
+        generated_sample(leaf, question, answer, scores, exchanges)
         for (question, answer), exchanges in zip(pairs, made, strict=True)
     ]
+
+
+def generated_sample(
+    leaf: Leaf, question: str, answer: str, scores: dict[str, int], exchanges: tuple[TeacherExchange, ...]
+) -> Sample:
+    """A sample as generation writes it for `leaf`: the pair, its scores and the exchanges that made it."""
+    pipeline = pipeline_for(leaf)
+    return Sample(
+        messages=(Message("user", question), Message("assistant", answer)),
+        metadata=SampleMetadata(
+            leaf=leaf.path,
+            leaf_hash=leaf.leaf_hash,
+            pipeline=pipeline.name,
+            prompt_version=pipeline.prompt_version,
+            teacher=TEACHER,
+            scores={key: scores.get(key, -1) for key in SCORE_KEYS},
+            exchanges=exchanges,
+        ),
+    )
 
 
 def grounded_request(leaf: Leaf, context: str, pairs: list[tuple[str, str]]) -> list[Sample]:
     """Samples of a grounded-skill leaf over one context, as its pipeline writes them: a context request
     (wrote the context), one question request for all the instructions, then a response each."""
-    pipeline = pipeline_for(leaf)
     (made,) = exchange(
         leaf,
         "grounded_contexts",
@@ -167,27 +173,14 @@ def grounded_request(leaf: Leaf, context: str, pairs: list[tuple[str, str]]) -> 
             "instruction": question,
         }
         (answered,) = exchange(leaf, "response", respond, [answer], (ANSWER,), "stop")
-        samples.append(
-            Sample(
-                messages=(Message("user", f"{context}\n\n{question}"), Message("assistant", answer)),
-                metadata=SampleMetadata(
-                    leaf=leaf.path,
-                    leaf_hash=leaf.leaf_hash,
-                    pipeline=pipeline.name,
-                    prompt_version=pipeline.prompt_version,
-                    teacher=TEACHER,
-                    scores={key: {"instruction": 1, "pair": 3}.get(key, -1) for key in SCORE_KEYS},
-                    exchanges=(made, proposed, answered),
-                ),
-            )
-        )
+        scores = {"instruction": 1, "pair": 3}
+        samples.append(generated_sample(leaf, f"{context}\n\n{question}", answer, scores, (made, proposed, answered)))
     return samples
 
 
 def candidate_answers(leaf: Leaf, question: str, answers: list[str]) -> list[Sample]:
     """Samples of a freeform skill whose one response prompt the teacher answered several times (candidates):
     each sample's answering exchange has the same request id and messages and its own raw output."""
-    pipeline = pipeline_for(leaf)
     (asked,) = exchange(
         leaf, "freeform_instructions", {"task_description": leaf.task_description, "count": 1}, [question], (QUESTION,),
         "stop",
@@ -196,20 +189,7 @@ def candidate_answers(leaf: Leaf, question: str, answers: list[str]) -> list[Sam
     samples = []
     for answer in answers:
         (answered,) = exchange(leaf, "response", respond, [answer], (ANSWER,), "stop")
-        samples.append(
-            Sample(
-                messages=(Message("user", question), Message("assistant", answer)),
-                metadata=SampleMetadata(
-                    leaf=leaf.path,
-                    leaf_hash=leaf.leaf_hash,
-                    pipeline=pipeline.name,
-                    prompt_version=pipeline.prompt_version,
-                    teacher=TEACHER,
-                    scores={key: {"instruction": 1, "pair": 3}.get(key, -1) for key in SCORE_KEYS},
-                    exchanges=(asked, answered),
-                ),
-            )
-        )
+        samples.append(generated_sample(leaf, question, answer, {"instruction": 1, "pair": 3}, (asked, answered)))
     return samples
 
 
